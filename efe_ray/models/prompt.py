@@ -1,0 +1,157 @@
+"""QwenHybridPrompt: a task's demonstrations and query input -> one prompt embedding.
+
+Two encoders, fused:
+
+- text: the serialised demonstrations + query input (efe_ray/data/serialize.py), read by a Qwen2
+  body (transformers), masked mean-pooled over tokens, then ``Linear(hidden, prompt_dim)``;
+- numbers: the 15 task features (efe_ray/data/features.py) through a small MLP.
+
+``fuse`` combines them: ``mean`` (default), ``sum``, ``gate`` (a learned sigmoid mix) or
+``concat`` (a linear layer over both). ``use_qwen=False`` gives the features-only prompt.
+
+The Qwen2 body is, by ``model_name``:
+
+- ``"embedded"``: a small Qwen2 built from ``transformers.Qwen2Config`` with the grid tokenizer
+  (random init, trained with the rest); needs no hub;
+- a local folder or hub id: ``AutoModel`` / ``AutoTokenizer``;
+- a local ``.gguf`` file: ``AutoModel.from_pretrained(folder, gguf_file=name)``.
+
+Parameters are float32 whatever ``dtype`` says elsewhere: speed comes from autocast.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+
+from efe_ray.config import PromptConfig
+from efe_ray.data.serialize import GridTokenizer
+
+
+class ModelLoadError(RuntimeError):
+    """A named checkpoint could not be loaded; the message says how to pass a local path."""
+
+
+def load_qwen_body(cfg: PromptConfig) -> tuple[nn.Module, object]:
+    """Return (Qwen2-style model, tokenizer) for ``cfg.model_name``."""
+    from transformers import AutoModel, AutoTokenizer, Qwen2Config, Qwen2Model
+
+    if cfg.model_name == "embedded":
+        tokenizer = GridTokenizer()
+        qcfg = Qwen2Config(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_kv_heads,
+            intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=cfg.max_tokens + 2,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=False,
+        )
+        qcfg._attn_implementation = cfg.attn_implementation
+        return Qwen2Model(qcfg), tokenizer
+
+    name = cfg.model_name
+    kwargs: dict = {"dtype": torch.float32}
+    if name.endswith(".gguf"):
+        if not os.path.isfile(name):
+            raise ModelLoadError(f"prompt.model_name: GGUF file {name!r} does not exist")
+        folder, kwargs["gguf_file"] = os.path.split(os.path.abspath(name))
+        name = folder
+    try:
+        model = AutoModel.from_pretrained(name, attn_implementation=cfg.attn_implementation, **kwargs)
+        tok_kwargs = {"gguf_file": kwargs["gguf_file"]} if "gguf_file" in kwargs else {}
+        tokenizer = AutoTokenizer.from_pretrained(name, **tok_kwargs)
+    except (OSError, ValueError, ImportError) as err:
+        raise ModelLoadError(
+            f"prompt.model_name={cfg.model_name!r} could not be loaded ({type(err).__name__}: {err}). "
+            "No model hub is needed: download the checkpoint elsewhere and pass its local folder "
+            "(with config.json and weights) or its .gguf file, e.g. "
+            "--set prompt.model_name=/models/Qwen2.5-1.5B, or use prompt.model_name=embedded."
+        ) from err
+    model = model.float()  # parameters stay fp32 (invariant 3)
+    if getattr(tokenizer, "pad_token_id", None) is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.truncation_side = "left"  # keep the query, which sits at the end
+    return model, tokenizer
+
+
+class QwenHybridPrompt(nn.Module):
+    """(prompt texts, numeric features) -> (B, prompt_dim) prompt embeddings."""
+
+    def __init__(self, cfg: PromptConfig):
+        super().__init__()
+        if cfg.dtype != "float32":
+            raise ValueError(f"prompt.dtype must be float32 (got {cfg.dtype!r}); use learner.precision for speed")
+        self.cfg = cfg
+        d = cfg.prompt_dim
+        self.numeric = nn.Sequential(nn.Linear(cfg.numeric_in_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.qwen: nn.Module | None = None
+        self.tokenizer = None
+        if cfg.use_qwen:
+            self.qwen, self.tokenizer = load_qwen_body(cfg)
+            self.text_proj = nn.Linear(self.qwen.config.hidden_size, d)
+            if cfg.fuse == "gate":
+                self.gate = nn.Linear(2 * d, d)
+            elif cfg.fuse == "concat":
+                self.concat = nn.Linear(2 * d, d)
+
+    # -- parameter groups -------------------------------------------------------------------
+    def qwen_parameters(self) -> list[nn.Parameter]:
+        """The Qwen body and its projection (the ``qwen_lr`` group)."""
+        if self.qwen is None:
+            return []
+        return list(self.qwen.parameters()) + list(self.text_proj.parameters())
+
+    def other_parameters(self) -> list[nn.Parameter]:
+        """Feature MLP and fusion layers (the ``agent_lr`` group)."""
+        qwen_ids = {id(p) for p in self.qwen_parameters()}
+        return [p for p in self.parameters() if id(p) not in qwen_ids]
+
+    # -- encoders ---------------------------------------------------------------------------
+    def tokenize(self, texts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
+        """Texts -> {"input_ids": (B, T), "attention_mask": (B, T)} on ``device``."""
+        if isinstance(self.tokenizer, GridTokenizer):
+            enc = self.tokenizer(texts, max_length=self.cfg.max_tokens, return_tensors="pt")
+        else:
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.cfg.max_tokens,
+                                 return_tensors="pt")
+        return {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Qwen embedding of each text: (B, prompt_dim), with gradient."""
+        if self.qwen is None:
+            raise RuntimeError("encode_text called with prompt.use_qwen=False")
+        device = self.text_proj.weight.device
+        enc = self.tokenize(texts, device)
+        hidden = self.qwen(**enc).last_hidden_state  # (B, T, H)
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
+        return self.text_proj(pooled)  # (B, P)
+
+    def fuse(self, text_emb: torch.Tensor | None, features: torch.Tensor) -> torch.Tensor:
+        """Fuse a text embedding (B, P) (or None) with features (B, F). Returns (B, P)."""
+        num = self.numeric(features)  # (B, P)
+        if text_emb is None:
+            return num
+        text_emb = text_emb.to(num.dtype)
+        mode = self.cfg.fuse
+        if mode == "mean":
+            return 0.5 * (text_emb + num)
+        if mode == "sum":
+            return text_emb + num
+        both = torch.cat([text_emb, num], dim=-1)  # (B, 2P)
+        if mode == "gate":
+            g = torch.sigmoid(self.gate(both))
+            return g * text_emb + (1 - g) * num
+        return self.concat(both)
+
+    def forward(self, texts: list[str], features: torch.Tensor,
+                text_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """Prompt embeddings (B, P). Pass ``text_emb`` (e.g. a cached, detached one) to skip Qwen."""
+        if self.qwen is not None and text_emb is None:
+            text_emb = self.encode_text(texts)
+        return self.fuse(text_emb if self.qwen is not None else None, features)

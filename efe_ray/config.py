@@ -104,6 +104,8 @@ class LearnerConfig:
     """fp32; bf16 autocast; fp16 autocast with a GradScaler. Parameters stay fp32 in every mode."""
     batch_size: int = 8
     """Leave-one-out samples (with augmentation) per learner step."""
+    rehearsal: int = 8
+    """Extra samples per step from other training tasks (unrefined), against forgetting across episodes."""
     augment: bool = True
     """Apply a random rotation/flip and colour permutation (0 fixed) to each sample."""
     cache_every: int = 10

@@ -199,6 +199,9 @@ class EFELearner:
     def _delta(self, delta: np.ndarray | None, batch: int) -> torch.Tensor | None:
         if delta is None:
             return None
+        if isinstance(delta, torch.Tensor):  # invariant 5: the RL side hands over numpy only
+            raise TypeError("delta must be a numpy array, not a torch.Tensor: the learner treats it as a "
+                            "constant and never back-propagates into the RL policy (pass delta.detach().cpu().numpy())")
         d = torch.as_tensor(np.asarray(delta, dtype=np.float32), device=self.device)
         return d.expand(batch, -1) if d.ndim == 1 else d  # (B, P), a constant
 
@@ -237,31 +240,62 @@ class EFELearner:
         return prompt[0].float().cpu().numpy(), feats[0].cpu().numpy()
 
     # -- the step -----------------------------------------------------------------------------
+    def rehearsal_samples(self, task: Task) -> list[tuple[Task, Sample]]:
+        """``rehearsal`` single samples from other training tasks, drawn uniformly."""
+        others = [t for t in self.tasks if t.task_id != task.task_id]
+        if not others or self.cfg.rehearsal == 0:
+            return []
+        picks = self.rng.integers(len(others), size=self.cfg.rehearsal)
+        return [(others[i], self.make_samples(others[i], 1)[0]) for i in picks]
+
+    def cached_text(self, task: Task, sample: Sample) -> torch.Tensor:
+        """A task's cached Qwen embedding (P,), filled without gradient if the task has none yet."""
+        if task.task_id not in self.text_cache:
+            with torch.no_grad():
+                emb = self.prompt.encode_text([prompt_text(sample.demos, sample.query)])[0]
+            self.text_cache[task.task_id] = emb.float()
+        return self.text_cache[task.task_id]
+
     def step(self, task: Task, delta: np.ndarray | None = None) -> dict[str, float]:
-        """One learner update on ``task`` with prompt refinement ``delta`` ((P,) or None)."""
+        """One learner update on ``task`` with prompt refinement ``delta`` ((P,) or None).
+
+        The batch holds ``batch_size`` samples of ``task`` (refined by ``delta``) and
+        ``rehearsal`` samples of other tasks (unrefined, with their cached Qwen embeddings), so
+        that an episode of consecutive steps on one task does not overwrite what was learned on
+        the others. Accuracies, reward and the RL term come from the task's own samples.
+        """
         cfg = self.cfg
         self.agent.train()
         self.prompt.train()
         samples = self.make_samples(task, cfg.batch_size)
+        rehearsal = self.rehearsal_samples(task)
+        every = samples + [s for _, s in rehearsal]
+        b = len(samples)
         texts = [prompt_text(s.demos, s.query) for s in samples]
-        feats = self._features(samples)  # (B, 15)
-        canvas = self._canvas([s.query for s in samples])  # (B, S, S)
-        target = self._canvas([s.target for s in samples])  # (B, S, S) long
-        loss_mask, target_mask = self._masks(samples)
-        delta_t = self._delta(delta, len(samples))
+        feats = self._features(every)  # (B+R, 15)
+        canvas = self._canvas([s.query for s in every])  # (B+R, S, S)
+        target = self._canvas([s.target for s in every])  # (B+R, S, S) long
+        loss_mask, target_mask = self._masks(every)
+        delta_t = self._delta(delta, b)  # (B, P) constant, or None
+        if delta_t is not None and rehearsal:
+            delta_t = torch.cat([delta_t, delta_t.new_zeros(len(rehearsal), delta_t.shape[-1])])
 
         with self._autocast():
-            text_emb, fresh = self.text_embedding(task.task_id, texts, train=True)
-            prompt = self.prompt.fuse(text_emb, feats)  # (B, P), with gradient
+            text_emb, fresh = self.text_embedding(task.task_id, texts, train=True)  # (B, P) or None
+            if text_emb is not None and rehearsal:
+                cached = torch.stack([self.cached_text(t, s) for t, s in rehearsal])  # (R, P), no gradient
+                text_emb = torch.cat([text_emb, cached.to(text_emb.dtype)])
+            prompt = self.prompt.fuse(text_emb, feats)  # (B+R, P), with gradient
             refined = prompt if delta_t is None else prompt + delta_t  # delta is a constant
-            logits = self.agent(canvas, refined)  # (B, S, S, 11)
+            logits = self.agent(canvas, refined)  # (B+R, S, S, 11)
             with torch.no_grad():
-                before = logits if delta_t is None else self.agent(canvas, prompt.detach())
+                before = logits[:b] if delta_t is None else self.agent(canvas[:b], prompt[:b].detach())
         terms = efe_loss(logits, target, loss_mask, target_mask, eps=cfg.label_eps, objective=cfg.objective)
         with torch.no_grad():
-            acc_after = _cell_acc(logits, target, target_mask)
-            acc_before = _cell_acc(before, target, target_mask)
+            acc_after = _cell_acc(logits[:b], target[:b], target_mask[:b])
+            acc_before = _cell_acc(before, target[:b], target_mask[:b])
             reward = cfg.reward_scale * (acc_after - acc_before)
+        prompt, refined = prompt[:b], refined[:b]
         if delta_t is not None and reward > 0:
             # Pull the encoder's prompt toward the refinement that earned reward.
             rl_term = (reward / max(cfg.reward_scale, 1e-8)) * (prompt.float() - refined.detach().float()).pow(2).mean()
@@ -274,7 +308,7 @@ class EFELearner:
         self.scaler.unscale_(self.optimizer)  # gradients are true-scale from here on
         qwen_norm = grad_norm(self.prompt.qwen_parameters())
         agent_norm = grad_norm([p for g in self.optimizer.param_groups if g["name"] == "agent" for p in g["params"]])
-        finite = math.isfinite(float(loss)) and math.isfinite(qwen_norm) and math.isfinite(agent_norm)
+        finite = math.isfinite(float(loss.detach())) and math.isfinite(qwen_norm) and math.isfinite(agent_norm)
         if finite:
             if cfg.grad_clip > 0:
                 params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -287,13 +321,13 @@ class EFELearner:
         self.steps += 1
         self.task_steps[task.task_id] = self.task_steps.get(task.task_id, 0) + 1
         return {
-            "loss": float(loss),
-            "efe_loss": float(terms.loss),
+            "loss": float(loss.detach()),
+            "efe_loss": float(terms.loss.detach()),
             "efe": float(terms.efe),
             "risk": float(terms.risk),
             "ambiguity": float(terms.ambiguity),
             "forward_kl": float(terms.forward_kl),
-            "rl_term": float(rl_term),
+            "rl_term": float(rl_term.detach()),
             "mask_ratio": float(terms.mask_ratio),
             "acc_before": acc_before,
             "acc_after": acc_after,

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from efe_ray.config import PromptConfig
-from efe_ray.data.serialize import GridTokenizer
+from efe_ray.data.serialize import CHARACTERS, GridTokenizer
 
 
 class ModelLoadError(RuntimeError):
@@ -65,6 +65,12 @@ def load_qwen_body(cfg: PromptConfig) -> tuple[nn.Module, object]:
         model = AutoModel.from_pretrained(name, attn_implementation=cfg.attn_implementation, **kwargs)
         tok_kwargs = {"gguf_file": kwargs["gguf_file"]} if "gguf_file" in kwargs else {}
         tokenizer = AutoTokenizer.from_pretrained(name, **tok_kwargs)
+        if not _encodes_prompt_text(tokenizer) and not tok_kwargs:
+            # transformers 5 forces Qwen2Tokenizer on model_type "qwen2" whatever tokenizer.json
+            # holds; a checkpoint with its own (e.g. character) tokenizer would lose every "\n".
+            from transformers import PreTrainedTokenizerFast
+
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(name)
     except (OSError, ValueError, ImportError) as err:
         raise ModelLoadError(
             f"prompt.model_name={cfg.model_name!r} could not be loaded ({type(err).__name__}: {err}). "
@@ -72,11 +78,29 @@ def load_qwen_body(cfg: PromptConfig) -> tuple[nn.Module, object]:
             "(with config.json and weights) or its .gguf file, e.g. "
             "--set prompt.model_name=/models/Qwen2.5-1.5B, or use prompt.model_name=embedded."
         ) from err
+    if not _encodes_prompt_text(tokenizer):
+        raise ModelLoadError(
+            f"prompt.model_name={cfg.model_name!r}: its tokenizer drops or cannot encode some of the prompt "
+            f"characters {''.join(CHARACTERS)!r}; use a checkpoint whose tokenizer covers them, or "
+            "prompt.model_name=embedded."
+        )
     model = model.float()  # parameters stay fp32 (invariant 3)
     if getattr(tokenizer, "pad_token_id", None) is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.truncation_side = "left"  # keep the query, which sits at the end
     return model, tokenizer
+
+
+def _encodes_prompt_text(tokenizer) -> bool:
+    """Whether every prompt character encodes to its own non-empty, non-unknown token ids."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    seen = set()
+    for ch in CHARACTERS:
+        ids = tuple(tokenizer(ch, add_special_tokens=False)["input_ids"])
+        if not ids or unk in ids or ids in seen:
+            return False
+        seen.add(ids)
+    return True
 
 
 class QwenHybridPrompt(nn.Module):

@@ -1,0 +1,108 @@
+"""Ray overhead: the same learner updates driven by a bare PyTorch loop and by RLlib.
+
+Run::
+
+    python bench/ray_overhead.py                       # default preset, CPU
+    python bench/ray_overhead.py --preset gpu --device cuda --iterations 4
+
+(a) a bare loop like the original script: ``learner.step(task, delta)`` with random deltas, one
+task per 8 steps; (b) the same learner inside ArcPromptEnv under RLlib PPO (``num_env_runners=0``),
+counting learner steps per second of ``algo.train()`` (sampling, PPO update, metrics; held-out
+evaluation switched off). Prints both rates, the ratio b/a, and the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from efe_ray.config import ExperimentConfig
+from tuning.presets import build_config
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop(cfg: ExperimentConfig, steps: int, warmup: int, device: torch.device) -> float:
+    """Learner steps per second of a plain loop."""
+    from efe_ray.data.sources import resolve_tasks
+    from efe_ray.learner import EFELearner
+    from efe_ray.refine import PromptRefiner
+
+    train, _ = resolve_tasks(cfg.data, cfg.agent.canvas)
+    learner = EFELearner(train, cfg.prompt, cfg.agent, cfg.learner, device)
+    refiner = PromptRefiner(cfg.env.action_dim, cfg.prompt.prompt_dim, cfg.env.action_scale)
+    rng = np.random.default_rng(0)
+    task = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(device)
+            start = time.perf_counter()
+        if i % cfg.env.steps_per_episode == 0:
+            task = learner.sample_task()
+        learner.step(task, refiner.delta(rng.uniform(-1, 1, cfg.env.action_dim)))
+    sync(device)
+    return steps / (time.perf_counter() - start)
+
+
+def through_rllib(cfg: ExperimentConfig, iterations: int, device: torch.device) -> float:
+    """Learner steps per second of ``algo.train()`` with the env in the algorithm process."""
+    import ray
+
+    from efe_ray.rl.algorithm import EFEPPO, local_env
+    from efe_ray.rl.config import ppo_config
+
+    gpus = 1 if device.type == "cuda" else 0
+    ray.init(num_cpus=max(2, cfg.tune.cpus_per_trial), num_gpus=gpus, include_dashboard=False, log_to_driver=False)
+    try:
+        pc = ppo_config(cfg).learners(num_learners=0, num_gpus_per_learner=gpus)
+        algo = EFEPPO(config=pc)
+        algo.train()  # warm-up (and the first held-out evaluation)
+        env = local_env(algo)
+        sync(device)
+        steps0, start = env.learner.steps, time.perf_counter()
+        for _ in range(iterations):
+            algo.train()
+        sync(device)
+        rate = (env.learner.steps - steps0) / (time.perf_counter() - start)
+        algo.stop()
+        return rate
+    finally:
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="default")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--iterations", type=int, default=4, help="RLlib iterations timed")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    args = p.parse_args(argv)
+    cfg = build_config(args.preset, args.overrides)
+    # Held-out evaluation is not part of the update path: push it past the timed iterations.
+    cfg = dataclasses.replace(cfg, rl=dataclasses.replace(cfg.rl, eval_every=10_000),
+                              env=dataclasses.replace(cfg.env, device=args.device))
+    device = torch.device(args.device)
+    torch.set_num_threads(cfg.tune.cpus_per_trial)
+    os.environ["EFE_TORCH_THREADS"] = str(cfg.tune.cpus_per_trial)
+    steps = args.iterations * cfg.rl.train_batch_size
+    a = bare_loop(cfg, steps, warmup=cfg.rl.train_batch_size, device=device)
+    b = through_rllib(cfg, args.iterations, device)
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {card}   preset: {args.preset}   learner steps timed: {steps}")
+    print(f"(a) bare PyTorch loop : {a:8.2f} learner steps/s")
+    print(f"(b) RLlib PPO + env   : {b:8.2f} learner steps/s")
+    print(f"ratio b/a             : {b / a:8.3f}")
+    print("command: python bench/ray_overhead.py " + " ".join(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()

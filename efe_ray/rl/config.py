@@ -1,0 +1,38 @@
+"""The RLlib configuration of a trial: PPO on the new API stack, env in the algorithm process.
+
+Everything that touches RLlib's configuration API is here (Ray is pinned to 2.60.0).
+"""
+
+from __future__ import annotations
+
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+from efe_ray.config import ExperimentConfig, to_dict
+from envs.arc_prompt_env import ArcPromptEnv
+
+
+def ppo_config(cfg: ExperimentConfig) -> PPOConfig:
+    """The PPOConfig for one trial of ``cfg`` (before Tune's search space is applied)."""
+    rl, tune = cfg.rl, cfg.tune
+    return (
+        PPOConfig()
+        .environment(ArcPromptEnv, env_config={"experiment": to_dict(cfg)})
+        .framework("torch")
+        # The env owns a (possibly GPU) learner: keep it in the algorithm process, which holds the
+        # trial's GPU share. Episodes are short and steps expensive, so one env is plenty.
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, rollout_fragment_length="auto")
+        .learners(num_learners=0, num_gpus_per_learner=tune.gpus_per_trial)
+        .resources(num_cpus_for_main_process=tune.cpus_per_trial)
+        .training(
+            lr=rl.lr,
+            gamma=rl.gamma,
+            train_batch_size_per_learner=rl.train_batch_size,
+            minibatch_size=rl.minibatch_size,
+            num_epochs=rl.num_epochs,
+        )
+        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[rl.hidden, rl.hidden], vf_share_layers=False))
+        # No `debugging(seed=...)`: RLlib would reset the env with that seed after a checkpoint is
+        # restored, and a seeded reset restarts the learner (see ArcPromptEnv.reset). The learner
+        # is seeded by learner.seed.
+    )

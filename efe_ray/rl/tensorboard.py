@@ -1,0 +1,40 @@
+"""TensorBoard for a Tune run: our metrics under namespaced tags, and grid pictures.
+
+Tune's own TensorBoard logger files every result under ``ray/tune/...``. This one (a drop-in
+subclass, so Tune does not add its default) writes the learner's metrics under their own tags
+(``losses/efe``, ``charts/mask_ratio``, ``grads/qwen``, ``eval/cell_acc``, ...), the grid
+pictures that EFEPPO puts under ``result["images"]`` as images, and leaves everything else
+(RLlib's own statistics) under ``ray/tune/...`` as before. The pictures are taken out of the
+result so that the JSON and CSV loggers don't store them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ray.tune.logger import TBXLoggerCallback
+
+NAMESPACES = ("losses/", "charts/", "grads/", "eval/", "learner/")
+"""Result keys with these prefixes are written under their own name."""
+
+
+class EFETensorBoardCallback(TBXLoggerCallback):
+    """Namespaced scalars and grid images per trial, in the trial's folder."""
+
+    def log_trial_result(self, iteration: int, trial, result: dict):
+        if trial not in self._trial_writer:
+            self.log_trial_start(trial)
+        writer = self._trial_writer[trial]
+        step = result.get("training_iteration", iteration)
+        images = result.pop("images", None) or {}
+        for tag, picture in images.items():
+            writer.add_image(tag, picture, global_step=step, dataformats="HWC")
+        rest = {}
+        for key, value in result.items():
+            if key.startswith(NAMESPACES) and isinstance(value, (int, float)):
+                if math.isfinite(value):
+                    writer.add_scalar(key, value, global_step=step)
+            else:
+                rest[key] = value
+        super().log_trial_result(iteration, trial, rest)
+        writer.flush()

@@ -1,0 +1,179 @@
+"""ArcPromptEnv: a gymnasium environment whose "dynamics" are an EFE learner training on ARC tasks.
+
+Registered as ``efe_ray/ArcPrompt-v0``. One episode = ``env.steps_per_episode`` learner steps on
+one task, drawn by the learner's curriculum.
+
+- Observation (float32, ``prompt_dim + 6 + 15``): the task's prompt embedding (detached), a
+  control vector (episode progress, running EFE loss, last mask ratio, curriculum easy share,
+  log learner steps, last accuracy) and the 15 numeric task features.
+- Action: ``Box(-1, 1, (action_dim,))``, mapped to a low-rank prompt delta (efe_ray/refine.py).
+- Reward: the learner's ``reward_scale * (accuracy with refined prompt - without)``.
+- ``info``: the learner's metrics for the step.
+
+The env owns the learner (the RL side only ever sees numpy arrays). Its device is "auto" by
+default: a GPU only where Ray assigned this process one (``ray.get_gpu_ids()``), else the CPU.
+
+Try it without Ray::
+
+    import gymnasium as gym, envs
+    env = gym.make("efe_ray/ArcPrompt-v0")
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from efe_ray.config import ExperimentConfig, from_dict, to_dict
+from efe_ray.data.features import NUM_FEATURES
+from efe_ray.data.sources import resolve_tasks
+from efe_ray.data.task import Task
+from efe_ray.learner import EFELearner
+from efe_ray.refine import PromptRefiner
+
+CTRL_DIM = 6
+"""Length of the control vector."""
+
+
+def control_vector(progress: float, running_loss: float, mask_ratio: float, easy_share: float,
+                   learner_steps: int, accuracy: float) -> np.ndarray:
+    """(6,) float32 control vector, each entry roughly in [0, 1]."""
+    return np.array([
+        progress,
+        running_loss / (1.0 + running_loss),
+        mask_ratio,
+        easy_share,
+        math.log10(1 + learner_steps) / 6.0,
+        accuracy,
+    ], dtype=np.float32)
+
+
+def observation(learner: EFELearner, task: Task, ctrl: np.ndarray) -> np.ndarray:
+    """[prompt (P,), ctrl (6,), features (15,)] for ``task``: what the refiner policy sees."""
+    prompt, feats = learner.observe(task)
+    return np.concatenate([prompt, ctrl, feats]).astype(np.float32)
+
+
+def resolve_device(setting: str) -> torch.device:
+    """The learner's device: explicit, or "auto" = CUDA only if Ray assigned this process a GPU."""
+    if setting != "auto":
+        return torch.device(setting)
+    try:
+        import ray
+
+        gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    except ImportError:  # pragma: no cover - ray is a dependency
+        gpu_ids = []
+    if gpu_ids and torch.cuda.is_available():
+        return torch.device("cuda:0")  # Ray's CUDA_VISIBLE_DEVICES maps the assigned GPU to index 0
+    return torch.device("cpu")
+
+
+class ArcPromptEnv(gym.Env):
+    """See the module docstring. ``config``: ``{"experiment": <ExperimentConfig as a dict>}``."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, config: dict | None = None):
+        config = dict(config or {})
+        unknown = set(config) - {"experiment"}
+        if unknown:
+            raise ValueError(f"ArcPromptEnv: unknown env_config key(s) {sorted(unknown)}; expected 'experiment'")
+        exp = config.get("experiment", {})
+        self.cfg: ExperimentConfig = exp if isinstance(exp, ExperimentConfig) else from_dict(ExperimentConfig, exp)
+        threads = int(os.environ.get("EFE_TORCH_THREADS", "0")) or self.cfg.tune.cpus_per_trial
+        torch.set_num_threads(max(1, threads))
+        self.train_tasks, self.eval_tasks = resolve_tasks(self.cfg.data, self.cfg.agent.canvas)
+        self.device = resolve_device(self.cfg.env.device)
+        self.learner = self._build_learner(self.cfg.learner.seed)
+        p = self.cfg.prompt.prompt_dim
+        self.refiner = PromptRefiner(self.cfg.env.action_dim, p, self.cfg.env.action_scale, self.cfg.learner.seed)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (p + CTRL_DIM + NUM_FEATURES,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.cfg.env.action_dim,), np.float32)
+        self.task: Task | None = None
+        self.t = 0
+        self.episodes = 0
+        self.running_loss = 0.0
+        self.last: dict[str, float] = {"mask_ratio": 1.0, "acc_after": 0.0}
+        self._metric_sums: dict[str, float] = {}
+        self._metric_count = 0
+
+    def _build_learner(self, seed: int) -> EFELearner:
+        lcfg = dataclasses.replace(self.cfg.learner, seed=seed)
+        return EFELearner(self.train_tasks, self.cfg.prompt, self.cfg.agent, lcfg, self.device)
+
+    # -- observation --------------------------------------------------------------------------
+    def control_vector(self, progress: float) -> np.ndarray:
+        """(6,) float32: progress, running loss, mask ratio, easy share, log steps, accuracy."""
+        return control_vector(progress, self.running_loss, self.last["mask_ratio"],
+                              self.learner.curriculum.easy_share, self.learner.steps, self.last["acc_after"])
+
+    def observation_for(self, task: Task, progress: float = 0.0) -> np.ndarray:
+        """The observation the policy sees for ``task`` (also used to refine held-out tasks)."""
+        return observation(self.learner, task, self.control_vector(progress))
+
+    def stats(self) -> dict[str, float]:
+        """The env's running statistics that enter the control vector (kept in checkpoint metadata)."""
+        return {"running_loss": float(self.running_loss), "mask_ratio": float(self.last["mask_ratio"]),
+                "acc_after": float(self.last["acc_after"]), "episodes": float(self.episodes)}
+
+    # -- gymnasium API ------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            # A seeded reset starts training afresh from that seed (new weights, new sampling), so
+            # that the same seed and actions give the same observations. RLlib seeds only the first
+            # reset; checkpoints are restored after it.
+            self.learner = self._build_learner(seed)
+            self.running_loss, self.last = 0.0, {"mask_ratio": 1.0, "acc_after": 0.0}
+        self.task = self.learner.sample_task()
+        self.t = 0
+        self.episodes += 1
+        return self.observation_for(self.task), {"task_id": self.task.task_id}
+
+    def step(self, action):
+        if self.task is None:
+            raise RuntimeError("ArcPromptEnv.step called before reset")
+        delta = self.refiner.delta(np.asarray(action, dtype=np.float32))  # (P,) numpy: no graph
+        metrics = self.learner.step(self.task, delta)
+        self.t += 1
+        self.running_loss = 0.9 * self.running_loss + 0.1 * metrics["efe_loss"] if self.learner.steps > 1 else metrics["efe_loss"]
+        self.last = metrics
+        for k, v in metrics.items():
+            self._metric_sums[k] = self._metric_sums.get(k, 0.0) + v
+        self._metric_count += 1
+        terminated = self.t >= self.cfg.env.steps_per_episode
+        obs = self.observation_for(self.task, self.t / self.cfg.env.steps_per_episode)
+        reward = float(metrics["reward"]) if math.isfinite(metrics["reward"]) else 0.0
+        return obs, reward, terminated, False, dict(metrics, task_id=self.task.task_id)
+
+    # -- what the algorithm reads -------------------------------------------------------------
+    def drain_metrics(self) -> dict[str, float]:
+        """Means of the learner metrics since the last call (and a few counters)."""
+        n = max(self._metric_count, 1)
+        out = {k: v / n for k, v in self._metric_sums.items()}
+        out.update(steps=float(self.learner.steps), skipped_steps=float(self.learner.skipped_steps),
+                   curriculum_epoch=float(self.learner.curriculum.epoch), episodes=float(self.episodes),
+                   steps_this_iter=float(self._metric_count))
+        self._metric_sums, self._metric_count = {}, 0
+        return out
+
+    def restore(self, learner_state: dict, stats: dict[str, float]) -> None:
+        """Restore the learner and :meth:`stats`; the current config's learning rates win (PBT)."""
+        self.learner.load_state_dict(learner_state, keep_lrs=True)
+        env = stats
+        self.episodes = int(env["episodes"])
+        self.running_loss = float(env["running_loss"])
+        self.last = {"mask_ratio": float(env["mask_ratio"]), "acc_after": float(env["acc_after"])}
+        self.task = None
+
+    def experiment_dict(self) -> dict:
+        """The experiment config as a plain dict."""
+        return to_dict(self.cfg)

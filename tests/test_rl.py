@@ -1,0 +1,110 @@
+"""The environment and the RLlib layer: env checker, checkpoints that carry the learner, pre-flight."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from efe_ray.config import ConfigError, to_dict
+from envs.arc_prompt_env import CTRL_DIM, ArcPromptEnv, resolve_device
+from tuning.presets import build_config
+
+SMOKE = build_config("smoke")
+
+
+def make_env():
+    return gym.make(envs.ENV_ID, config={"experiment": to_dict(SMOKE)})
+
+
+def test_env_passes_gymnasium_checker():
+    env = make_env()
+    check_env(env.unwrapped)
+
+
+def test_env_spaces_observation_and_info():
+    env = make_env()
+    p = SMOKE.prompt.prompt_dim
+    assert env.observation_space.shape == (p + CTRL_DIM + 15,)
+    assert env.action_space.shape == (SMOKE.env.action_dim,)
+    obs, info = env.reset(seed=1)
+    assert obs.dtype == np.float32 and np.isfinite(obs).all()
+    assert info["task_id"].startswith("syn-")
+    steps = 0
+    terminated = False
+    while not terminated:
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        steps += 1
+        assert not truncated
+        assert {"efe_loss", "risk", "ambiguity", "mask_ratio", "acc_before", "acc_after", "reward",
+                "qwen_grad_norm", "agent_grad_norm"} <= set(info)
+        assert reward == pytest.approx(info["reward"])
+        assert obs[p] == pytest.approx(steps / SMOKE.env.steps_per_episode)  # progress in the control vector
+    assert steps == SMOKE.env.steps_per_episode
+    drained = env.unwrapped.drain_metrics()
+    assert drained["steps"] == steps and drained["steps_this_iter"] == steps
+
+
+def test_env_rejects_unknown_config_keys():
+    with pytest.raises(ValueError, match="unknown env_config key"):
+        ArcPromptEnv({"experiment": to_dict(SMOKE), "expriment": {}})
+
+
+def test_device_comes_from_ray_or_config_not_cuda_availability(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU exists but Ray gave us none
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_checkpoint_round_trip_restores_learner_bit_for_bit(ray_local, tmp_path):
+    from efe_ray.rl.algorithm import EFEPPO, local_env
+    from efe_ray.rl.config import ppo_config
+
+    algo = EFEPPO(config=ppo_config(SMOKE))
+    algo.train()
+    saved = local_env(algo).learner
+    algo.save_to_path(str(tmp_path))  # RLlib's files + ours
+    algo.save_checkpoint(str(tmp_path))
+    want = {k: v.clone() for k, v in saved.agent.state_dict().items()}
+    want.update({f"p.{k}": v.clone() for k, v in saved.prompt.state_dict().items()})
+    steps, cache = saved.steps, {k: v.clone() for k, v in saved.text_cache.items()}
+    algo.train()  # moves on: the restore must bring back the saved state, not this one
+    algo.stop()
+
+    fresh = EFEPPO(config=ppo_config(SMOKE))
+    fresh.load_checkpoint(str(tmp_path))
+    got = local_env(fresh).learner
+    have = dict(got.agent.state_dict())
+    have.update({f"p.{k}": v for k, v in got.prompt.state_dict().items()})
+    assert want.keys() == have.keys()
+    assert all(torch.equal(want[k], have[k]) for k in want)
+    assert got.steps == steps and got.steps > 0
+    assert got.text_cache.keys() == cache.keys()
+    assert all(torch.equal(cache[k], got.text_cache[k]) for k in cache)
+    assert got.optimizer.state_dict()["state"], "optimizer moments restored"
+    result = fresh.train()  # and it continues
+    assert result["learner/steps"] == steps + SMOKE.rl.train_batch_size
+    fresh.stop()
+
+
+@pytest.mark.slow
+def test_preflight_rejects_gpu_request_the_cluster_cannot_meet(ray_local):
+    from efe_ray.rl.config import ppo_config
+    from efe_ray.tune import check_resources
+
+    cfg = build_config("smoke", ["tune.gpus_per_trial=1"])
+    with pytest.raises(ConfigError, match="each trial needs 1 GPU but the Ray cluster has 0"):
+        check_resources(ppo_config(cfg), cfg.tune)
+    check_resources(ppo_config(SMOKE), SMOKE.tune)  # a CPU trial fits

@@ -1,0 +1,297 @@
+"""The model predictor: a trained EFELearner (and optionally its RLlib prompt refiner) on ARC tasks.
+
+Per task, :func:`predict_task`:
+
+1. **blinds** the task: every test output is replaced by ``None`` before anything else reads
+   the task, so no step below can see an answer;
+2. optional **test-time adaptation** (``tta_steps > 0``, :func:`adapt`): on a ``copy.deepcopy``
+   of the learner -- the loaded one is never modified -- run ``tta_steps`` ordinary learner
+   steps on the demonstration pairs only (leave-one-out with random augmentations, as in
+   training), seeded from ``(seed, task_id)``;
+3. the prompt **refinement** ``delta = policy(task, learner)`` from the RL policy, if one is given,
+   computed once on the task's canonical view (as the environment does in training);
+4. **prediction under K augmentations**: the identity plus ``K - 1`` random ones
+   (``Augmentation.random``, seeded from ``(seed, task_id)``). For each, the demonstrations
+   and test inputs are augmented, ``learner.predict_logits`` gives per-cell log-probabilities,
+   the argmax canvas is read off with ``from_canvas``, and its score is the mean (over the
+   read-off cells) of the max log-probability;
+5. **vote** (:mod:`efe_ray.evaluation.voting`) after inverting each augmentation:
+   ``attempt_1`` / ``attempt_2`` per test input.
+
+Test inputs that do not fit the agent's canvas are answered by copying the input (noted in the
+result); adaptation is skipped when a demonstration does not fit or there are fewer than 2.
+
+:class:`ModelPredictor` is the picklable callable shipped to Ray workers: it carries only the
+checkpoint path and the settings; each process loads the checkpoint once (:func:`cached_model`).
+The same seed gives the same predictions whatever the task order or worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from efe_ray.checkpoint import load as load_checkpoint
+from efe_ray.config import ExperimentConfig
+from efe_ray.data.augment import Augmentation
+from efe_ray.data.synthetic import synthetic_tasks
+from efe_ray.data.task import Pair, Task
+from efe_ray.evaluation.baselines import Attempts
+from efe_ray.evaluation.voting import vote_augmented
+from efe_ray.learner import EFELearner
+from efe_ray.models.agent import from_canvas
+
+__all__ = ["LoadedModel", "ModelPredictor", "ModelSettings", "PolicyFn", "PolicyUnavailableError",
+           "Prediction", "adapt", "augmentations_for", "blind", "build_learner", "cached_model",
+           "load_model", "predict_task", "resolve_device", "task_seed"]
+
+PolicyFn = Callable[[Task, EFELearner], "np.ndarray | None"]
+"""``policy(task, learner) -> (P,) prompt delta or None`` (see ``efe_ray.rl.policy.load_policy``)."""
+
+
+class PolicyUnavailableError(RuntimeError):
+    """The RL policy was asked for but its loader cannot be imported."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How the model predicts."""
+
+    tta_steps: int = 0
+    """Test-time adaptation steps per task on the demonstrations (0: none)."""
+    augmentations: int = 8
+    """Views voted over: the identity plus ``augmentations - 1`` random ones."""
+    seed: int = 0
+    """Seed of the augmentations and of adaptation (combined with the task id)."""
+    use_policy: bool = True
+    """Refine the prompt with the checkpoint's RLlib policy when it has one."""
+    device: str = "auto"
+    """"auto" (a GPU Ray assigned, else CUDA if present in-process, else CPU), "cpu" or "cuda[:N]"."""
+
+    def __post_init__(self) -> None:
+        if self.tta_steps < 0:
+            raise ValueError(f"tta_steps must be >= 0, got {self.tta_steps}")
+        if self.augmentations < 1:
+            raise ValueError(f"augmentations must be >= 1, got {self.augmentations}")
+
+
+@dataclass
+class Prediction:
+    """A predictor's answer for one task."""
+
+    attempts: list[Attempts]
+    """(attempt_1, attempt_2) per test input, in the original frame."""
+    note: str = ""
+    """Anything worth reporting (fallbacks, skipped adaptation, no policy)."""
+    info: dict = field(default_factory=dict)
+    """Extra per-task numbers (e.g. adaptation losses)."""
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint, loaded."""
+
+    learner: EFELearner
+    cfg: ExperimentConfig
+    meta: dict
+    policy: PolicyFn | None
+    policy_note: str
+    """Why there is no policy (empty when there is one or none was asked for)."""
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device for ``device``; "auto" prefers a GPU Ray assigned to this worker.
+
+    Inside a Ray worker (see :func:`efe_ray.evaluation.runner.worker_gpu_ids`) "auto" means
+    ``cuda:0`` when Ray assigned a GPU share and CPU otherwise (Ray does not hide GPUs from
+    tasks that asked for none); in-process it means CUDA when available.
+    """
+    if device != "auto":
+        return torch.device(device)
+    from efe_ray.evaluation.runner import worker_gpu_ids
+
+    gpus = worker_gpu_ids()
+    if gpus is not None:
+        return torch.device("cuda:0" if gpus else "cpu")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def _private_torch_rng(device: torch.device, seed: int | None = None) -> Iterator[None]:
+    """Run a block with torch's global RNG forked (and optionally seeded), restored afterwards."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
+def build_learner(state: dict, cfg: ExperimentConfig, device: str | torch.device = "cpu") -> EFELearner:
+    """An EFELearner with ``cfg``'s architecture and ``state`` loaded.
+
+    The constructor needs a task with >= 2 known pairs; a tiny synthetic one stands in (it is
+    never trained on). The global torch RNG is left as it was.
+    """
+    device = torch.device(device)
+    dummy = synthetic_tasks(("flip",), side=2, num_train=2, num_test=1, prefix="eval-placeholder")
+    with _private_torch_rng(device):
+        learner = EFELearner(dummy, cfg.prompt, cfg.agent, cfg.learner, device)
+        learner.load_state_dict(state)
+    return learner
+
+
+def _load_policy(folder: Path) -> tuple[PolicyFn | None, str]:
+    """(policy or None, note). Raises PolicyUnavailableError if the loader cannot be imported."""
+    try:
+        from efe_ray.rl.policy import load_policy  # lazy: pulls in RLlib
+    except ImportError as err:
+        raise PolicyUnavailableError(
+            f"the RL policy was requested but efe_ray.rl.policy cannot be imported ({err}); "
+            "pass --no-policy to evaluate the learner with its unrefined prompt"
+        ) from err
+    policy = load_policy(str(folder))
+    if policy is None:
+        return None, f"{folder} holds no RLlib policy: the unrefined prompt is used"
+    return policy, ""
+
+
+def load_model(folder: str | Path, *, device: str = "auto", use_policy: bool = True) -> LoadedModel:
+    """Load a checkpoint folder (learner state, config, metadata and, if asked, the policy)."""
+    folder = Path(folder)
+    dev = resolve_device(device)
+    state, cfg, meta = load_checkpoint(folder, map_location=dev)
+    learner = build_learner(state, cfg, dev)
+    policy, note = _load_policy(folder) if use_policy else (None, "")
+    return LoadedModel(learner, cfg, meta, policy, note)
+
+
+_CACHE: dict[tuple[str, str, bool], LoadedModel] = {}
+
+
+def cached_model(folder: str | Path, *, device: str = "auto", use_policy: bool = True) -> LoadedModel:
+    """:func:`load_model`, once per process per (folder, device, use_policy)."""
+    key = (str(Path(folder).resolve()), device, use_policy)
+    if key not in _CACHE:
+        _CACHE[key] = load_model(folder, device=device, use_policy=use_policy)
+    return _CACHE[key]
+
+
+# ------------------------------------------------------------------------------ per task
+
+
+def blind(task: Task) -> Task:
+    """The task with every test output replaced by ``None``."""
+    return Task(task.task_id, task.train, tuple(Pair(p.input, None) for p in task.test), task.source)
+
+
+def task_seed(seed: int, task_id: str) -> np.random.SeedSequence:
+    """A seed sequence from the global seed and the task id (independent of task order)."""
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(task_id.encode())])
+
+
+def augmentations_for(task_id: str, k: int, seed: int) -> list[Augmentation]:
+    """The identity plus ``k - 1`` random augmentations, drawn from ``(seed, task_id)``."""
+    rng = np.random.default_rng(task_seed(seed, task_id).spawn(1)[0])
+    return [Augmentation.identity()] + [Augmentation.random(rng) for _ in range(k - 1)]
+
+
+def _fits(grid: np.ndarray, side: int) -> bool:
+    return grid.shape[0] <= side and grid.shape[1] <= side
+
+
+def adapt(learner: EFELearner, task: Task, steps: int, seed: int = 0) -> tuple[EFELearner, list[float]]:
+    """(adapted copy, loss per step): ``steps`` learner steps on ``task``'s demonstrations only.
+
+    The learner is deep-copied first and left untouched. The copy's sampling RNG and torch's RNG
+    (forked, so the caller's is unchanged) are seeded from ``(seed, task_id)``.
+    """
+    adapted = copy.deepcopy(learner)
+    ss = task_seed(seed, task.task_id)
+    adapted.rng = np.random.default_rng(ss.spawn(2)[1])
+    demos_only = Task(task.task_id, train=task.train, test=(), source=task.source)
+    losses = []
+    with _private_torch_rng(adapted.device, int(ss.generate_state(1)[0])):
+        for _ in range(steps):
+            losses.append(adapted.step(demos_only)["loss"])
+    return adapted, losses
+
+
+def predict_task(learner: EFELearner, task: Task, *, tta_steps: int = 0, augmentations: int = 8,
+                 seed: int = 0, policy: PolicyFn | None = None) -> Prediction:
+    """Two attempts per test input of ``task`` (see the module docstring). Never reads test outputs."""
+    task = blind(task)
+    notes: list[str] = []
+    info: dict = {}
+    side = learner.agent_cfg.canvas
+    demo_grids = [g for p in task.train for g in (p.input, p.output)]
+    if tta_steps > 0:
+        if len(task.train) < 2:
+            notes.append("adaptation skipped: fewer than 2 demonstrations")
+        elif not all(_fits(g, side) for g in demo_grids):
+            notes.append(f"adaptation skipped: a demonstration grid exceeds the {side}x{side} canvas")
+        else:
+            learner, losses = adapt(learner, task, tta_steps, seed)
+            info["tta_losses"] = losses
+    delta = policy(task, learner) if policy is not None else None
+    info["policy_delta_norm"] = None if delta is None else float(np.linalg.norm(delta))
+
+    fit = [i for i, p in enumerate(task.test) if _fits(p.input, side)]
+    if len(fit) < len(task.test):
+        notes.append(f"{len(task.test) - len(fit)} test input(s) exceed the {side}x{side} canvas: input copied")
+    candidates: dict[int, list[tuple[Augmentation, np.ndarray, float]]] = {i: [] for i in fit}
+    if fit:
+        for aug in augmentations_for(task.task_id, augmentations, seed):
+            demos = tuple(aug.apply_pair(p) for p in task.train)
+            queries = [aug.apply(task.test[i].input) for i in fit]
+            logp = learner.predict_logits(demos, queries, delta).float().cpu()  # (B, S, S, 11)
+            best, pred = logp.max(-1)  # (B, S, S) each
+            for b, i in enumerate(fit):
+                grid = from_canvas(pred[b].numpy())  # (h, w) in the augmented frame
+                h, w = grid.shape
+                score = float(best[b, :h, :w].mean())
+                candidates[i].append((aug, grid, score))
+    attempts: list[Attempts] = []
+    for i, p in enumerate(task.test):
+        if i in candidates:
+            attempts.append(vote_augmented(candidates[i]))
+        else:
+            attempts.append((p.input.copy(), p.input.copy()))
+    return Prediction(attempts, "; ".join(notes), info)
+
+
+# ------------------------------------------------------------------------------ the predictor
+
+
+class ModelPredictor:
+    """``task -> Prediction`` for a checkpoint folder; cheap to pickle (path + settings only)."""
+
+    def __init__(self, checkpoint: str | Path, settings: ModelSettings | None = None) -> None:
+        self.checkpoint = str(checkpoint)
+        self.settings = settings or ModelSettings()
+
+    def load(self) -> LoadedModel:
+        """The loaded checkpoint (once per process)."""
+        s = self.settings
+        return cached_model(self.checkpoint, device=s.device, use_policy=s.use_policy)
+
+    def __call__(self, task: Task) -> Prediction:
+        model = self.load()
+        s = self.settings
+        pred = predict_task(model.learner, task, tta_steps=s.tta_steps, augmentations=s.augmentations,
+                            seed=s.seed, policy=model.policy)
+        if model.policy_note:
+            pred.note = "; ".join(n for n in (pred.note, model.policy_note) if n)
+        return pred
+
+    def __repr__(self) -> str:
+        return f"ModelPredictor({self.checkpoint!r}, {self.settings})"

@@ -1,0 +1,196 @@
+"""Run a predictor over tasks, serially in-process or fanned out as Ray tasks.
+
+A predictor is any picklable callable ``task -> [(attempt_1, attempt_2), ...]`` (the baselines)
+or ``task -> Prediction`` (the model, which adds a note). :func:`run_task` calls it on one task
+and never lets one task sink the run: an exception is recorded in :attr:`TaskResult.error`
+(type and message) and the input is copied as both attempts, so a submission stays complete.
+Check ``error`` (the CLI reports the count next to the scores).
+
+:func:`run_parallel` ships the predictor to the object store once and runs one Ray task per ARC
+task with ``num_cpus_per_task`` CPUs and ``num_gpus_per_task`` GPUs (fractions allowed: 0.25 puts
+four tasks on one GPU). It joins a running cluster with ``address`` (e.g. ``"auto"`` or
+``"ray://host:10001"``), or starts a local Ray if none is running (and shuts it down after).
+Results come back in the order of ``tasks``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from efe_ray.data.task import Task
+
+__all__ = ["Predictor", "TaskResult", "run", "run_parallel", "run_serial", "run_task", "worker_gpu_ids"]
+
+Predictor = Callable[[Task], Any]
+"""``task -> list[(attempt_1, attempt_2)]`` or an object with ``attempts`` (and ``note``)."""
+
+_WORKER_GPUS: list | None = None
+"""GPU ids Ray assigned to the current Ray task; ``None`` outside a Ray worker."""
+
+
+def worker_gpu_ids() -> list | None:
+    """GPU ids Ray assigned to the running evaluation task, or ``None`` when not in a Ray worker."""
+    return _WORKER_GPUS
+
+
+@dataclass
+class TaskResult:
+    """What a predictor produced for one task."""
+
+    task_id: str
+    attempts: list[tuple[np.ndarray, np.ndarray]]
+    """(attempt_1, attempt_2) per test input, ``(H, W)`` int64 each."""
+    seconds: float
+    """Wall time of the predictor on this task."""
+    note: str = ""
+    """The predictor's note, if any."""
+    error: str = ""
+    """``"ExceptionType: message"`` if the predictor failed (attempts then copy the input)."""
+    traceback: str = ""
+    """The failure's traceback (empty if none)."""
+
+
+def _as_grid(x: Any) -> np.ndarray:
+    g = np.asarray(x, dtype=np.int64)
+    if g.ndim != 2:
+        raise ValueError(f"predicted grid must be 2-D, got shape {g.shape}")
+    return g
+
+
+def run_task(fn: Predictor, task: Task) -> TaskResult:
+    """Run ``fn`` on ``task``; failures become :attr:`TaskResult.error` with copy-input attempts."""
+    start = time.perf_counter()
+    try:
+        out = fn(task)
+        note = str(getattr(out, "note", "") or "")
+        attempts = list(getattr(out, "attempts", out))
+        if len(attempts) != len(task.test):
+            raise ValueError(f"predictor returned {len(attempts)} attempt pairs for {len(task.test)} test inputs")
+        attempts = [(_as_grid(a1), _as_grid(a2)) for a1, a2 in attempts]
+        return TaskResult(task.task_id, attempts, time.perf_counter() - start, note)
+    except Exception as err:  # one bad task must not sink the evaluation; recorded, reported
+        copies = [(p.input.copy(), p.input.copy()) for p in task.test]
+        return TaskResult(task.task_id, copies, time.perf_counter() - start,
+                          error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+
+
+class _Progress:
+    """A ``done/total`` progress line: tqdm when installed, else plain prints to stderr."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.total, self.done, self.desc, self.enabled = total, 0, desc, enabled
+        self.bar = None
+        self.step = max(1, total // 20)
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                self.bar = None
+            else:
+                self.bar = tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.done % self.step == 0 or self.done == self.total:
+            print(f"{self.desc}: {self.done}/{self.total}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_serial(tasks: Sequence[Task], fn: Predictor, *, progress: bool = True, desc: str = "eval") -> list[TaskResult]:
+    """Run ``fn`` on every task in this process, in order."""
+    bar = _Progress(len(tasks), desc, progress)
+    results = []
+    for task in tasks:
+        results.append(run_task(fn, task))
+        bar.update()
+    bar.close()
+    return results
+
+
+def _remote_run(fn: Predictor, task: Task) -> TaskResult:
+    """Body of the Ray task: note the assigned GPUs (for device choice), then :func:`run_task`."""
+    import ray
+
+    global _WORKER_GPUS
+    _WORKER_GPUS = list(ray.get_gpu_ids())
+    return run_task(fn, task)
+
+
+def run_parallel(tasks: Sequence[Task], fn: Predictor, *, address: str | None = None,
+                 num_gpus_per_task: float = 0.0, num_cpus_per_task: float = 1,
+                 max_in_flight: int | None = None, progress: bool = True,
+                 desc: str = "eval") -> list[TaskResult]:
+    """Run ``fn`` on every task as Ray remote tasks; results in the order of ``tasks``.
+
+    ``max_in_flight`` bounds the tasks submitted at once (``None``: all). Ray is started
+    locally (or joined at ``address``) if it is not running, and shut down again in that case.
+    """
+    import ray
+
+    if num_gpus_per_task < 0 or num_cpus_per_task <= 0:
+        raise ValueError("num_gpus_per_task must be >= 0 and num_cpus_per_task > 0")
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        started = True
+    try:
+        if num_gpus_per_task > 0:
+            have = ray.cluster_resources().get("GPU", 0.0)
+            if have < num_gpus_per_task:
+                raise RuntimeError(f"each evaluation task asks for {num_gpus_per_task} GPU(s) but the Ray "
+                                   f"cluster has {have}; lower --gpus-per-task or join a cluster with GPUs")
+        remote = ray.remote(_remote_run).options(num_cpus=num_cpus_per_task, num_gpus=num_gpus_per_task,
+                                                 max_retries=1)
+        fn_ref = ray.put(fn)
+        limit = max_in_flight if max_in_flight and max_in_flight > 0 else len(tasks)
+        results: dict[int, TaskResult] = {}
+        pending: dict[Any, int] = {}
+        bar = _Progress(len(tasks), desc, progress)
+        next_i = 0
+        while next_i < len(tasks) or pending:
+            while next_i < len(tasks) and len(pending) < limit:
+                pending[remote.remote(fn_ref, tasks[next_i])] = next_i
+                next_i += 1
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                i = pending.pop(ref)
+                try:
+                    results[i] = ray.get(ref)
+                except ray.exceptions.RayError as err:  # e.g. the worker died twice (out of memory)
+                    task = tasks[i]
+                    copies = [(p.input.copy(), p.input.copy()) for p in task.test]
+                    results[i] = TaskResult(task.task_id, copies, 0.0, error=f"{type(err).__name__}: {err}")
+                bar.update()
+        bar.close()
+        return [results[i] for i in range(len(tasks))]
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run(tasks: Sequence[Task], fn: Predictor, *, workers: int = 0, address: str | None = None,
+        num_gpus_per_task: float = 0.0, num_cpus_per_task: float = 1, progress: bool = True,
+        desc: str = "eval") -> list[TaskResult]:
+    """``workers == 0``: :func:`run_serial` in this process; otherwise :func:`run_parallel` with at
+    most ``workers`` tasks in flight (``workers < 0``: as many as the cluster's resources allow)."""
+    if workers == 0:
+        if address is not None:
+            raise ValueError("workers=0 runs in-process; an address needs workers != 0")
+        return run_serial(tasks, fn, progress=progress, desc=desc)
+    return run_parallel(tasks, fn, address=address, num_gpus_per_task=num_gpus_per_task,
+                        num_cpus_per_task=num_cpus_per_task, max_in_flight=workers if workers > 0 else None,
+                        progress=progress, desc=desc)

@@ -1,0 +1,421 @@
+"""Tests of the ARC evaluation harness (efe_ray.evaluation and python -m efe_ray.evaluate)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from efe_ray.checkpoint import save as save_checkpoint
+from efe_ray.config import AgentConfig, ExperimentConfig, LearnerConfig, PromptConfig
+from efe_ray.data.augment import Augmentation, all_d8
+from efe_ray.data.synthetic import synthetic_tasks
+from efe_ray.data.task import Pair, Task, as_grid
+from efe_ray.evaluate import EXIT_LEAKAGE, main
+from efe_ray.evaluation.baselines import copy_input, demo_rule, fitting_rules
+from efe_ray.evaluation.leakage import find_leaks
+from efe_ray.evaluation.model import (ModelPredictor, ModelSettings, adapt, blind, cached_model,
+                                      predict_task)
+from efe_ray.evaluation.resolve import CheckpointNotFoundError, resolve_checkpoint
+from efe_ray.evaluation.runner import run_parallel, run_serial
+from efe_ray.evaluation.scoring import cell_accuracy, score_task, summarise
+from efe_ray.evaluation.submission import (SubmissionError, build_submission, validate_submission,
+                                           write_submission)
+from efe_ray.evaluation.voting import rank, vote, vote_augmented
+
+G = as_grid
+
+
+def make_task(task_id: str, train: list[tuple], test: list[tuple]) -> Task:
+    """A task from lists of (input rows, output rows or None)."""
+    def pairs(items):
+        return tuple(Pair(G(i), None if o is None else G(o)) for i, o in items)
+    return Task(task_id, pairs(train), pairs(test))
+
+
+def random_grid(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    return rng.integers(0, 10, size=(h, w))
+
+
+def rule_task(task_id: str, fn, *, seed: int = 0, n_train: int = 3, n_test: int = 1, shape=(3, 4)) -> Task:
+    rng = np.random.default_rng(seed)
+    items = [(g, fn(g)) for g in (random_grid(rng, *shape) for _ in range(n_train + n_test))]
+    return make_task(task_id, items[:n_train], items[n_train:])
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def test_scoring_both_conventions_by_hand():
+    t = [[1, 2], [3, 4]]
+    wrong = [[1, 2], [3, 0]]  # 3 of 4 cells right
+    # Task A: 2 outputs, the first solved by attempt 2, the second not (same shape, 3/4 cells).
+    a = score_task("A", [(wrong, t), (wrong, wrong)], [t, t], [t, t])
+    # Task B: 1 output solved by attempt 1.
+    b = score_task("B", [(t, wrong)], [t], [[[0]]])
+    # Task C: 1 output, attempt 1 has the wrong shape (cell acc 0), attempt 2 wrong too.
+    c = score_task("C", [([[1, 2, 3]], [[9]])], [t], [[[1, 2, 3]]])
+    # Task D: 2 test inputs, the second has no known target: only the first is scored.
+    d = score_task("D", [(t, t), (t, t)], [[[5]], None], [[[5]], [[5]]])
+    assert [s.num_outputs for s in (a, b, c, d)] == [2, 1, 1, 1]
+    assert a.outputs[0].solved_by == 2 and a.outputs[1].solved_by == 0 and b.outputs[0].solved_by == 1
+    s = summarise([a, b, c, d])
+    # Task score: mean over tasks of the fraction solved = (1/2 + 1 + 0 + 0) / 4.
+    assert s.task_score == pytest.approx((0.5 + 1 + 0 + 0) / 4)
+    # Output score: solved / outputs = 2 / 5.
+    assert s.output_score == pytest.approx(2 / 5)
+    # Cell acc of attempt 1 per output: A: 3/4, 3/4; B: 1; C: 0 (shape); D: 0 (1x1 vs 2x2 target).
+    assert s.cell_acc == pytest.approx((0.75 + 0.75 + 1 + 0 + 0) / 5)
+    assert (s.tasks, s.outputs, s.solved_outputs, s.solved_tasks, s.solved_by_attempt_2) == (4, 5, 2, 1, 1)
+    # Outputs whose input has the target's shape: A (2 outputs) and D.
+    assert s.copy_shape_outputs == 3
+    assert s.cell_acc_same_shape == pytest.approx((0.75 + 0.75 + 0) / 3)
+    assert cell_accuracy([[1]], [[1, 1]]) == 0.0
+
+
+def test_scoring_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="one of each"):
+        score_task("X", [([[1]], [[1]])], [[[1]], [[1]]], [[[1]]])
+
+
+# ------------------------------------------------------------------------------ submission
+
+
+def _sub_tasks() -> list[Task]:
+    return [make_task("t1", [([[1]], [[2]])] * 2, [([[1]], [[2]]), ([[3]], None)]),
+            make_task("t2", [([[1]], [[2]])] * 2, [([[1, 1]], None)])]
+
+
+def _good_sub() -> dict:
+    return {"t1": [{"attempt_1": [[2]], "attempt_2": [[0]]}, {"attempt_1": [[3]], "attempt_2": [[3]]}],
+            "t2": [{"attempt_1": [[1, 2], [3, 4]], "attempt_2": [[9]]}]}
+
+
+def test_good_submission_passes_and_build_gives_python_ints():
+    tasks = _sub_tasks()
+    assert validate_submission(_good_sub(), tasks) == []
+    built = build_submission({"t1": [(np.array([[2]]), np.array([[0]])), (np.array([[3]]), np.array([[3]]))],
+                              "t2": [(np.array([[1, 2], [3, 4]], dtype=np.int8), np.array([[9]]))]})
+    assert built == _good_sub()
+    assert type(built["t2"][0]["attempt_1"][0][0]) is int
+    assert validate_submission(built, tasks) == []
+
+
+@pytest.mark.parametrize("mutate, where, words", [
+    (lambda s: s["t1"][0].__setitem__("attempt_1", [[np.int64(2)]]), ("t1", 0, "attempt_1"), "int64"),
+    (lambda s: s["t1"][0].__setitem__("attempt_2", [[True]]), ("t1", 0, "attempt_2"), "bool"),
+    (lambda s: s["t2"][0].__setitem__("attempt_1", [[1, 2], [3]]), ("t2", 0, "attempt_1"), "ragged"),
+    (lambda s: s["t1"][1].__setitem__("attempt_1", [[10]]), ("t1", 1, "attempt_1"), "outside 0..9"),
+    (lambda s: s.pop("t2"), ("t2", None, None), "missing"),
+    (lambda s: s["t1"].pop(), ("t1", None, None), "1 entries for 2 test input"),
+    (lambda s: s["t1"][1].pop("attempt_2"), ("t1", 1, "attempt_2"), "missing"),
+    (lambda s: s["t2"][0].__setitem__("attempt_1", []), ("t2", 0, "attempt_1"), "empty"),
+    (lambda s: s["t2"][0].__setitem__("attempt_1", [[1.0]]), ("t2", 0, "attempt_1"), "float"),
+])
+def test_submission_defects_are_flagged_precisely(mutate, where, words):
+    sub = _good_sub()
+    mutate(sub)
+    problems = validate_submission(sub, _sub_tasks())
+    assert len(problems) == 1, problems
+    p = problems[0]
+    assert (p.task_id, p.index, p.key) == where
+    assert words in p.message
+
+
+def test_write_submission_validates_then_writes(tmp_path):
+    tasks = _sub_tasks()
+    bad = _good_sub()
+    bad["t1"][0]["attempt_1"] = [[np.int64(1)]]
+    with pytest.raises(SubmissionError, match="t1"):
+        write_submission(tmp_path / "s.json", bad, tasks)
+    assert not (tmp_path / "s.json").exists()
+    write_submission(tmp_path / "s.json", _good_sub(), tasks)
+    assert json.loads((tmp_path / "s.json").read_text()) == _good_sub()
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temporary file left behind
+
+
+# ------------------------------------------------------------------------------ voting
+
+
+def test_vote_undoes_augmentations():
+    rng = np.random.default_rng(0)
+    answer = random_grid(rng, 3, 5)  # non-square and asymmetric: every D8 image differs
+    augs = [Augmentation(a.d8, Augmentation.random(rng).colours) for a in all_d8()]
+    cands = [(aug, aug.apply(answer), -0.1 * i) for i, aug in enumerate(augs)]
+    assert len({aug.apply(answer).tobytes() + bytes(aug.apply(answer).shape) for aug in augs}) > 1
+    a1, a2 = vote_augmented(cands)
+    np.testing.assert_array_equal(a1, answer)
+    np.testing.assert_array_equal(a2, answer)  # one distinct candidate: attempt 2 repeats it
+
+
+def test_majority_beats_a_confident_minority_and_score_breaks_count_ties():
+    x, y, z = np.array([[1]]), np.array([[2]]), np.array([[3, 3]])
+    a1, a2 = vote([(x, -5.0), (y, -0.01), (x, -5.0), (z, -1.0)])
+    assert a1.tolist() == [[1]]  # 2 votes beat 1, whatever the scores
+    assert a2.tolist() == [[2]]  # y and z have one vote each; y's score is higher
+    ranked = rank([(x, -1.0), (y, -0.5)])
+    assert [r.grid.tolist() for r in ranked] == [[[2]], [[1]]]
+
+
+def test_tie_break_is_deterministic_under_candidate_order():
+    rng = np.random.default_rng(1)
+    cands = [(np.array([[c]]), -1.0) for c in (4, 2, 7, 2, 4, 7)]  # three grids, equal counts and scores
+    outcomes = set()
+    for _ in range(10):
+        order = rng.permutation(len(cands))
+        a1, a2 = vote([cands[i] for i in order])
+        outcomes.add((a1.tobytes(), a2.tobytes()))
+    assert len(outcomes) == 1
+    assert vote(cands)[0].tolist() == [[2]] and vote(cands)[1].tolist() == [[4]]
+    with pytest.raises(ValueError):
+        vote([])
+
+
+# ------------------------------------------------------------------------------ baselines
+
+
+def test_copy_input_solves_identity_and_not_flip():
+    ident = rule_task("ident", lambda g: g)
+    flip = rule_task("flip", lambda g: g[:, ::-1])
+    for task, solved in ((ident, 1), (flip, 0)):
+        s = score_task(task.task_id, copy_input(task), [p.output for p in task.test], [p.input for p in task.test])
+        assert s.num_solved == solved
+
+
+@pytest.mark.parametrize("fn", [
+    lambda g: g[:, ::-1],                                        # flip left-right
+    lambda g: np.rot90(g),                                       # rotate (shape changes)
+    lambda g: np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 9])[g],        # colour map
+    lambda g: np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 9])[g.T],      # transpose + colour map
+])
+def test_demo_rule_solves_rule_tasks(fn):
+    task = rule_task("r", fn, n_test=2, shape=(5, 6))  # 90 demo cells: every colour is seen
+    attempts = demo_rule(task)
+    s = score_task("r", attempts, [p.output for p in task.test], [p.input for p in task.test])
+    assert s.num_solved == 2
+    assert fitting_rules(task)
+
+
+def test_demo_rule_falls_back_to_copy():
+    task = make_task("noise", [([[1, 2]], [[3]]), ([[2, 1]], [[4, 4]])], [([[5, 5]], None)])
+    assert demo_rule(task)[0][0].tolist() == [[5, 5]]
+
+
+# ------------------------------------------------------------------------------ leakage
+
+
+def test_leakage_by_id_and_by_signature():
+    a = rule_task("a", lambda g: g[:, ::-1], seed=1)
+    b = rule_task("b", lambda g: g.T, seed=2)
+    trained = [{"id": t.task_id, "signature": t.pair_set_signature()} for t in (a, b)]
+    # A renamed copy of b whose pairs are reordered (and the test pair moved into train).
+    pairs = list(b.train + b.test)[::-1]
+    renamed = Task("b-renamed", tuple(pairs[:-1]), (pairs[-1],))
+    same_id = rule_task("a", lambda g: g, seed=9)  # other pairs, same id
+    fresh = rule_task("c", lambda g: g, seed=10)
+    leaks = dict(find_leaks([same_id, renamed, fresh], trained))
+    assert set(leaks) == {"a", "b-renamed"}
+    assert leaks["a"] == "id"
+    assert leaks["b-renamed"].startswith("signature") and "'b'" in leaks["b-renamed"]
+    assert find_leaks([a], trained) == [("a", "id; signature (as trained task 'a')")]
+
+
+# ------------------------------------------------------------------------------ checkpoint resolution
+
+
+def _fake_trial(root: Path, name: str, values: list, ckpts: list[int], nested: bool = False) -> Path:
+    trial = root / name
+    trial.mkdir(parents=True)
+    lines = []
+    for v in values:
+        lines.append(json.dumps({"eval": {"cell_acc": v}} if nested else {"eval/cell_acc": v, "other": 1}))
+    (trial / "result.json").write_text("\n".join(lines) + "\n{truncated")
+    for n in ckpts:
+        (trial / f"checkpoint_{n:06d}").mkdir()
+        (trial / f"checkpoint_{n:06d}" / "efe_meta.json").write_text("{}")
+    return trial
+
+
+def test_resolve_checkpoint_picks_best_trial_by_last_value_then_latest_checkpoint(tmp_path):
+    exp = tmp_path / "exp"
+    _fake_trial(exp, "trial_a", [0.9, 0.2], [1, 2])  # best value early, but the last is low
+    best = _fake_trial(exp, "trial_b", [0.1, 0.5], [2, 10, 3], nested=True)
+    _fake_trial(exp, "trial_c", [], [5])  # never reported the metric
+    assert resolve_checkpoint(exp) == best / "checkpoint_000010"
+    assert resolve_checkpoint(best / "checkpoint_000002") == best / "checkpoint_000002"
+    with pytest.raises(CheckpointNotFoundError, match="no trial"):
+        resolve_checkpoint(exp, metric="eval/nothing")
+    with pytest.raises(CheckpointNotFoundError):
+        resolve_checkpoint(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------------ the model
+
+PROMPT = PromptConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, prompt_dim=32)
+AGENT = AgentConfig(canvas=8, d_model=32, num_layers=1, num_heads=2)
+LEARNER = LearnerConfig(batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> tuple[Path, list[Task]]:
+    """A checkpoint of a tiny learner trained a few steps on synthetic tasks: (folder, trained tasks)."""
+    from efe_ray.learner import EFELearner
+
+    tasks = synthetic_tasks(side=4, seed=0, prefix="tr")
+    with torch.random.fork_rng(devices=[]):
+        learner = EFELearner(tasks, PROMPT, AGENT, LEARNER)
+        for i in range(3):
+            learner.step(tasks[i % len(tasks)])
+    folder = tmp_path_factory.mktemp("ckpt") / "checkpoint_000001"
+    save_checkpoint(folder, learner.state_dict(), ExperimentConfig(prompt=PROMPT, agent=AGENT, learner=LEARNER), tasks)
+    return folder, tasks
+
+
+def _eval_tasks() -> list[Task]:
+    return synthetic_tasks(side=4, seed=1, prefix="ev", num_test=2)
+
+
+def _weights(learner) -> dict[str, torch.Tensor]:
+    return {f"{m}.{k}": v.detach().clone() for m, mod in (("agent", learner.agent), ("prompt", learner.prompt))
+            for k, v in mod.state_dict().items()}
+
+
+def test_tta_leaves_loaded_weights_untouched_and_never_needs_test_outputs(tiny_checkpoint):
+    folder, _ = tiny_checkpoint
+    learner = cached_model(folder, device="cpu", use_policy=False).learner
+    before = _weights(learner)
+    task = blind(_eval_tasks()[1])
+    assert all(p.output is None for p in task.test)
+    rng_before = torch.get_rng_state()
+    pred = predict_task(learner, task, tta_steps=2, augmentations=2, seed=0)
+    assert len(pred.attempts) == 2 and len(pred.info["tta_losses"]) == 2
+    after = _weights(learner)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.equal(rng_before, torch.get_rng_state())  # the caller's torch RNG is untouched
+    adapted, _ = adapt(learner, task, 2, seed=0)
+    assert any(not torch.equal(before[k], v) for k, v in _weights(adapted).items())  # adaptation did train
+
+
+def test_predictions_do_not_depend_on_test_outputs(tiny_checkpoint):
+    folder, _ = tiny_checkpoint
+    learner = cached_model(folder, device="cpu", use_policy=False).learner
+    task = _eval_tasks()[0]
+    garbage = Task(task.task_id, task.train, tuple(Pair(p.input, G([[9] * 7] * 7)) for p in task.test))
+    p1 = predict_task(learner, task, tta_steps=1, augmentations=2, seed=3)
+    p2 = predict_task(learner, garbage, tta_steps=1, augmentations=2, seed=3)
+    for (a, b), (c, d) in zip(p1.attempts, p2.attempts):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+
+
+def test_same_seed_same_submission_and_canvas_fallback(tiny_checkpoint):
+    folder, _ = tiny_checkpoint
+    tasks = _eval_tasks()[:2]
+    big = make_task("big", [([[1] * 4] * 4, [[1] * 4] * 4)] * 2, [([[2] * 10] * 10, None)])  # 10x10 > canvas 8
+    predictor = ModelPredictor(folder, ModelSettings(tta_steps=1, augmentations=2, seed=7, use_policy=False, device="cpu"))
+    clone = pickle.loads(pickle.dumps(predictor))  # what Ray ships: the path and the settings only
+    assert len(pickle.dumps(predictor)) < 2000
+    subs = []
+    for fn, order in ((predictor, tasks + [big]), (clone, [big] + tasks[::-1])):
+        results = {r.task_id: r.attempts for r in run_serial(order, fn, progress=False)}
+        subs.append(build_submission({t.task_id: results[t.task_id] for t in tasks + [big]}))
+    assert subs[0] == subs[1]
+    assert validate_submission(subs[0], tasks + [big]) == []
+    result = run_serial([big], predictor, progress=False)[0]
+    assert result.attempts[0][0].tolist() == [[2] * 10] * 10 and "canvas" in result.note and not result.error
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+
+def _write_tasks(folder: Path, tasks: list[Task]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in tasks:
+        (folder / f"{t.task_id}.json").write_text(json.dumps(t.to_json()))
+    return folder
+
+
+def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys):
+    folder, _ = tiny_checkpoint
+    tasks = _eval_tasks()
+    split = _write_tasks(tmp_path / "evtasks", tasks)
+    out = tmp_path / "out"
+    code = main(["--checkpoint", str(folder.parent), "--split", str(split), "--workers", "0", "--no-policy",
+                 "--baselines", "--augmentations", "2", "--tta-steps", "1", "--seed", "5", "--out", str(out),
+                 "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for word in ("task score", "output score", "cell acc", "model", "copy_input", "demo_rule"):
+        assert word in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "ok" and report["seed"] == 5 and report["leaks"] == []
+    assert report["checkpoint"] == str(folder) and report["leakage_checked"]
+    assert set(report["methods"]) == {"model", "copy_input", "demo_rule"}
+    assert report["methods"]["model"]["outputs"] == 6 and report["methods"]["model"]["errors"] == []
+    # demo_rule solves the flip and colour-map tasks (2 outputs each), not the crop task.
+    assert report["methods"]["demo_rule"]["solved_outputs"] == 4
+    assert report["methods"]["demo_rule"]["task_score"] == pytest.approx(2 / 3)
+    with open(out / "per_task.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * len(tasks) and {r["method"] for r in rows} == {"model", "copy_input", "demo_rule"}
+    sub = json.loads((out / "submission.json").read_text())
+    assert validate_submission(sub, tasks) == []
+    assert (out / "submission_demo_rule.json").is_file()
+
+
+def test_cli_refuses_leaked_tasks_unless_allowed(tiny_checkpoint, tmp_path, capsys):
+    folder, trained = tiny_checkpoint
+    t = trained[0]
+    pairs = list(t.train + t.test)[::-1]
+    renamed = Task("renamed", tuple(pairs[:-1]), (pairs[-1],))
+    split = _write_tasks(tmp_path / "leaky", [renamed, trained[1]])
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(folder), "--split", str(split), "--workers", "0", "--no-policy",
+            "--augmentations", "1", "--out", str(out), "--quiet"]
+    assert main(argv) == EXIT_LEAKAGE
+    assert "refused" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"].startswith("refused")
+    assert {d["task_id"] for d in report["leaks"]} == {"renamed", trained[1].task_id}
+    assert not (out / "submission.json").exists()
+    assert main(argv + ["--allow-leakage"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "ok" and len(report["leaks"]) == 2
+
+
+def test_cli_baseline_needs_no_checkpoint_and_bad_source_is_a_usage_error(tmp_path, capsys):
+    split = _write_tasks(tmp_path / "t", [rule_task("flip", lambda g: g[:, ::-1])])
+    assert main(["--baseline", "demo_rule", "--split", str(split), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "o" / "report.json").read_text())["methods"]["demo_rule"]["output_score"] == 1.0
+    assert main(["--baseline", "copy_input", "--split", str(tmp_path / "nope")]) == 2
+    assert main(["--split", str(split)]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ Ray
+
+
+def test_run_parallel_on_a_local_ray():
+    import ray
+
+    tasks = [rule_task("a", lambda g: g), rule_task("b", lambda g: g[:, ::-1])]
+
+    def flaky(task: Task):
+        if task.task_id == "b":
+            raise RuntimeError("boom")
+        return copy_input(task)
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        results = run_parallel(tasks, flaky, num_cpus_per_task=1, progress=False)
+    finally:
+        ray.shutdown()
+    assert [r.task_id for r in results] == ["a", "b"]
+    np.testing.assert_array_equal(results[0].attempts[0][0], tasks[0].test[0].input)
+    assert not results[0].error and results[1].error == "RuntimeError: boom"
+    np.testing.assert_array_equal(results[1].attempts[0][1], tasks[1].test[0].input)  # copied as fallback

@@ -4,6 +4,8 @@ Run (from the repository root):
 
     python bench/learner_step.py                       # CPU, fp32, 24 timed steps after 2 warm-up
     python bench/learner_step.py --steps 40 --device cuda --precision bf16
+    python bench/learner_step.py --device cuda --compare --shapes embedded,qwen2.5-0.5b,qwen2.5-1.5b \
+        --precisions fp32,tf32,bf16 --max-tokens 4096 --batch 1 --rehearsal 0 --cache-every 1
 
 What it measures: the prompt, agent and learner configs of the default ``ExperimentConfig``
 (embedded Qwen2 body, canvas 30), trained on a handful of ``arc1-train`` tasks (spread over the
@@ -16,7 +18,12 @@ What it prints: a block of figures (steps/s; tasks/s = task samples per second =
 batch_size; samples/s including the rehearsal samples from other tasks; mean fresh and cached
 step times; peak resident memory from ``resource.getrusage`` max RSS, and on CUDA
 ``torch.cuda.max_memory_allocated`` over the timed steps), then, on the last line, the exact
-command that produced them.
+command that produced them. ``--compare`` runs several Qwen2 shapes (``embedded``, and the
+Qwen2.5-0.5B / 1.5B layer shapes with random weights and the grid tokenizer's vocabulary: the
+shape decides the speed) in several precisions (``fp32``, ``tf32``: fp32 with TF32 matmuls,
+``bf16`` autocast) and prints one row each, with Qwen tokens/s, grid cells/s and model FLOPs
+utilisation (MFU: 6·N + 12·L·T·d FLOPs per token for Qwen and the agent, against the card's
+dense peak for the dtype).
 """
 
 from __future__ import annotations
@@ -49,34 +56,63 @@ def pick_tasks(source: str, n: int, side: int) -> list:
     return [fits[i] for i in idx]
 
 
-def main(argv: list[str] | None = None) -> None:
-    defaults = ExperimentConfig()
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=24, help="timed learner steps (default 24)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    ap.add_argument("--precision", default=defaults.learner.precision, choices=["fp32", "bf16", "fp16"],
-                    help=f"learner precision (default {defaults.learner.precision})")
-    ap.add_argument("--tasks", type=int, default=6, help="number of arc1-train tasks (default 6)")
-    ap.add_argument("--source", default="arc1-train", help="task source (default arc1-train)")
-    ap.add_argument("--seed", type=int, default=0, help="learner seed (default 0)")
-    args = ap.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0 or args.tasks < 1:
-        ap.error("need --steps >= 1, --warmup >= 0 and --tasks >= 1")
+SHAPES = {
+    "embedded": {},
+    # Qwen2.5 layer shapes (config.json of the released models); the vocabulary is the grid tokenizer's.
+    "qwen2.5-0.5b": dict(hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, intermediate_size=4864),
+    "qwen2.5-1.5b": dict(hidden_size=1536, num_layers=28, num_heads=12, num_kv_heads=2, intermediate_size=8960),
+}
+"""Prompt-encoder shapes the benchmark knows."""
 
+PEAK_TFLOPS = {  # dense, per GPU, from the vendors' datasheets (SXM parts)
+    "H100": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4},
+    "H200": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4},
+}
+
+
+def peak_tflops(device: torch.device, precision: str) -> float | None:
+    """The card's dense peak for the compute dtype, or None where unknown (CPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, table in PEAK_TFLOPS.items():
+        if key in name:
+            return table[precision]
+    return None
+
+
+def train_flops_per_token(n_params: int, layers: int, width: int, seq: float) -> float:
+    """Training FLOPs per token (forward + backward): 6·N + 12·L·T·d."""
+    return 6.0 * n_params + 12.0 * layers * seq * width
+
+
+def run(shape: str, precision: str, args, device: torch.device) -> dict:
+    """Time ``args.steps`` learner steps of one shape and precision; return the figures."""
     cfg = ExperimentConfig()
-    cfg.learner.precision = args.precision
+    for k, v in SHAPES[shape].items():
+        setattr(cfg.prompt, k, v)
+    cfg.prompt.max_tokens = args.max_tokens or cfg.prompt.max_tokens
+    cfg.learner.precision = "fp32" if precision == "tf32" else precision
     cfg.learner.seed = args.seed
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
-        torch.cuda.set_device(device)
+    cfg.learner.batch_size = args.batch or cfg.learner.batch_size
+    cfg.learner.rehearsal = cfg.learner.rehearsal if args.rehearsal is None else args.rehearsal
+    cfg.learner.cache_every = args.cache_every or cfg.learner.cache_every
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
     tasks = pick_tasks(args.source, args.tasks, cfg.agent.canvas)
 
     t0 = time.perf_counter()
     learner = EFELearner(tasks, cfg.prompt, cfg.agent, cfg.learner, device=device)
     build_s = time.perf_counter() - t0
+    tokens = [0]
+    tokenize = learner.prompt.tokenize
+
+    def counting_tokenize(texts, dev):
+        enc = tokenize(texts, dev)
+        tokens[0] += int(enc["attention_mask"].sum())
+        return enc
+
+    learner.prompt.tokenize = counting_tokenize
     episode = cfg.env.steps_per_episode
     rng = np.random.default_rng(args.seed)
     delta = (0.05 * rng.standard_normal(cfg.prompt.prompt_dim)).astype(np.float32)
@@ -87,9 +123,11 @@ def main(argv: list[str] | None = None) -> None:
 
     times: list[tuple[float, bool]] = []
     for i in range(args.warmup + args.steps):
-        if i == args.warmup and device.type == "cuda":
+        if i == args.warmup:
             sync()
-            torch.cuda.reset_peak_memory_stats(device)
+            tokens[0] = 0
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
         task = tasks[(i // episode) % len(tasks)]
         sync()
         start = time.perf_counter()
@@ -99,44 +137,119 @@ def main(argv: list[str] | None = None) -> None:
             times.append((time.perf_counter() - start, m["qwen_fresh"] == 1.0))
 
     total = sum(t for t, _ in times)
-    fresh = [t for t, f in times if f]
-    cached = [t for t, f in times if not f]
     steps_per_s = len(times) / total
-    batch, rehearsal = cfg.learner.batch_size, cfg.learner.rehearsal if len(tasks) > 1 else 0
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    cells = [g.size for t in tasks for p in known_pairs(t) for g in (p.input, p.output)]
+    batch = cfg.learner.batch_size
+    rehearsal = cfg.learner.rehearsal if len(tasks) > 1 else 0
     p, a = cfg.prompt, cfg.agent
-    n_params = sum(x.numel() for x in learner.prompt.parameters()) + sum(x.numel() for x in learner.agent.parameters())
+    qwen_params = sum(x.numel() for x in learner.prompt.qwen_parameters()
+                      if x is not learner.prompt.qwen.get_input_embeddings().weight)
+    agent_params = sum(x.numel() for x in learner.agent.parameters())
+    fresh_steps = sum(1 for _, f in times if f)
+    mean_seq = tokens[0] / max(fresh_steps * batch, 1)
+    cells_per_step = (batch + rehearsal) * (a.canvas * a.canvas + 1)
+    flops = (tokens[0] * train_flops_per_token(qwen_params, p.num_layers, p.hidden_size, mean_seq)
+             + len(times) * cells_per_step * train_flops_per_token(agent_params, a.num_layers, a.d_model,
+                                                                   a.canvas * a.canvas + 1))
+    peak = peak_tflops(device, precision)
+    return {
+        "shape": shape, "precision": precision, "steps_per_s": steps_per_s, "tasks_per_s": steps_per_s * batch,
+        "tokens_per_s": tokens[0] / total, "cells_per_s": steps_per_s * (batch + rehearsal) * a.canvas * a.canvas,
+        "tflops": flops / total / 1e12, "mfu": (flops / total / 1e12 / peak) if peak else None,
+        "peak_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
+        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "build_s": build_s,
+        "fresh": [t for t, f in times if f], "cached": [t for t, f in times if not f], "mean_seq": mean_seq,
+        "qwen_params": qwen_params, "agent_params": agent_params, "tasks": tasks, "cfg": cfg,
+        "skipped": learner.skipped_steps, "n": len(times),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = ExperimentConfig()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=24, help="timed learner steps (default 24)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ap.add_argument("--precision", default=defaults.learner.precision, choices=["fp32", "tf32", "bf16", "fp16"],
+                    help=f"learner precision (default {defaults.learner.precision})")
+    ap.add_argument("--tasks", type=int, default=6, help="number of arc1-train tasks (default 6)")
+    ap.add_argument("--source", default="arc1-train", help="task source (default arc1-train)")
+    ap.add_argument("--seed", type=int, default=0, help="learner seed (default 0)")
+    ap.add_argument("--shape", default="embedded", choices=sorted(SHAPES), help="Qwen2 shape (default embedded)")
+    ap.add_argument("--compare", action="store_true", help="one row per --shapes x --precisions")
+    ap.add_argument("--shapes", default="embedded", help="comma-separated shapes for --compare")
+    ap.add_argument("--precisions", default="fp32,tf32,bf16", help="comma-separated precisions for --compare")
+    ap.add_argument("--max-tokens", type=int, default=0, help="prompt.max_tokens (0: the default)")
+    ap.add_argument("--batch", type=int, default=0, help="learner.batch_size (0: the default)")
+    ap.add_argument("--rehearsal", type=int, default=None, help="learner.rehearsal (default: the default)")
+    ap.add_argument("--cache-every", type=int, default=0, help="learner.cache_every (1: Qwen on every step)")
+    args = ap.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.tasks < 1:
+        ap.error("need --steps >= 1, --warmup >= 0 and --tasks >= 1")
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
+        torch.cuda.set_device(device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    command = "python bench/learner_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    if args.compare:
+        print(f"== learner_step comparison on {device} ({where}), torch {torch.__version__} ==")
+        print(f"{'shape':14s} {'prec':5s} {'steps/s':>8s} {'tasks/s':>8s} {'tok/s':>10s} {'cells/s':>10s} "
+              f"{'TFLOP/s':>8s} {'MFU':>6s} {'peak MiB':>9s} {'seq':>6s}")
+        for shape in args.shapes.split(","):
+            for precision in args.precisions.split(","):
+                try:
+                    r = run(shape, precision, args, device)
+                except torch.OutOfMemoryError:
+                    print(f"{shape:14s} {precision:5s} out of memory")
+                    torch.cuda.empty_cache()
+                    continue
+                mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "   n/a"
+                peak = f"{r['peak_mib']:9.0f}" if r["peak_mib"] is not None else f"{r['rss_mib']:9.0f}"
+                print(f"{shape:14s} {precision:5s} {r['steps_per_s']:8.3f} {r['tasks_per_s']:8.2f} "
+                      f"{r['tokens_per_s']:10.0f} {r['cells_per_s']:10.0f} {r['tflops']:8.2f} {mfu} {peak} "
+                      f"{r['mean_seq']:6.0f}", flush=True)
+                del r
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        print(command)
+        return
+
+    r = run(args.shape, args.precision, args, device)
+    cfg, p, a = r["cfg"], r["cfg"].prompt, r["cfg"].agent
+    batch, rehearsal = cfg.learner.batch_size, cfg.learner.rehearsal if len(r["tasks"]) > 1 else 0
+    cells = [g.size for t in r["tasks"] for q in known_pairs(t) for g in (q.input, q.output)]
 
     def ms(xs: list[float]) -> str:
         return f"{1000 * float(np.mean(xs)):.0f} ms (n={len(xs)})" if xs else "n/a"
 
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     lines = [
         "== learner_step benchmark ==",
         f"device               {device} ({where}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads",
         f"precision            {args.precision}",
-        f"model                embedded Qwen2 {p.num_layers}x{p.hidden_size} (max_tokens {p.max_tokens}), "
+        f"model                {args.shape} Qwen2 {p.num_layers}x{p.hidden_size} (max_tokens {p.max_tokens}), "
         f"prompt_dim {p.prompt_dim}, agent canvas {a.canvas} d_model {a.d_model} x{a.num_layers}; "
-        f"{n_params / 1e6:.2f} M parameters",
-        f"tasks                {len(tasks)} of {args.source}: {', '.join(t.task_id for t in tasks)} "
+        f"{(r['qwen_params'] + r['agent_params']) / 1e6:.2f} M parameters",
+        f"tasks                {len(r['tasks'])} of {args.source}: {', '.join(t.task_id for t in r['tasks'])} "
         f"(mean grid {np.mean(cells):.0f} cells)",
         f"batch                {batch} task samples + {rehearsal} rehearsal samples per step; "
-        f"episodes of {episode} steps, cache_every {cfg.learner.cache_every}",
-        f"steps                {len(times)} timed after {args.warmup} warm-up (build {build_s:.1f} s)",
-        f"steps/s              {steps_per_s:.3f}",
-        f"tasks/s              {steps_per_s * batch:.2f}  (task samples/s = steps/s x batch_size {batch})",
-        f"samples/s            {steps_per_s * (batch + rehearsal):.2f}  (including rehearsal)",
-        f"step time            fresh Qwen {ms(fresh)}, cached Qwen {ms(cached)}",
-        f"peak RSS             {rss_mib:.0f} MiB (getrusage max RSS, whole process)",
+        f"episodes of {cfg.env.steps_per_episode} steps, cache_every {cfg.learner.cache_every}",
+        f"steps                {r['n']} timed after {args.warmup} warm-up (build {r['build_s']:.1f} s)",
+        f"steps/s              {r['steps_per_s']:.3f}",
+        f"tasks/s              {r['tasks_per_s']:.2f}  (task samples/s = steps/s x batch_size {batch})",
+        f"samples/s            {r['steps_per_s'] * (batch + rehearsal):.2f}  (including rehearsal)",
+        f"Qwen tokens/s        {r['tokens_per_s']:.0f}  (mean prompt {r['mean_seq']:.0f} tokens)",
+        f"grid cells/s         {r['cells_per_s']:.0f}",
+        f"model TFLOP/s        {r['tflops']:.3f}" + (f"  (MFU {100 * r['mfu']:.1f}%)" if r["mfu"] is not None else ""),
+        f"step time            fresh Qwen {ms(r['fresh'])}, cached Qwen {ms(r['cached'])}",
+        f"peak RSS             {r['rss_mib']:.0f} MiB (getrusage max RSS, whole process)",
     ]
-    if device.type == "cuda":
-        lines.append(f"peak CUDA allocated  {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB (timed steps)")
-    lines.append(f"skipped steps        {learner.skipped_steps}")
+    if r["peak_mib"] is not None:
+        lines.append(f"peak CUDA allocated  {r['peak_mib']:.0f} MiB (timed steps)")
+    lines.append(f"skipped steps        {r['skipped']}")
     print("\n".join(lines))
-    cmd = (f"python bench/learner_step.py --steps {args.steps} --warmup {args.warmup} --device {args.device} "
-           f"--precision {args.precision} --tasks {args.tasks} --source {args.source} --seed {args.seed}")
-    print(cmd)
+    print(command)
 
 
 if __name__ == "__main__":

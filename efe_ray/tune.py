@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the experiment --storage-path/--name")
     p.add_argument("--no-dashboard", action="store_true", help="start Ray without its dashboard")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--num-gpus", type=int, default=None, help="GPUs for a local Ray (default: all)")
     return p.parse_args(argv)
 
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.address:
         ctx = ray.init(address=args.address)
     else:
-        ctx = ray.init(num_cpus=args.num_cpus, **init_kwargs)
+        ctx = ray.init(num_cpus=args.num_cpus, num_gpus=args.num_gpus, **init_kwargs)
     if dashboard and not args.address and getattr(ctx, "dashboard_url", None):
         print(f"Ray dashboard: http://{ctx.dashboard_url}  (sign in with the token from `ray get-auth-token`)")
     try:

@@ -29,6 +29,7 @@ dense peak for the dtype).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import resource
@@ -42,14 +43,18 @@ import torch  # noqa: E402
 
 from efe_ray.config import ExperimentConfig  # noqa: E402
 from efe_ray.data.loaders import load_tasks  # noqa: E402
-from efe_ray.learner import EFELearner, known_pairs  # noqa: E402
+from efe_ray.data.serialize import prompt_text  # noqa: E402
+from efe_ray.learner import MAX_DEMOS, EFELearner, known_pairs  # noqa: E402
 
 
-def pick_tasks(source: str, n: int, side: int) -> list:
-    """``n`` tasks spread evenly over the sorted list, among those whose every grid fits ``side``."""
+def pick_tasks(source: str, n: int, side: int, min_tokens: int = 0) -> list:
+    """``n`` tasks spread evenly over the sorted list, among those whose every grid fits ``side``
+    and whose prompt text (demonstrations + first test input) has at least ``min_tokens`` characters
+    (one grid-tokenizer token each)."""
     fits = [t for t in load_tasks(source)
             if all(max(g.shape) <= side for p in t.train + t.test for g in (p.input, p.output) if g is not None)
-            and len(known_pairs(t)) >= 2]
+            and len(known_pairs(t)) >= 2
+            and len(prompt_text(t.train[:MAX_DEMOS], t.test[0].input)) >= min_tokens]
     if len(fits) < n:
         raise SystemExit(f"only {len(fits)} tasks of {source} fit a {side}x{side} canvas; asked for {n}")
     idx = np.linspace(0, len(fits) - 1, n).round().astype(int)
@@ -65,8 +70,8 @@ SHAPES = {
 """Prompt-encoder shapes the benchmark knows."""
 
 PEAK_TFLOPS = {  # dense, per GPU, from the vendors' datasheets (SXM parts)
-    "H100": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4},
-    "H200": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4},
+    "H100": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+    "H200": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
 }
 
 
@@ -99,7 +104,7 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
     cfg.learner.cache_every = args.cache_every or cfg.learner.cache_every
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
-    tasks = pick_tasks(args.source, args.tasks, cfg.agent.canvas)
+    tasks = pick_tasks(args.source, args.tasks, cfg.agent.canvas, args.min_tokens)
 
     t0 = time.perf_counter()
     learner = EFELearner(tasks, cfg.prompt, cfg.agent, cfg.learner, device=device)
@@ -182,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=0, help="learner.batch_size (0: the default)")
     ap.add_argument("--rehearsal", type=int, default=None, help="learner.rehearsal (default: the default)")
     ap.add_argument("--cache-every", type=int, default=0, help="learner.cache_every (1: Qwen on every step)")
+    ap.add_argument("--min-tokens", type=int, default=0, help="only tasks whose prompt has at least this many tokens")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.tasks < 1:
         ap.error("need --steps >= 1, --warmup >= 0 and --tasks >= 1")
@@ -189,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
+        device = torch.device("cuda", device.index or 0)
         torch.cuda.set_device(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     command = "python bench/learner_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -211,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"{r['tokens_per_s']:10.0f} {r['cells_per_s']:10.0f} {r['tflops']:8.2f} {mfu} {peak} "
                       f"{r['mean_seq']:6.0f}", flush=True)
                 del r
+                gc.collect()  # the previous learner must be gone before the next one's peak is read
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
         print(command)

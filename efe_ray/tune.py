@@ -219,6 +219,7 @@ def summarize(results, cfg: ExperimentConfig, path: Path, ctx, dashboard: bool, 
         print(f"best trial: {Path(best.path).name}")
         print(f"  {metric} = {best.metrics.get(metric, float('nan')):.4f}   eval/exact = {best.metrics.get('eval/exact', float('nan')):.4f}")
         print(f"  agent_lr = {exp['agent_lr']:.3g}   qwen_lr = {exp['qwen_lr']:.3g}   reward_scale = {exp['reward_scale']:g}")
+        print(f"  learner device: {best.metrics.get('learner_device', '?')}")
         if best.checkpoint is not None:
             print(f"  checkpoint: {best.checkpoint.path}")
     print(f"storage path: {path}")

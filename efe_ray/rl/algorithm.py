@@ -86,6 +86,7 @@ class EFEPPO(PPO):
             self._last_eval = self.evaluate_held_out()
             result["images"] = self.grid_images(env)
         result.update(self._last_eval)
+        result["learner_device"] = str(env.device)
         return result
 
     def grid_images(self, env, count: int = 3) -> dict[str, np.ndarray]:

@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto or host:port)")
     p.add_argument("--resume", action="store_true", help="continue the experiment --storage-path/--name")
     p.add_argument("--no-dashboard", action="store_true", help="start Ray without its dashboard")
+    p.add_argument("--time-budget-s", type=float, default=None, help="stop the whole search after this many seconds")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.add_argument("--num-gpus", type=int, default=None, help="GPUs for a local Ray (default: all)")
     return p.parse_args(argv)
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 param_space=param_space(cfg),
                 tune_config=tune.TuneConfig(metric=t.metric, mode="max", scheduler=scheduler, num_samples=t.num_samples,
                                             max_concurrent_trials=t.max_concurrent or None,
+                                            time_budget_s=args.time_budget_s,
                                             search_alg=BasicVariantGenerator(random_state=cfg.learner.seed)),
                 run_config=run_config,
             )

@@ -101,7 +101,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of augmentations and adaptation")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N tasks only (0: all)")
     p.add_argument("--out", help="output folder (default: eval_out/<split-name>)")
-    p.add_argument("--allow-leakage", action="store_true", help="evaluate tasks the checkpoint was trained on")
+    leak = p.add_mutually_exclusive_group()
+    leak.add_argument("--allow-leakage", action="store_true", help="evaluate tasks the checkpoint was trained on")
+    leak.add_argument("--drop-leaked", action="store_true",
+                      help="score only the tasks the checkpoint was not trained on (the report lists the others)")
     p.add_argument("--address", help="join this Ray cluster (e.g. 'auto'); default: start a local Ray")
     p.add_argument("--workers", type=int, default=-1,
                    help="Ray tasks in flight at most (-1: as resources allow; 0: run in this process)")
@@ -210,15 +213,25 @@ def _evaluate(args: argparse.Namespace) -> int:
         if leaks:
             shown = "\n  ".join(f"{t}: {r}" for t, r in leaks[:10])
             more = f"\n  ... and {len(leaks) - 10} more" if len(leaks) > 10 else ""
-            if not args.allow_leakage:
+            if args.drop_leaked:
+                leaked_ids = {t for t, _ in leaks}
+                tasks = [t for t in tasks if t.task_id not in leaked_ids]
+                report["dropped_leaked"] = sorted(leaked_ids)
+                print(f"dropped {len(leaked_ids)} leaked task(s) (--drop-leaked), {len(tasks)} left:\n  {shown}{more}",
+                      file=sys.stderr)
+                if not tasks:
+                    raise UsageError("every task was trained on by this checkpoint; nothing left to evaluate")
+            elif not args.allow_leakage:
                 report["status"] = "refused: leakage"
                 _write_json(out / "report.json", report)
                 print(f"refused: {len(leaks)} of {len(tasks)} tasks were trained on by this checkpoint:\n  "
-                      f"{shown}{more}\npass --allow-leakage to evaluate them anyway (report: {out / 'report.json'})",
+                      f"{shown}{more}\npass --drop-leaked to score the others, or --allow-leakage to evaluate "
+                      f"them anyway (report: {out / 'report.json'})",
                       file=sys.stderr)
                 return EXIT_LEAKAGE
-            print(f"warning: {len(leaks)} leaked task(s) evaluated (--allow-leakage):\n  {shown}{more}",
-                  file=sys.stderr)
+            else:
+                print(f"warning: {len(leaks)} leaked task(s) evaluated (--allow-leakage):\n  {shown}{more}",
+                      file=sys.stderr)
 
     methods: list[MethodResult] = []
     if folder is not None:

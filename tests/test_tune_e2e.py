@@ -78,3 +78,24 @@ def test_checkpoints_hold_the_learner_and_what_it_trained_on(search):
     results = [json.loads(line) for line in open(glob.glob(str(path / "EFEPPO_*" / "result.json"))[0])]
     assert "images" not in results[0]  # pictures go to TensorBoard only
     assert 0.0 <= results[-1]["eval/cell_acc"] <= 1.0
+
+
+def test_evaluate_reads_the_search_and_refuses_its_training_tasks(search, tmp_path):
+    from efe_ray.evaluate import main as evaluate_main
+
+    _, path = search
+    out = tmp_path / "eval"
+    rc = evaluate_main(["--checkpoint", str(path), "--split", "synthetic-eval", "--workers", "0",
+                        "--augmentations", "2", "--baselines", "--out", str(out), "--quiet"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["leaks"] == []
+    submission = json.loads((out / "submission.json").read_text())
+    assert set(submission) == {"syn-eval-colour_map", "syn-eval-flip", "syn-eval-crop"}
+    assert all(len(entries) == 4 for entries in submission.values())  # 4 test inputs per task
+    rc = evaluate_main(["--checkpoint", str(path), "--split", "synthetic", "--workers", "0",
+                        "--augmentations", "1", "--out", str(tmp_path / "leak"), "--quiet"])
+    assert rc == 3  # the tasks it trained on are refused
+    rc = evaluate_main(["--checkpoint", str(path), "--split", "synthetic", "--workers", "0", "--drop-leaked",
+                        "--augmentations", "1", "--out", str(tmp_path / "drop"), "--quiet"])
+    assert rc == 2  # every task was a training task: nothing left to score

@@ -421,7 +421,7 @@ class EFELearner:
         self.skipped_steps = int(state["skipped_steps"])
         self.curriculum.draws = int(state["curriculum_draws"])
         self.rng.bit_generator.state = _rng_from_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it to the GPU
         self.set_learning_rates(**(lrs if keep_lrs else state["lrs"]))
 
 

@@ -140,6 +140,9 @@ class EnvConfig:
     """Largest norm of a prompt delta produced by an action on the unit cube."""
     device: str = "auto"
     """"auto" (a GPU only if Ray assigned one), "cpu", or "cuda[:N]"."""
+    fail_at_step: int = 0
+    """Fault injection for reliability tests: raise in the env step when the learner reaches this
+    step (0: never). A trial restored from a checkpoint does not fail again."""
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     # Tune's newer console output prints each trial's entire RLlib config; the classic reporter
     # shows the searched values and our metrics as columns.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Snapshot the experiment state often, so that a search killed with -9 resumes from the trials'
+    # latest checkpoints rather than from a stale snapshot that predates them.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -204,6 +208,13 @@ def progress_reporter(metric: str):
     )
 
 
+def root_cause(error: BaseException) -> str:
+    """The innermost "Type: message" line of a trial's error (Ray wraps the original traceback)."""
+    pattern = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Fault|Interrupt)): (.+)$")
+    lines = [m.group(0).strip() for m in map(pattern.match, str(error).splitlines()) if m]
+    return lines[-1] if lines else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
 def summarize(results, cfg: ExperimentConfig, path: Path, ctx, dashboard: bool, seconds: float) -> None:
     """Print the best trial, failures, where things are and how to look at them."""
     metric = cfg.tune.metric
@@ -211,7 +222,7 @@ def summarize(results, cfg: ExperimentConfig, path: Path, ctx, dashboard: bool, 
     print(f"search finished in {seconds:.0f} s: {len(results)} trials, {results.num_errors} failed")
     for r in results:
         if r.error is not None:
-            print(f"  failed trial {Path(r.path).name}: {type(r.error).__name__}: {str(r.error).splitlines()[0][:200]}")
+            print(f"  failed trial {Path(r.path).name}: {root_cause(r.error)[:300]}")
     try:
         best = results.get_best_result(metric=metric, mode="max", scope="all")
     except (RuntimeError, KeyError):

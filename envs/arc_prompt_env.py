@@ -42,6 +42,10 @@ CTRL_DIM = 6
 """Length of the control vector."""
 
 
+class InjectedFault(RuntimeError):
+    """The failure ``env.fail_at_step`` asks for."""
+
+
 def control_vector(progress: float, running_loss: float, mask_ratio: float, easy_share: float,
                    learner_steps: int, accuracy: float) -> np.ndarray:
     """(6,) float32 control vector, each entry roughly in [0, 1]."""
@@ -98,6 +102,7 @@ class ArcPromptEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (p + CTRL_DIM + NUM_FEATURES,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.cfg.env.action_dim,), np.float32)
         self.task: Task | None = None
+        self.restored = False
         self.t = 0
         self.episodes = 0
         self.running_loss = 0.0
@@ -141,6 +146,8 @@ class ArcPromptEnv(gym.Env):
     def step(self, action):
         if self.task is None:
             raise RuntimeError("ArcPromptEnv.step called before reset")
+        if self.cfg.env.fail_at_step and self.learner.steps == self.cfg.env.fail_at_step and not self.restored:
+            raise InjectedFault(f"injected failure at learner step {self.learner.steps} (env.fail_at_step)")
         delta = self.refiner.delta(np.asarray(action, dtype=np.float32))  # (P,) numpy: no graph
         metrics = self.learner.step(self.task, delta)
         self.t += 1
@@ -168,6 +175,7 @@ class ArcPromptEnv(gym.Env):
     def restore(self, learner_state: dict, stats: dict[str, float]) -> None:
         """Restore the learner and :meth:`stats`; the current config's learning rates win (PBT)."""
         self.learner.load_state_dict(learner_state, keep_lrs=True)
+        self.restored = True
         env = stats
         self.episodes = int(env["episodes"])
         self.running_loss = float(env["running_loss"])

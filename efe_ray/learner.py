@@ -32,7 +32,7 @@ from efe_ray.data.features import task_features
 from efe_ray.data.serialize import prompt_text
 from efe_ray.data.task import Pair, Task
 from efe_ray.efe import efe_loss
-from efe_ray.models.agent import OUTSIDE, GridAgent, from_canvas, to_canvas
+from efe_ray.models.agent import GridAgent, from_canvas, to_canvas
 from efe_ray.models.prompt import QwenHybridPrompt
 
 MAX_DEMOS = 4

@@ -6,21 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from efe_ray.data.augment import Augmentation, all_d8
 from efe_ray.data.task import Pair, Task, as_grid
 
-SETTINGS = settings(max_examples=60, deadline=None)
-
-
-@st.composite
-def grids(draw, max_side: int = 30) -> np.ndarray:
-    h = draw(st.integers(1, max_side))
-    w = draw(st.integers(1, max_side))
-    return draw(arrays(np.int64, (h, w), elements=st.integers(0, 9)))
+from strategies import SETTINGS, grids
 
 
 perms = st.permutations(list(range(10))).map(tuple)

@@ -7,9 +7,8 @@ import inspect
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from efe_ray.data.serialize import (
     TOKENIZER_FILE,
@@ -20,14 +19,7 @@ from efe_ray.data.serialize import (
 )
 from efe_ray.data.task import Pair, as_grid
 
-SETTINGS = settings(max_examples=60, deadline=None)
-
-
-@st.composite
-def grids(draw, max_side: int = 30) -> np.ndarray:
-    h = draw(st.integers(1, max_side))
-    w = draw(st.integers(1, max_side))
-    return draw(arrays(np.int64, (h, w), elements=st.integers(0, 9)))
+from strategies import SETTINGS, grids
 
 
 # ---------------------------------------------------------------------- grid text

@@ -108,3 +108,26 @@ def test_preflight_rejects_gpu_request_the_cluster_cannot_meet(ray_local):
     with pytest.raises(ConfigError, match="each trial needs 1 GPU but the Ray cluster has 0"):
         check_resources(ppo_config(cfg), cfg.tune)
     check_resources(ppo_config(SMOKE), SMOKE.tune)  # a CPU trial fits
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(ray_local, tmp_path):
+    from efe_ray.rl.algorithm import EFEPPO, local_env
+    from efe_ray.rl.config import ppo_config
+
+    algo = EFEPPO(config=ppo_config(SMOKE))
+    steps = []
+    for i in range(2):
+        algo.train()
+        folder = tmp_path / f"checkpoint_{i:06d}"
+        algo.save_checkpoint(str(folder))
+        steps.append(local_env(algo).learner.steps)
+    algo.stop()
+    learner_file = tmp_path / "checkpoint_000001" / "efe_learner.pt"
+    learner_file.write_bytes(learner_file.read_bytes()[:1000])  # truncated, as by a crash mid-write
+
+    fresh = EFEPPO(config=ppo_config(SMOKE))
+    with pytest.warns(UserWarning, match="previous good checkpoint .*checkpoint_000000"):
+        fresh.load_checkpoint(str(tmp_path / "checkpoint_000001"))
+    assert local_env(fresh).learner.steps == steps[0] < steps[1]
+    fresh.stop()

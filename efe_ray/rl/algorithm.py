@@ -14,6 +14,9 @@ always sees its metric.
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
@@ -51,6 +54,26 @@ def local_env(algo: PPO):
         raise RuntimeError("EFEPPO needs the env in the algorithm process: set num_env_runners=0")
     vec = runner.env.unwrapped
     return vec.envs[0].unwrapped
+
+
+def load_learner_or_previous(checkpoint_dir: str, device) -> tuple[dict, dict]:
+    """(learner state, metadata) of ``checkpoint_dir``; if our files there are truncated or
+    corrupt, those of the newest earlier good ``checkpoint_*`` folder beside it, with a warning."""
+    try:
+        state, _, meta = ckpt.load(checkpoint_dir, map_location=device)
+        return state, meta
+    except ckpt.CheckpointError as err:
+        here = Path(checkpoint_dir).resolve()
+        earlier = sorted((p for p in here.parent.glob("checkpoint_*") if p.name < here.name), reverse=True)
+        for candidate in earlier:
+            try:
+                state, _, meta = ckpt.load(candidate, map_location=device)
+            except ckpt.CheckpointError:
+                continue
+            warnings.warn(f"{err}; restored the learner from the previous good checkpoint {candidate} "
+                          f"(the policy comes from {here.name})", stacklevel=2)
+            return state, meta
+        raise ckpt.CheckpointError(f"{err}; no earlier good checkpoint beside it in {here.parent}") from err
 
 
 class EFEPPO(PPO):
@@ -109,7 +132,7 @@ class EFEPPO(PPO):
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         super().load_checkpoint(checkpoint_dir)
         env = local_env(self)
-        state, _, meta = ckpt.load(checkpoint_dir, map_location=env.device)
+        state, meta = load_learner_or_previous(checkpoint_dir, env.device)
         stats = meta["env_stats"]
         env.restore(state, stats)
         self._last_eval = {k[len("last_"):]: v for k, v in stats.items() if k.startswith("last_")}

@@ -86,3 +86,30 @@ def test_tune_cli_rejects_bad_input_before_ray_starts(argv, message, capsys, mon
     assert tune_main(argv + ["--no-dashboard"]) == 2
     assert message in capsys.readouterr().err
     assert not ray.is_initialized()
+
+
+def _write_task(folder, name, train):
+    import json
+
+    (folder / f"{name}.json").write_text(json.dumps({"train": train, "test": [train[0]]}))
+
+
+def test_bad_task_files_stop_the_search_before_ray_or_are_skipped_and_listed(tmp_path, capsys):
+    import ray
+
+    from efe_ray.config import DataConfig
+    from efe_ray.data.sources import resolve_tasks
+
+    good = [{"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}, {"input": [[5]], "output": [[5]]}]
+    for name in ("good1", "good2"):
+        _write_task(tmp_path, name, good)
+    _write_task(tmp_path, "ragged", [{"input": [[1, 2], [3]], "output": [[1]]}, good[1]])
+    rc = tune_main(["--preset", "smoke", "--no-dashboard", "--set", f"data.train_source={tmp_path}"])
+    assert rc == 2 and not ray.is_initialized()
+    err = capsys.readouterr().err
+    assert "ragged.json: task 'ragged' train[0].input: row 1 has length 1, expected 2" in err
+
+    cfg = DataConfig(train_source=str(tmp_path), eval_source="synthetic-eval", skip_invalid=True)
+    with pytest.warns(UserWarning, match="ragged"):
+        train, held = resolve_tasks(cfg, canvas=6)
+    assert [t.task_id for t in train] == ["good1", "good2"]

@@ -13,8 +13,8 @@ How to run this script
 * ``--baseline copy_input|demo_rule`` evaluates a rule baseline instead (no checkpoint needed);
   ``--baselines`` scores every baseline next to the model in the same table.
 * ``--tta-steps N`` adapts a copy of the learner on each task's demonstrations for N steps
-  (test outputs are never read); ``--augmentations K`` (default 8) votes over the identity and
-  K-1 random augmentations; ``--no-policy`` skips the RLlib prompt refiner; ``--seed`` fixes
+  (test outputs are never read); ``--augmentations K`` votes over the identity and K-1 random
+  augmentations (default: 8 for a checkpoint trained with augmentations, else 1); ``--no-policy`` skips the RLlib prompt refiner; ``--seed`` fixes
   augmentations and adaptation.
 * Parallelism: the model runs as one Ray task per ARC task (``--workers N`` in flight at most,
   ``--gpus-per-task 0.25`` shares a GPU four ways, ``--address auto`` joins a running cluster);
@@ -96,7 +96,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline", choices=sorted(BASELINES), help="evaluate this baseline instead of a checkpoint")
     p.add_argument("--baselines", action="store_true", help="also score every baseline in the same table")
     p.add_argument("--tta-steps", type=int, default=0, help="test-time adaptation steps per task (demos only)")
-    p.add_argument("--augmentations", type=int, default=8, help="views voted over: identity + K-1 random")
+    p.add_argument("--augmentations", type=int, default=None,
+                   help="views voted over: identity + K-1 random (default: 8 if the checkpoint trained with "
+                        "augmentations, else 1)")
     p.add_argument("--no-policy", action="store_true", help="do not refine the prompt with the RLlib policy")
     p.add_argument("--seed", type=int, default=0, help="seed of augmentations and adaptation")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N tasks only (0: all)")
@@ -115,7 +117,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-invalid", action="store_true", help="skip malformed tasks (with a warning)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    if args.augmentations < 1:
+    if args.augmentations is not None and args.augmentations < 1:
         p.error("--augmentations must be >= 1")
     if args.tta_steps < 0 or args.limit < 0:
         p.error("--tta-steps and --limit must be >= 0")
@@ -147,6 +149,11 @@ def _model_predictor(folder: Path, args: argparse.Namespace) -> Predictor:
     """The model predictor; in-process runs load it now, so errors show before any work."""
     from efe_ray.evaluation.model import ModelPredictor, ModelSettings, PolicyUnavailableError
 
+    if args.augmentations is None:
+        trained_with = read_meta(folder)["config"]["learner"]["augment"]
+        args.augmentations = 8 if trained_with else 1
+        print(f"augmentations: {args.augmentations} (the checkpoint trained "
+              f"{'with' if trained_with else 'without'} them)", file=sys.stderr)
     settings = ModelSettings(tta_steps=args.tta_steps, augmentations=args.augmentations, seed=args.seed,
                              use_policy=not args.no_policy, device=args.device)
     predictor = ModelPredictor(folder, settings)

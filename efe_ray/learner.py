@@ -108,10 +108,10 @@ def resolve_autocast(precision: str, device: torch.device) -> tuple[torch.dtype 
 
 def grad_norm(params: list[torch.nn.Parameter]) -> float:
     """L2 norm of the gradients of ``params`` (0.0 where none have a gradient)."""
-    grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    grads = [p.grad.detach() for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    return float(torch.stack(grads).norm())
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float()))
 
 
 class EFELearner:

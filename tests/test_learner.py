@@ -480,3 +480,15 @@ def test_agent_output_shape():
     canvas = torch.as_tensor(np.stack([to_canvas(np.ones(shape, np.int64), 6) for shape in ((2, 3), (6, 6))]))
     logits = agent(canvas, torch.randn(2, 32))
     assert logits.shape == (2, 6, 6, 11) and logits.dtype == torch.float32
+
+
+def test_single_text_without_mask_matches_the_padded_batch():
+    """encode_text drops the attention mask for one text (flash attention); the result is unchanged."""
+    torch.manual_seed(0)
+    model = QwenHybridPrompt(PromptConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                                          intermediate_size=64, prompt_dim=16)).eval()
+    text = "I\n12\nO\n21\n|\nQ\n33"
+    with torch.no_grad():
+        alone = model.encode_text([text])
+        batched = model.encode_text([text, text + "\n4567"])[:1]  # padded: the mask is used
+    torch.testing.assert_close(alone, batched, atol=1e-5, rtol=1e-5)

@@ -151,7 +151,9 @@ class QwenHybridPrompt(nn.Module):
             raise RuntimeError("encode_text called with prompt.use_qwen=False")
         device = self.text_proj.weight.device
         enc = self.tokenize(texts, device)
-        hidden = self.qwen(**enc).last_hidden_state  # (B, T, H)
+        # A single text has no padding: without a mask, SDPA may use its flash kernel.
+        hidden = self.qwen(input_ids=enc["input_ids"],
+                           attention_mask=None if len(texts) == 1 else enc["attention_mask"]).last_hidden_state  # (B, T, H)
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
         return self.text_proj(pooled)  # (B, P)

@@ -23,11 +23,11 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from efe_ray.checkpoint import atomic_write
 from efe_ray.data.task import MAX_SIDE, NUM_COLOURS, Task
 
 __all__ = ["ATTEMPT_KEYS", "SubmissionError", "SubmissionProblem", "atomic_write_text", "build_submission",
@@ -171,19 +171,8 @@ def validate_submission(sub: Any, tasks: Sequence[Task]) -> list[SubmissionProbl
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write ``text`` (UTF-8) to ``path`` so that readers see the old file or the whole new one."""
+    atomic_write(path, text.encode("utf-8"))
 
 
 def write_submission(path: str | os.PathLike[str], sub: dict, tasks: Sequence[Task]) -> None:

@@ -102,6 +102,8 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
     cfg.learner.batch_size = args.batch or cfg.learner.batch_size
     cfg.learner.rehearsal = cfg.learner.rehearsal if args.rehearsal is None else args.rehearsal
     cfg.learner.cache_every = args.cache_every or cfg.learner.cache_every
+    cfg.learner.compile = args.compile
+    cfg.prompt.sdpa_backend = args.sdpa
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
     tasks = pick_tasks(args.source, args.tasks, cfg.agent.canvas, args.min_tokens)
@@ -127,12 +129,16 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
             torch.cuda.synchronize(device)
 
     times: list[tuple[float, bool]] = []
+    profiler = None
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
             sync()
             tokens[0] = 0
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
+            if args.profile:
+                profiler = torch.profiler.profile(activities=profiler_activities(device))
+                profiler.__enter__()
         task = tasks[(i // episode) % len(tasks)]
         sync()
         start = time.perf_counter()
@@ -140,6 +146,10 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
         sync()
         if i >= args.warmup:
             times.append((time.perf_counter() - start, m["qwen_fresh"] == 1.0))
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        if args.trace:
+            profiler.export_chrome_trace(args.trace)  # open in chrome://tracing or ui.perfetto.dev
 
     total = sum(t for t, _ in times)
     steps_per_s = len(times) / total
@@ -165,7 +175,102 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
         "fresh": [t for t, f in times if f], "cached": [t for t, f in times if not f], "mean_seq": mean_seq,
         "qwen_params": qwen_params, "agent_params": agent_params, "tasks": tasks, "cfg": cfg,
         "skipped": learner.skipped_steps, "n": len(times),
+        "profile": None if profiler is None else kernel_breakdown(profiler, sum(t for t, _ in times), len(times)),
     }
+
+
+def profiler_activities(device: torch.device) -> list:
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    return acts
+
+
+KERNEL_KINDS = (  # (kind, substrings of the kernel name), first match wins
+    ("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
+    ("optimizer", ("adam",)),
+    ("matmul", ("gemm", "sm90_xmma", "cutlass", "nvjet", "matmul", "ampere_", "sm80_")),
+    ("norms/grad-norm", ("norm",)),
+    ("copy/cast", ("copy", "convert", "cast", "to_copy")),
+    ("reduce", ("reduce",)),
+    ("elementwise", ("elementwise", "vectorized", "triton_", "pointwise", "foreach")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    for kind, keys in KERNEL_KINDS:
+        if any(k in low for k in keys):
+            return kind
+    return "other"
+
+
+def kernel_breakdown(profiler, wall_s: float, steps: int) -> str:
+    """GPU kernel time per step by kind, the GPU-busy share of the wall time, and the top kernels."""
+    per_kind: dict[str, float] = {}
+    per_name: dict[str, list] = {}
+    for evt in profiler.key_averages():
+        us = getattr(evt, "device_time_total", 0.0) if evt.device_type == torch.autograd.DeviceType.CUDA else 0.0
+        if us <= 0 or getattr(evt, "is_user_annotation", False) or "#" in evt.key:
+            continue  # a range around kernels (e.g. "Optimizer.step#AdamW.step"), not a kernel
+        kind = kernel_kind(evt.key)
+        per_kind[kind] = per_kind.get(kind, 0.0) + us
+        per_name[evt.key] = [per_name.get(evt.key, [0.0, 0])[0] + us, evt.count]
+    busy = sum(per_kind.values()) / 1e6
+    lines = [f"  wall {1000 * wall_s / steps:.1f} ms/step, GPU kernels {1000 * busy / steps:.1f} ms/step "
+             f"({100 * busy / wall_s:.0f}% busy), {sum(c for _, c in per_name.values()) / steps:.0f} kernels/step"]
+    for kind, us in sorted(per_kind.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {kind:16s} {us / 1000 / steps:8.2f} ms/step  {100 * us / 1e6 / busy:5.1f}%")
+    lines.append("  top kernels (ms/step, launches/step):")
+    for name, (us, count) in sorted(per_name.items(), key=lambda kv: -kv[1][0])[:12]:
+        lines.append(f"    {us / 1000 / steps:7.2f} {count / steps:6.0f}  {name[:110]}")
+    return "\n".join(lines)
+
+
+def bare_qwen_step_time(shape: str, precision: str, args, device: torch.device) -> tuple[float, float]:
+    """(s/step, peak MiB) of a bare Qwen2Model loop of ``shape``: random tokens (batch 1,
+    ``--max-tokens``), mean-pooled output, fused AdamW, SDPA, autocast as ``precision``.
+
+    The reference the learner step is measured against: Qwen alone, nothing of this project.
+    """
+    from transformers import Qwen2Config, Qwen2Model
+
+    from efe_ray.data.serialize import GridTokenizer
+
+    p = ExperimentConfig().prompt
+    for k, v in SHAPES[shape].items():
+        setattr(p, k, v)
+    vocab = GridTokenizer().vocab_size
+    qcfg = Qwen2Config(vocab_size=vocab, hidden_size=p.hidden_size, num_hidden_layers=p.num_layers,
+                       num_attention_heads=p.num_heads, num_key_value_heads=p.num_kv_heads,
+                       intermediate_size=p.intermediate_size, max_position_embeddings=args.max_tokens + 2)
+    qcfg._attn_implementation = "sdpa"
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    model = Qwen2Model(qcfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    ids = torch.randint(0, vocab, (1, args.max_tokens), device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(input_ids=ids, use_cache=False).last_hidden_state.mean(1).float().pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - start) / args.steps
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    return seconds, peak
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -188,6 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rehearsal", type=int, default=None, help="learner.rehearsal (default: the default)")
     ap.add_argument("--cache-every", type=int, default=0, help="learner.cache_every (1: Qwen on every step)")
     ap.add_argument("--min-tokens", type=int, default=0, help="only tasks whose prompt has at least this many tokens")
+    ap.add_argument("--compile", action="store_true", help="learner.compile: torch.compile Qwen layers and agent")
+    ap.add_argument("--sdpa", default="auto", choices=["auto", "cudnn", "flash", "efficient", "math"],
+                    help="prompt.sdpa_backend: the SDPA kernel tried first on CUDA (default auto)")
+    ap.add_argument("--profile", action="store_true", help="print where the GPU time of the timed steps goes")
+    ap.add_argument("--trace", default="", help="with --profile: also write a Chrome trace of the timed steps here")
+    ap.add_argument("--bare", action="store_true",
+                    help="with --compare: also time a bare Qwen2Model loop of each shape (the reference)")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.tasks < 1:
         ap.error("need --steps >= 1, --warmup >= 0 and --tasks >= 1")
@@ -206,6 +318,13 @@ def main(argv: list[str] | None = None) -> None:
               f"{'TFLOP/s':>8s} {'MFU':>6s} {'peak MiB':>9s} {'seq':>6s}")
         for shape in args.shapes.split(","):
             for precision in args.precisions.split(","):
+                if args.bare:
+                    sec, peak = bare_qwen_step_time(shape, precision, args, device)
+                    print(f"{shape:14s} {precision:5s} {1 / sec:8.3f}  bare Qwen2Model loop, "
+                          f"{1000 * sec:.1f} ms/step, peak {peak:.0f} MiB", flush=True)
+                    gc.collect()
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
                 try:
                     r = run(shape, precision, args, device)
                 except torch.OutOfMemoryError:
@@ -217,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{shape:14s} {precision:5s} {r['steps_per_s']:8.3f} {r['tasks_per_s']:8.2f} "
                       f"{r['tokens_per_s']:10.0f} {r['cells_per_s']:10.0f} {r['tflops']:8.2f} {mfu} {peak} "
                       f"{r['mean_seq']:6.0f}", flush=True)
+                if r["profile"]:
+                    print(r["profile"], flush=True)
                 del r
                 gc.collect()  # the previous learner must be gone before the next one's peak is read
                 if device.type == "cuda":
@@ -256,6 +377,8 @@ def main(argv: list[str] | None = None) -> None:
     if r["peak_mib"] is not None:
         lines.append(f"peak CUDA allocated  {r['peak_mib']:.0f} MiB (timed steps)")
     lines.append(f"skipped steps        {r['skipped']}")
+    if r["profile"]:
+        lines.append("where the time goes\n" + r["profile"])
     print("\n".join(lines))
     print(command)
 

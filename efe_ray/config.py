@@ -70,6 +70,8 @@ class PromptConfig:
     """Longest prompt text in tokens; longer texts keep their end (the query)."""
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     """Attention kernel for the Qwen2 body."""
+    sdpa_backend: Literal["auto", "cudnn", "flash", "efficient", "math"] = "auto"
+    """SDPA kernel tried first on CUDA ("auto": PyTorch's own order); the others stay as fallbacks."""
 
 
 @dataclass
@@ -110,6 +112,9 @@ class LearnerConfig:
     """Apply a random rotation/flip and colour permutation (0 fixed) to each sample."""
     cache_every: int = 10
     """Recompute a task's Qwen embedding every this many steps on that task; reuse it between."""
+    compile: bool = False
+    """``torch.compile`` the Qwen decoder layers and the agent (fuses norms, rotary and activations;
+    the first steps pay the compile time, and a new prompt length may recompile)."""
     efe_weight: float = 0.7
     """Weight of the EFE loss in the total loss."""
     rl_weight: float = 0.3
@@ -181,6 +186,12 @@ class TuneConfig:
     """Choices for the reward scale."""
     gpus_per_trial: float = 0.0
     """GPUs per trial (fractional shares allowed); 0 runs on CPU."""
+    share_gpus: bool = False
+    """GPU trials only: pack as many trials on each GPU as their estimated peak memory allows
+    (efe_ray/memory.py), replacing gpus_per_trial by that share. Without it, a gpus_per_trial
+    that would put more trials on a card than fit is refused before Ray starts."""
+    gpu_memory_gib: float = 80.0
+    """Memory of one GPU, for planning when this process sees none (e.g. with --address)."""
     cpus_per_trial: int = 1
     """CPUs for each trial's main process (the env's learner runs there)."""
     max_concurrent: int = 0
@@ -231,6 +242,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "learner.efe_weight": (0.0, 1e6, False),
     "learner.rl_weight": (0.0, 1e6, False),
     "tune.gpus_per_trial": (0.0, 1024.0, False),
+    "tune.gpu_memory_gib": (0.0, 1e6, True),
     "env.action_scale": (0.0, 1e6, False),
     "agent.dropout": (0.0, 1.0, False),
 }

@@ -12,7 +12,8 @@ A step, in order:
    measured without gradient, and ``reward = reward_scale * (acc_after - acc_before)``;
 5. loss = efe_weight * EFE + rl_weight * RL term, where the RL term pulls the encoder's prompt
    toward the refined prompt when the refinement earned positive reward;
-6. backward (scaled in fp16), unscale, skip the update if anything is non-finite, clip, step.
+6. backward (scaled in fp16), unscale, clip, step; the fused optimizer skips the update on the
+   device if the loss or a gradient is non-finite. The metrics come back in one host sync at the end.
 
 Nothing here imports Ray: the learner runs and tests on its own.
 """
@@ -20,11 +21,11 @@ Nothing here imports Ray: the learner runs and tests on its own.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from efe_ray.config import AgentConfig, LearnerConfig, PromptConfig
 from efe_ray.data.augment import Augmentation
@@ -106,12 +107,40 @@ def resolve_autocast(precision: str, device: torch.device) -> tuple[torch.dtype 
     raise ValueError(f"learner.precision: unknown mode {precision!r}; use fp32, bf16 or fp16")
 
 
-def grad_norm(params: list[torch.nn.Parameter]) -> float:
-    """L2 norm of the gradients of ``params`` (0.0 where none have a gradient)."""
+def compile_modules(prompt: QwenHybridPrompt, agent: GridAgent) -> None:
+    """``torch.compile`` each Qwen decoder layer and the agent's transformer in place.
+
+    Layer by layer, not the whole model: the layers share one compiled graph (parameters are
+    graph inputs), and the model's Python around them (masks, pooling, caches) stays eager.
+    Parameters, state dicts and checkpoints are those of the uncompiled modules.
+    """
+    if prompt.qwen is not None:
+        for layer in prompt.qwen.layers:
+            layer.compile()
+    agent.body.compile()
+
+
+def grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """L2 norm of the gradients of ``params`` as a 0-d float32 tensor (0 where none has a gradient).
+
+    One foreach kernel for the per-tensor norms; the result stays on the device (no host sync).
+    """
     grads = [p.grad.detach() for p in params if p.grad is not None]
     if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float()))
+        return torch.zeros((), dtype=torch.float32, device=params[0].device if params else "cpu")
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+
+
+def clip_gradients(params: list[torch.nn.Parameter], total_norm: torch.Tensor, max_norm: float) -> None:
+    """Scale the gradients of ``params`` so that their global norm ``total_norm`` is at most ``max_norm``.
+
+    As ``torch.nn.utils.clip_grad_norm_`` does, but with the norm already computed: the gradients
+    are read once for the norm, not twice, and the scale stays on the device (no host sync).
+    """
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if grads:
+        coef = (max_norm / (total_norm + 1e-6)).clamp(max=1.0)  # 0-d, on the device
+        torch._foreach_mul_(grads, coef.to(grads[0].dtype))
 
 
 class EFELearner:
@@ -130,13 +159,15 @@ class EFELearner:
         torch.manual_seed(cfg.seed)
         self.prompt = QwenHybridPrompt(prompt_cfg).to(self.device)
         self.agent = GridAgent(agent_cfg, prompt_cfg.prompt_dim).to(self.device)
+        if cfg.compile:
+            compile_modules(self.prompt, self.agent)
         self.autocast_dtype, use_scaler = resolve_autocast(cfg.precision, self.device)
-        fused = self.device.type == "cuda"
         groups = [{"params": list(self.agent.parameters()) + self.prompt.other_parameters(),
                    "lr": cfg.agent_lr, "name": "agent"}]
         if self.prompt.qwen_parameters():
             groups.append({"params": self.prompt.qwen_parameters(), "lr": cfg.qwen_lr, "name": "qwen"})
-        self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=fused)
+        # Fused AdamW (CPU and CUDA): one kernel per step, and it can skip a step on the device.
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=True)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.rng = np.random.default_rng(cfg.seed)
         self.curriculum = Curriculum(self.tasks, cfg.easy_share_first_epoch, cfg.easy_share_later)
@@ -267,20 +298,21 @@ class EFELearner:
         cfg = self.cfg
         self.agent.train()
         self.prompt.train()
-        samples = self.make_samples(task, cfg.batch_size)
-        rehearsal = self.rehearsal_samples(task)
-        every = samples + [s for _, s in rehearsal]
-        b = len(samples)
-        texts = [prompt_text(s.demos, s.query) for s in samples]
-        feats = self._features(every)  # (B+R, 15)
-        canvas = self._canvas([s.query for s in every])  # (B+R, S, S)
-        target = self._canvas([s.target for s in every])  # (B+R, S, S) long
-        loss_mask, target_mask = self._masks(every)
-        delta_t = self._delta(delta, b)  # (B, P) constant, or None
-        if delta_t is not None and rehearsal:
-            delta_t = torch.cat([delta_t, delta_t.new_zeros(len(rehearsal), delta_t.shape[-1])])
+        with record_function("learner/prepare"):
+            samples = self.make_samples(task, cfg.batch_size)
+            rehearsal = self.rehearsal_samples(task)
+            every = samples + [s for _, s in rehearsal]
+            b = len(samples)
+            texts = [prompt_text(s.demos, s.query) for s in samples]
+            feats = self._features(every)  # (B+R, 15)
+            canvas = self._canvas([s.query for s in every])  # (B+R, S, S)
+            target = self._canvas([s.target for s in every])  # (B+R, S, S) long
+            loss_mask, target_mask = self._masks(every)
+            delta_t = self._delta(delta, b)  # (B, P) constant, or None
+            if delta_t is not None and rehearsal:
+                delta_t = torch.cat([delta_t, delta_t.new_zeros(len(rehearsal), delta_t.shape[-1])])
 
-        with self._autocast():
+        with record_function("learner/forward"), self._autocast():
             text_emb, fresh = self.text_embedding(task.task_id, texts, train=True)  # (B, P) or None
             if text_emb is not None and rehearsal:
                 cached = torch.stack([self.cached_text(t, s) for t, s in rehearsal])  # (R, P), no gradient
@@ -290,54 +322,61 @@ class EFELearner:
             logits = self.agent(canvas, refined)  # (B+R, S, S, 11)
             with torch.no_grad():
                 before = logits[:b] if delta_t is None else self.agent(canvas[:b], prompt[:b].detach())
-        terms = efe_loss(logits, target, loss_mask, target_mask, eps=cfg.label_eps, objective=cfg.objective)
-        with torch.no_grad():
-            acc_after = _cell_acc(logits[:b], target[:b], target_mask[:b])
-            acc_before = _cell_acc(before, target[:b], target_mask[:b])
-            reward = cfg.reward_scale * (acc_after - acc_before)
-        prompt, refined = prompt[:b], refined[:b]
-        if delta_t is not None and reward > 0:
-            # Pull the encoder's prompt toward the refinement that earned reward.
-            rl_term = (reward / max(cfg.reward_scale, 1e-8)) * (prompt.float() - refined.detach().float()).pow(2).mean()
-        else:
-            rl_term = torch.zeros((), device=self.device)
-        loss = cfg.efe_weight * terms.loss + cfg.rl_weight * rl_term
+        with record_function("learner/loss"):
+            terms = efe_loss(logits, target, loss_mask, target_mask, eps=cfg.label_eps, objective=cfg.objective)
+            with torch.no_grad():
+                acc_after = _cell_acc(logits[:b], target[:b], target_mask[:b])  # 0-d tensors, on the device
+                acc_before = _cell_acc(before, target[:b], target_mask[:b])
+                reward = cfg.reward_scale * (acc_after - acc_before)
+            prompt, refined = prompt[:b], refined[:b]
+            if delta_t is not None:
+                # Pull the encoder's prompt toward the refinement, in proportion to the reward it earned
+                # (zero when it earned none). A product, not a branch: no host sync on the reward.
+                pull = reward.clamp_min(0.0) / max(cfg.reward_scale, 1e-8)
+                rl_term = pull * (prompt.float() - refined.detach().float()).pow(2).mean()
+            else:
+                rl_term = torch.zeros((), device=self.device)
+            loss = cfg.efe_weight * terms.loss + cfg.rl_weight * rl_term
 
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)  # gradients are true-scale from here on
-        qwen_norm = grad_norm(self.prompt.qwen_parameters())
-        agent_norm = grad_norm([p for g in self.optimizer.param_groups if g["name"] == "agent" for p in g["params"]])
-        finite = math.isfinite(float(loss.detach())) and math.isfinite(qwen_norm) and math.isfinite(agent_norm)
-        if finite:
-            if cfg.grad_clip > 0:
-                params = [p for g in self.optimizer.param_groups for p in g["params"]]
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-        else:
-            self.skipped_steps += 1
+        with record_function("learner/backward"):
             self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.update()
+            self.scaler.scale(loss).backward()
+        with record_function("learner/optimizer"):
+            self.scaler.unscale_(self.optimizer)  # gradients are true-scale from here on
+            qwen_norm = grad_norm(self.prompt.qwen_parameters())  # 0-d tensors, on the device
+            agent_norm = grad_norm([p for g in self.optimizer.param_groups if g["name"] == "agent" for p in g["params"]])
+            total_norm = torch.linalg.vector_norm(torch.stack([qwen_norm, agent_norm]))
+            finite = torch.isfinite(loss.detach()) & torch.isfinite(total_norm)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            if cfg.grad_clip > 0:
+                clip_gradients(params, total_norm, cfg.grad_clip)
+            self._optimizer_step(skip=~finite)
+            self.scaler.update()
         self.steps += 1
         self.task_steps[task.task_id] = self.task_steps.get(task.task_id, 0) + 1
-        return {
-            "loss": float(loss.detach()),
-            "efe_loss": float(terms.loss.detach()),
-            "efe": float(terms.efe),
-            "risk": float(terms.risk),
-            "ambiguity": float(terms.ambiguity),
-            "forward_kl": float(terms.forward_kl),
-            "rl_term": float(rl_term.detach()),
-            "mask_ratio": float(terms.mask_ratio),
-            "acc_before": acc_before,
-            "acc_after": acc_after,
-            "reward": reward,
-            "qwen_grad_norm": qwen_norm,
-            "agent_grad_norm": agent_norm,
-            "qwen_fresh": float(fresh),
-            "skipped": float(not finite),
-            "skipped_steps": float(self.skipped_steps),
-        }
+        with record_function("learner/metrics"):
+            names = ("loss", "efe_loss", "efe", "risk", "ambiguity", "forward_kl", "rl_term", "mask_ratio",
+                     "acc_before", "acc_after", "reward", "qwen_grad_norm", "agent_grad_norm", "skipped")
+            values = torch.stack([loss.detach(), terms.loss.detach(), terms.efe, terms.risk, terms.ambiguity,
+                                  terms.forward_kl, rl_term.detach(), terms.mask_ratio, acc_before, acc_after,
+                                  reward, qwen_norm, agent_norm, ~finite]).float().tolist()  # the step's one host sync
+        metrics = dict(zip(names, values))
+        self.skipped_steps += int(metrics["skipped"])
+        metrics.update(qwen_fresh=float(fresh), skipped_steps=float(self.skipped_steps))
+        return metrics
+
+    def _optimizer_step(self, skip: torch.Tensor) -> None:
+        """AdamW step, skipped on the device where ``skip`` (0-d bool) is true.
+
+        The fused kernel reads ``found_inf`` and leaves parameters, moments and step counts
+        untouched when it is non-zero, so a non-finite step costs no host sync.
+        """
+        self.optimizer.found_inf = skip.float()
+        self.optimizer.grad_scale = None  # gradients are already unscaled
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf, self.optimizer.grad_scale
 
     # -- prediction and evaluation --------------------------------------------------------------
     @torch.no_grad()
@@ -425,9 +464,10 @@ class EFELearner:
         self.set_learning_rates(**(lrs if keep_lrs else state["lrs"]))
 
 
-def _cell_acc(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+def _cell_acc(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked cell accuracy as a 0-d tensor (stays on the device)."""
     right = (logits.argmax(-1) == target).float() * mask
-    return float(right.sum() / mask.sum().clamp_min(1.0))
+    return right.sum() / mask.sum().clamp_min(1.0)
 
 
 def _rng_to_state(rng: np.random.Generator) -> dict:

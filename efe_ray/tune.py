@@ -3,7 +3,8 @@
 Run::
 
     python -m efe_ray.tune                       # the default preset: 2 trials, CPU or GPU
-    python -m efe_ray.tune --preset gpu --gpus-per-trial 0.5
+    python -m efe_ray.tune --preset gpu          # trials per GPU chosen from their estimated peak memory
+    python -m efe_ray.tune --preset gpu --gpus-per-trial 0.5 --set tune.share_gpus=false
     python -m efe_ray.tune --set learner.precision=bf16 --num-samples 4
     python -m efe_ray.tune --resume --storage-path runs --name my-search
 
@@ -13,7 +14,8 @@ trial's config and held-out cell accuracy, the storage path, the ``tensorboard -
 and the Ray dashboard's address. On a 2-core CPU the default search takes a few minutes.
 
 Everything is checked before Ray starts: the preset and overrides (unknown keys, bad values), the
-task files, the model path, and whether the cluster has the GPUs that trials ask for.
+task files, the model path, whether the cluster has the GPUs that trials ask for, and whether the
+trials that share a GPU fit in its memory (efe_ray/memory.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from efe_ray.config import ConfigError, ExperimentConfig, merge, to_dict
 from efe_ray.data.loaders import TaskValidationError
 from efe_ray.data.sources import resolve_tasks
+from efe_ray.memory import local_card_gib, plan_gpu_share
 from tuning.presets import build_config, preset_names, search_space
 
 
@@ -120,9 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         check_model(cfg)
         if not args.address:
             check_local_gpus(cfg)
+        cfg.tune.gpus_per_trial, gpu_plan = plan_gpu_share(cfg, train, None if args.address else local_card_gib())
     except (ConfigError, TaskValidationError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if cfg.tune.gpus_per_trial > 0:
+        print(f"GPU memory: {gpu_plan}")
     print(f"{len(train)} training tasks from {cfg.data.train_source!r}, {len(held)} held-out tasks from "
           f"{cfg.data.eval_source!r}")
 

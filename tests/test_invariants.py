@@ -304,7 +304,7 @@ def test_observe_returns_plain_numpy():
 # 6. Clipping only on unscaled gradients
 
 
-REAL_CLIP = torch.nn.utils.clip_grad_norm_
+REAL_CLIP = learner_mod.clip_gradients
 
 
 def clip_norms_of_one_step(precision: str, monkeypatch, grad_clip: float = 1.0):
@@ -316,12 +316,14 @@ def clip_norms_of_one_step(precision: str, monkeypatch, grad_clip: float = 1.0):
     recorded = []
     real_clip = REAL_CLIP
 
-    def spy(params, max_norm, *args, **kwargs):
+    def spy(params, total_norm, max_norm):
         params = list(params)
-        recorded.append(total_grad_norm(params))
-        return real_clip(params, max_norm, *args, **kwargs)
+        measured = total_grad_norm(params)  # the gradients as clipping finds them
+        assert float(total_norm) == pytest.approx(measured, rel=1e-5)  # the norm it is handed is theirs
+        recorded.append(measured)
+        return real_clip(params, total_norm, max_norm)
 
-    monkeypatch.setattr(learner_mod.torch.nn.utils, "clip_grad_norm_", spy)
+    monkeypatch.setattr(learner_mod, "clip_gradients", spy)
     metrics = learner.step(tasks[0])
     all_params = [p for g in learner.optimizer.param_groups for p in g["params"]]
     return metrics, recorded, total_grad_norm(all_params), learner

@@ -156,7 +156,7 @@ def test_reward_is_scaled_accuracy_gain():
 
 def forced_accuracies(monkeypatch, after: float, before: float):
     """Make _cell_acc return ``after`` then ``before`` (the order step() calls it in)."""
-    values = iter([after, before])
+    values = iter([torch.tensor(after), torch.tensor(before)])
     monkeypatch.setattr(learner_mod, "_cell_acc", lambda logits, target, mask: next(values))
 
 

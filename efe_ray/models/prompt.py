@@ -21,6 +21,7 @@ Parameters are float32 whatever ``dtype`` says elsewhere: speed comes from autoc
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -103,6 +104,21 @@ def _encodes_prompt_text(tokenizer) -> bool:
     return True
 
 
+def sdpa_priority(first: str, device: torch.device):
+    """A context in which SDPA on CUDA tries the ``first`` kernel before the others ("auto": no change).
+
+    The backward pass uses the kernel its forward chose, so wrapping the forward is enough.
+    """
+    if first == "auto" or device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    backends = [order[first]] + [b for name, b in order.items() if name != first]
+    return sdpa_kernel(backends, set_priority=True)
+
+
 class QwenHybridPrompt(nn.Module):
     """(prompt texts, numeric features) -> (B, prompt_dim) prompt embeddings."""
 
@@ -151,9 +167,11 @@ class QwenHybridPrompt(nn.Module):
             raise RuntimeError("encode_text called with prompt.use_qwen=False")
         device = self.text_proj.weight.device
         enc = self.tokenize(texts, device)
-        # A single text has no padding: without a mask, SDPA may use its flash kernel.
-        hidden = self.qwen(input_ids=enc["input_ids"],
-                           attention_mask=None if len(texts) == 1 else enc["attention_mask"]).last_hidden_state  # (B, T, H)
+        # A single text has no padding: without a mask, SDPA may use its flash kernel. No KV cache:
+        # nothing is generated, and filling one costs a copy of every layer's keys and values.
+        with sdpa_priority(self.cfg.sdpa_backend, device):
+            hidden = self.qwen(input_ids=enc["input_ids"], use_cache=False,
+                               attention_mask=None if len(texts) == 1 else enc["attention_mask"]).last_hidden_state  # (B, T, H)
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
         return self.text_proj(pooled)  # (B, P)

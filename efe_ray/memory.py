@@ -11,7 +11,8 @@ A trial's learner holds, on its GPU:
   fused kernel, the attention probabilities (``heads·T²·4`` bytes per layer and prompt);
 - the agent's activations over ``batch + rehearsal`` canvases of ``S²+1`` cells, attention
   probabilities included;
-- outside what PyTorch allocates: the CUDA context and library workspaces of the trial's process.
+- library workspaces (a fixed allowance), and outside what PyTorch allocates, the CUDA context of
+  the trial's process.
 
 The longest prompt bounds ``T``: the text of a task's four largest pairs and its largest input,
 capped by ``prompt.max_tokens``. Parameter counts come from the real modules built on the
@@ -28,9 +29,11 @@ from efe_ray.config import ConfigError, ExperimentConfig
 from efe_ray.data.task import Task
 
 CONTEXT_GIB = 1.0
-"""Per process, not counted by PyTorch's allocator: CUDA context, cuBLAS/cuDNN workspaces."""
-MARGIN = 1.15
-"""Multiplier on the allocator's estimate: fragmentation of the caching allocator, temporaries."""
+"""Per process, outside PyTorch's allocator: the CUDA context and libraries' own memory."""
+WORKSPACE_BYTES = 256 * 2**20
+"""Inside the allocator but independent of the model: cuBLAS/cuDNN workspaces, small buffers."""
+MARGIN = 1.05
+"""Multiplier on the allocator's estimate: blocks the caching allocator reserves but leaves unused."""
 USABLE = 0.92
 """Share of a card's memory that trials may plan to fill."""
 MAX_TRIALS_PER_GPU = 8
@@ -55,7 +58,7 @@ class MemoryEstimate:
     @property
     def allocated(self) -> int:
         """What PyTorch's allocator is expected to peak at (``torch.cuda.max_memory_allocated``)."""
-        return self.params + self.qwen_activations + self.agent_activations
+        return self.params + self.qwen_activations + self.agent_activations + WORKSPACE_BYTES
 
     @property
     def total_gib(self) -> float:

@@ -4,7 +4,7 @@ Run::
 
     python -m efe_ray.tune                       # the default preset: 2 trials, CPU or GPU
     python -m efe_ray.tune --preset gpu          # trials per GPU chosen from their estimated peak memory
-    python -m efe_ray.tune --preset gpu --gpus-per-trial 0.5 --set tune.share_gpus=false
+    python -m efe_ray.tune --preset gpu --gpus-per-trial 0.5   # a fixed share, checked against memory
     python -m efe_ray.tune --set learner.precision=bf16 --num-samples 4
     python -m efe_ray.tune --resume --storage-path runs --name my-search
 
@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="override a config key, e.g. --set learner.precision=bf16 (repeatable)")
     p.add_argument("--num-samples", type=int, help="trials to sample (tune.num_samples)")
     p.add_argument("--iterations", type=int, help="training iterations per trial (tune.iterations)")
-    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (tune.gpus_per_trial)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (tune.gpus_per_trial; "
+                   "turns tune.share_gpus off)")
     p.add_argument("--cpus-per-trial", type=int, help="CPUs per trial (tune.cpus_per_trial)")
     p.add_argument("--storage-path", default="runs", help="where trials, checkpoints and TensorBoard files go")
     p.add_argument("--name", default=None, help="experiment folder name (default: efe-<preset>-<time>)")
@@ -118,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = build_config(args.preset, args.overrides, num_samples=args.num_samples, iterations=args.iterations,
-                           gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial)
+                           gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+                           # an explicit share is kept (and checked), not replaced by the memory plan
+                           share_gpus=False if args.gpus_per_trial is not None else None)
         train, held = resolve_tasks(cfg.data, cfg.agent.canvas)
         check_model(cfg)
         if not args.address:

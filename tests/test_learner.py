@@ -492,3 +492,51 @@ def test_single_text_without_mask_matches_the_padded_batch():
         alone = model.encode_text([text])
         batched = model.encode_text([text, text + "\n4567"])[:1]  # padded: the mask is used
     torch.testing.assert_close(alone, batched, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Speed options: they change how the step runs, never what it computes
+
+
+@pytest.mark.slow
+def test_compiled_learner_matches_eager():
+    """learner.compile: every Qwen layer and the agent's transformer compiled (inductor on CPU);
+    the same losses and weights as eager, step for step, through fresh and cached Qwen steps."""
+    tasks = synthetic_tasks(side=4, seed=0)
+    runs = []
+    for compiled in (False, True):
+        learner = make_learner(tasks, compile=compiled, seed=0, cache_every=2)
+        metrics = [learner.step(tasks[i % 2], np.full(32, 0.01, np.float32)) for i in range(4)]
+        runs.append((learner, metrics))
+    (eager, m_eager), (comp, m_comp) = runs
+    assert all(layer._compiled_call_impl is not None for layer in comp.prompt.qwen.layers)
+    assert comp.agent.body._compiled_call_impl is not None
+    assert eager.prompt.qwen.layers[0]._compiled_call_impl is None
+    assert [m["qwen_fresh"] for m in m_comp] == [1.0, 1.0, 0.0, 0.0]
+    for a, b in zip(m_eager, m_comp):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+        assert b["qwen_grad_norm"] == pytest.approx(a["qwen_grad_norm"], rel=1e-3, abs=1e-6)
+    # Fused kernels round differently; Adam turns that into at most a few % of one step (lr 3e-3).
+    moved = max(float((x - y).abs().max()) for x, y in zip(weights(eager), weights(make_learner(tasks, seed=0))))
+    assert moved > 5e-3
+    for x, y in zip(weights(eager), weights(comp)):
+        torch.testing.assert_close(y, x, rtol=1e-3, atol=2e-4)
+    # Checkpoints of a compiled learner load into an eager one (no "_orig_mod." prefixes).
+    fresh = make_learner(tasks, seed=1)
+    fresh.load_state_dict(comp.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(weights(fresh), weights(comp)))
+
+
+def test_sdpa_backend_sets_the_kernel_order_on_cuda_only():
+    from torch.nn.attention import SDPBackend, _cur_sdpa_kernel_backends
+
+    from efe_ray.models.prompt import sdpa_priority
+
+    before = _cur_sdpa_kernel_backends(with_priority=True)
+    with sdpa_priority("cudnn", torch.device("cuda")):
+        order = _cur_sdpa_kernel_backends(with_priority=True)
+        assert order[0] == SDPBackend.CUDNN_ATTENTION
+        assert set(order) >= {SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH}
+    assert _cur_sdpa_kernel_backends(with_priority=True) == before  # restored
+    with sdpa_priority("flash", torch.device("cpu")), sdpa_priority("auto", torch.device("cuda")):
+        assert _cur_sdpa_kernel_backends(with_priority=True) == before  # no change on CPU or for "auto"

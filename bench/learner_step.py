@@ -102,8 +102,7 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
     cfg.learner.batch_size = args.batch or cfg.learner.batch_size
     cfg.learner.rehearsal = cfg.learner.rehearsal if args.rehearsal is None else args.rehearsal
     cfg.learner.cache_every = args.cache_every or cfg.learner.cache_every
-    cfg.learner.compile = args.compile != "off"
-    cfg.learner.compile_mode = "default" if args.compile in ("off", "default") else args.compile
+    cfg.learner.compile = args.compile
     cfg.prompt.sdpa_backend = args.sdpa
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
@@ -294,9 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rehearsal", type=int, default=None, help="learner.rehearsal (default: the default)")
     ap.add_argument("--cache-every", type=int, default=0, help="learner.cache_every (1: Qwen on every step)")
     ap.add_argument("--min-tokens", type=int, default=0, help="only tasks whose prompt has at least this many tokens")
-    ap.add_argument("--compile", nargs="?", const="default", default="off",
-                    choices=["off", "default", "reduce-overhead"],
-                    help="learner.compile (and learner.compile_mode): torch.compile Qwen layers and agent")
+    ap.add_argument("--compile", action="store_true", help="learner.compile: torch.compile Qwen layers and agent")
     ap.add_argument("--sdpa", default="auto", choices=["auto", "cudnn", "flash", "efficient", "math"],
                     help="prompt.sdpa_backend: the SDPA kernel tried first on CUDA (default auto)")
     ap.add_argument("--profile", action="store_true", help="print where the GPU time of the timed steps goes")

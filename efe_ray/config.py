@@ -115,9 +115,6 @@ class LearnerConfig:
     compile: bool = False
     """``torch.compile`` the Qwen decoder layers and the agent (fuses norms, rotary and activations;
     the first steps pay the compile time, and a new prompt length may recompile)."""
-    compile_mode: Literal["default", "reduce-overhead"] = "default"
-    """With ``compile``: "reduce-overhead" also replays the Qwen layers as CUDA graphs (far fewer
-    kernel launches from the CPU); for fixed prompt lengths, as each new length records new graphs."""
     efe_weight: float = 0.7
     """Weight of the EFE loss in the total loss."""
     rl_weight: float = 0.3

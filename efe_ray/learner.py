@@ -107,7 +107,7 @@ def resolve_autocast(precision: str, device: torch.device) -> tuple[torch.dtype 
     raise ValueError(f"learner.precision: unknown mode {precision!r}; use fp32, bf16 or fp16")
 
 
-def compile_modules(prompt: QwenHybridPrompt, agent: GridAgent, mode: str = "default") -> None:
+def compile_modules(prompt: QwenHybridPrompt, agent: GridAgent) -> None:
     """``torch.compile`` each Qwen decoder layer and the agent's transformer in place.
 
     Layer by layer, not the whole model: the layers share one compiled graph (parameters are
@@ -116,7 +116,7 @@ def compile_modules(prompt: QwenHybridPrompt, agent: GridAgent, mode: str = "def
     """
     if prompt.qwen is not None:
         for layer in prompt.qwen.layers:
-            layer.compile(mode=mode)
+            layer.compile()
     agent.body.compile()
 
 
@@ -160,7 +160,7 @@ class EFELearner:
         self.prompt = QwenHybridPrompt(prompt_cfg).to(self.device)
         self.agent = GridAgent(agent_cfg, prompt_cfg.prompt_dim).to(self.device)
         if cfg.compile:
-            compile_modules(self.prompt, self.agent, cfg.compile_mode)
+            compile_modules(self.prompt, self.agent)
         self.autocast_dtype, use_scaler = resolve_autocast(cfg.precision, self.device)
         groups = [{"params": list(self.agent.parameters()) + self.prompt.other_parameters(),
                    "lr": cfg.agent_lr, "name": "agent"}]
@@ -261,7 +261,6 @@ class EFELearner:
         The view is the task's demonstrations and its first test input; no output of a test pair
         is read. Uses the cached Qwen embedding where there is one.
         """
-        self._new_graph_step()
         demos, query = task.train[:MAX_DEMOS], task.test[0].input
         feats = torch.as_tensor(task_features(demos, query), device=self.device)[None]  # (1, 15)
         with self._autocast():
@@ -297,7 +296,6 @@ class EFELearner:
         the others. Accuracies, reward and the RL term come from the task's own samples.
         """
         cfg = self.cfg
-        self._new_graph_step()
         self.agent.train()
         self.prompt.train()
         with record_function("learner/prepare"):
@@ -367,11 +365,6 @@ class EFELearner:
         metrics.update(qwen_fresh=float(fresh), skipped_steps=float(self.skipped_steps))
         return metrics
 
-    def _new_graph_step(self) -> None:
-        """With CUDA graphs: tell PyTorch a new iteration starts, so the graphs' outputs may be reused."""
-        if self.cfg.compile and self.cfg.compile_mode == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()
-
     def _optimizer_step(self, skip: torch.Tensor) -> None:
         """AdamW step, skipped on the device where ``skip`` (0-d bool) is true.
 
@@ -390,7 +383,6 @@ class EFELearner:
     def predict_logits(self, demos: tuple[Pair, ...], queries: list[np.ndarray],
                        delta: np.ndarray | None = None) -> torch.Tensor:
         """Class log-probabilities (B, S, S, 11) for query inputs given one task's demonstrations."""
-        self._new_graph_step()
         self.agent.eval()
         self.prompt.eval()
         demos = demos[:MAX_DEMOS]

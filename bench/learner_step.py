@@ -23,7 +23,12 @@ Qwen2.5-0.5B / 1.5B layer shapes with random weights and the grid tokenizer's vo
 shape decides the speed) in several precisions (``fp32``, ``tf32``: fp32 with TF32 matmuls,
 ``bf16`` autocast) and prints one row each, with Qwen tokens/s, grid cells/s and model FLOPs
 utilisation (MFU: 6·N + 12·L·T·d FLOPs per token for Qwen and the agent, against the card's
-dense peak for the dtype).
+dense peak for the dtype). ``--bare`` adds, per shape and precision, a bare ``Qwen2Model`` loop
+(random tokens, pooled output, fused AdamW: Qwen alone, the reference); ``--compile`` and
+``--sdpa`` set ``learner.compile`` and ``prompt.sdpa_backend``; ``--profile`` prints the GPU
+kernel time per step by kind (matmul, attention, optimizer, copies/casts, ...), the share of the
+wall time the GPU was busy and the top kernels, and ``--trace t.json`` writes a Chrome trace with
+the step's phases (``learner/forward``, ``learner/backward``, ...) as named ranges.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ peaks measured on a GPU (``bench/RESULTS.md``); every measured peak lies below i
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from efe_ray.config import ConfigError, ExperimentConfig
@@ -98,19 +99,20 @@ def _meta_modules(cfg: ExperimentConfig):
 
 def _meta_loaded(cfg: ExperimentConfig):
     """A checkpoint's prompt encoder on the meta device, from its config.json (weights unread)."""
-    import torch.nn as nn
     from transformers import AutoConfig, AutoModel
 
+    from efe_ray.models.prompt import QwenHybridPrompt
+
+    name, kwargs = cfg.prompt.model_name, {}
+    if name.endswith(".gguf"):
+        name, kwargs["gguf_file"] = os.path.split(os.path.abspath(name))
     try:
-        qcfg = AutoConfig.from_pretrained(cfg.prompt.model_name, local_files_only=True)
-    except (OSError, ValueError) as err:
+        qcfg = AutoConfig.from_pretrained(name, local_files_only=True, **kwargs)
+    except (OSError, ValueError, ImportError) as err:
         raise ConfigError(f"prompt.model_name={cfg.prompt.model_name!r}: cannot read its config to estimate "
-                          f"GPU memory ({err}); set tune.gpus_per_trial and tune.share_gpus=false") from err
-    holder = nn.Module()
-    holder.qwen = AutoModel.from_config(qcfg)
-    holder.text_proj = nn.Linear(qcfg.hidden_size, cfg.prompt.prompt_dim)
-    holder.numeric = nn.Sequential(nn.Linear(cfg.prompt.numeric_in_dim, cfg.prompt.prompt_dim))
-    return holder
+                          f"GPU memory ({type(err).__name__}: {err}); set tune.gpus_per_trial and "
+                          "tune.share_gpus=false") from err
+    return QwenHybridPrompt(cfg.prompt, body=(AutoModel.from_config(qcfg), None))
 
 
 def estimate_trial_memory(cfg: ExperimentConfig, tasks: list[Task]) -> MemoryEstimate:
@@ -168,7 +170,12 @@ def plan_gpu_share(cfg: ExperimentConfig, tasks: list[Task], card_gib: float | N
     t = cfg.tune
     if t.gpus_per_trial == 0:
         return 0.0, "trials run on CPU"
-    est = estimate_trial_memory(cfg, tasks)
+    try:
+        est = estimate_trial_memory(cfg, tasks)
+    except ConfigError as err:
+        if t.share_gpus:
+            raise
+        return t.gpus_per_trial, f"not checked: {err}"
     card = card_gib if card_gib is not None else t.gpu_memory_gib
     where = "this machine's GPU" if card_gib is not None else "tune.gpu_memory_gib"
     fit = trials_per_gpu(est.total_gib, card)

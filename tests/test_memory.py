@@ -135,3 +135,27 @@ def test_an_explicit_gpus_per_trial_is_kept_and_checked(capsys):
     err = capsys.readouterr().err
     assert rc == 2 and not ray.is_initialized()
     assert "tune.gpus_per_trial=0.25 puts 4 trials on a GPU" in err
+
+
+def test_a_model_without_a_readable_config_is_planned_only_when_asked(tmp_path):
+    cfg = config()
+    cfg.prompt = PromptConfig(**{**PROMPT, "model_name": str(tmp_path / "missing-model")})
+    cfg.tune = dataclasses.replace(cfg.tune, gpus_per_trial=0.5, share_gpus=False)
+    share, line = memory.plan_gpu_share(cfg, synthetic_tasks(side=4), 80)
+    assert share == 0.5 and line.startswith("not checked") and "missing-model" in line
+    cfg.tune = dataclasses.replace(cfg.tune, share_gpus=True)
+    with pytest.raises(ConfigError, match="cannot read its config"):
+        memory.plan_gpu_share(cfg, synthetic_tasks(side=4), 80)
+
+
+def test_a_saved_checkpoint_folder_is_estimated_from_its_config(tmp_path):
+    from test_learner import char_tokenizer, tiny_qwen
+
+    tiny_qwen(64).save_pretrained(tmp_path)
+    char_tokenizer().save_pretrained(tmp_path)
+    cfg = config()
+    cfg.prompt = PromptConfig(**{**PROMPT, "model_name": str(tmp_path)})
+    est = memory.estimate_trial_memory(cfg, synthetic_tasks(side=4))
+    learner = EFELearner(synthetic_tasks(side=4), cfg.prompt, cfg.agent, cfg.learner)  # loads the folder
+    n_all = sum(p.numel() for p in learner.prompt.parameters()) + sum(p.numel() for p in learner.agent.parameters())
+    assert est.params == 16 * n_all

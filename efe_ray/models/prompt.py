@@ -122,7 +122,8 @@ def sdpa_priority(first: str, device: torch.device):
 class QwenHybridPrompt(nn.Module):
     """(prompt texts, numeric features) -> (B, prompt_dim) prompt embeddings."""
 
-    def __init__(self, cfg: PromptConfig):
+    def __init__(self, cfg: PromptConfig, body: tuple[nn.Module, object] | None = None):
+        """``body``: a prebuilt (Qwen2-style model, tokenizer) instead of :func:`load_qwen_body`."""
         super().__init__()
         if cfg.dtype != "float32":
             raise ValueError(f"prompt.dtype must be float32 (got {cfg.dtype!r}); use learner.precision for speed")
@@ -132,7 +133,7 @@ class QwenHybridPrompt(nn.Module):
         self.qwen: nn.Module | None = None
         self.tokenizer = None
         if cfg.use_qwen:
-            self.qwen, self.tokenizer = load_qwen_body(cfg)
+            self.qwen, self.tokenizer = body if body is not None else load_qwen_body(cfg)
             self.text_proj = nn.Linear(self.qwen.config.hidden_size, d)
             if cfg.fuse == "gate":
                 self.gate = nn.Linear(2 * d, d)

@@ -120,14 +120,15 @@ def compile_modules(prompt: QwenHybridPrompt, agent: GridAgent) -> None:
     agent.body.compile()
 
 
-def grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """L2 norm of the gradients of ``params`` as a 0-d float32 tensor (0 where none has a gradient).
+def grad_norm(params: list[torch.nn.Parameter], device: torch.device) -> torch.Tensor:
+    """L2 norm of the gradients of ``params`` as a 0-d float32 tensor on ``device`` (0 where none
+    has a gradient, or there are no parameters).
 
     One foreach kernel for the per-tensor norms; the result stays on the device (no host sync).
     """
     grads = [p.grad.detach() for p in params if p.grad is not None]
     if not grads:
-        return torch.zeros((), dtype=torch.float32, device=params[0].device if params else "cpu")
+        return torch.zeros((), dtype=torch.float32, device=device)
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
 
 
@@ -343,8 +344,9 @@ class EFELearner:
             self.scaler.scale(loss).backward()
         with record_function("learner/optimizer"):
             self.scaler.unscale_(self.optimizer)  # gradients are true-scale from here on
-            qwen_norm = grad_norm(self.prompt.qwen_parameters())  # 0-d tensors, on the device
-            agent_norm = grad_norm([p for g in self.optimizer.param_groups if g["name"] == "agent" for p in g["params"]])
+            qwen_norm = grad_norm(self.prompt.qwen_parameters(), self.device)  # 0-d, on the device
+            agent = [p for g in self.optimizer.param_groups if g["name"] == "agent" for p in g["params"]]
+            agent_norm = grad_norm(agent, self.device)
             total_norm = torch.linalg.vector_norm(torch.stack([qwen_norm, agent_norm]))
             finite = torch.isfinite(loss.detach()) & torch.isfinite(total_norm)
             params = [p for g in self.optimizer.param_groups for p in g["params"]]

@@ -238,22 +238,17 @@ def bare_qwen_step_time(shape: str, precision: str, args, device: torch.device) 
 
     The reference the learner step is measured against: Qwen alone, nothing of this project.
     """
-    from transformers import Qwen2Config, Qwen2Model
-
-    from efe_ray.data.serialize import GridTokenizer
+    from efe_ray.models.prompt import load_qwen_body
 
     p = ExperimentConfig().prompt
     for k, v in SHAPES[shape].items():
         setattr(p, k, v)
-    vocab = GridTokenizer().vocab_size
-    qcfg = Qwen2Config(vocab_size=vocab, hidden_size=p.hidden_size, num_hidden_layers=p.num_layers,
-                       num_attention_heads=p.num_heads, num_key_value_heads=p.num_kv_heads,
-                       intermediate_size=p.intermediate_size, max_position_embeddings=args.max_tokens + 2)
-    qcfg._attn_implementation = "sdpa"
+    p.max_tokens = args.max_tokens
+    model, tokenizer = load_qwen_body(p)  # the learner's Qwen2Model of that shape, SDPA attention
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    model = Qwen2Model(qcfg).to(device)
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
-    ids = torch.randint(0, vocab, (1, args.max_tokens), device=device)
+    ids = torch.randint(0, tokenizer.vocab_size, (1, args.max_tokens), device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
     def step() -> None:

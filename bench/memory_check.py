@@ -32,16 +32,21 @@ from efe_ray.learner import MAX_DEMOS, EFELearner  # noqa: E402
 from efe_ray.memory import GIB, estimate_trial_memory, trials_per_gpu  # noqa: E402
 from tuning.presets import build_config  # noqa: E402
 
-QWEN_1_5B = ["prompt.hidden_size=1536", "prompt.num_layers=28", "prompt.num_heads=12", "prompt.num_kv_heads=2",
-             "prompt.intermediate_size=8960", "prompt.max_tokens=4096", "learner.batch_size=1",
-             "learner.rehearsal=0", "data.max_train_tasks=0"]
-QWEN_0_5B = ["prompt.hidden_size=896", "prompt.num_layers=24", "prompt.num_heads=14", "prompt.num_kv_heads=2",
-             "prompt.intermediate_size=4864", "prompt.max_tokens=4096", "learner.batch_size=2",
-             "learner.rehearsal=2", "data.max_train_tasks=0"]
+from learner_step import SHAPES  # noqa: E402  (bench/ is the script's folder)
+
+
+def qwen_shape(shape: str, batch: int, rehearsal: int) -> list[str]:
+    """Overrides for a Qwen2.5-shaped prompt encoder, 4096-token prompts, all training tasks."""
+    return ([f"prompt.{k}={v}" for k, v in SHAPES[shape].items()]
+            + ["prompt.max_tokens=4096", f"learner.batch_size={batch}", f"learner.rehearsal={rehearsal}",
+               "data.max_train_tasks=0"])
+
+
+QWEN_1_5B = qwen_shape("qwen2.5-1.5b", batch=1, rehearsal=0)
 CONFIGS = {  # name -> (preset, overrides)
     "default": ("default", []),
     "gpu": ("gpu", []),
-    "qwen2.5-0.5b-bf16": ("gpu", QWEN_0_5B),
+    "qwen2.5-0.5b-bf16": ("gpu", qwen_shape("qwen2.5-0.5b", batch=2, rehearsal=2)),
     "qwen2.5-1.5b-bf16": ("gpu", QWEN_1_5B),
     "qwen2.5-1.5b-fp32": ("gpu", QWEN_1_5B + ["learner.precision=fp32"]),
 }

@@ -23,7 +23,6 @@ peaks measured on a GPU (``bench/RESULTS.md``); every measured peak lies below i
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 from efe_ray.config import ConfigError, ExperimentConfig
@@ -101,11 +100,9 @@ def _meta_loaded(cfg: ExperimentConfig):
     """A checkpoint's prompt encoder on the meta device, from its config.json (weights unread)."""
     from transformers import AutoConfig, AutoModel
 
-    from efe_ray.models.prompt import QwenHybridPrompt
+    from efe_ray.models.prompt import QwenHybridPrompt, model_location
 
-    name, kwargs = cfg.prompt.model_name, {}
-    if name.endswith(".gguf"):
-        name, kwargs["gguf_file"] = os.path.split(os.path.abspath(name))
+    name, kwargs = model_location(cfg.prompt.model_name)
     try:
         qcfg = AutoConfig.from_pretrained(name, local_files_only=True, **kwargs)
     except (OSError, ValueError, ImportError) as err:
@@ -125,19 +122,18 @@ def estimate_trial_memory(cfg: ExperimentConfig, tasks: list[Task]) -> MemoryEst
     n_qwen = sum(p.numel() for p in qwen.parameters()) if qwen is not None else 0
     params = 16 * n_all + (2 * n_qwen if half else 0)
 
+    c = 2 if half else 4  # bytes per activation value
     tokens = longest_prompt_tokens(tasks, cfg.prompt.max_tokens) if qwen is not None else 0
     qwen_act = 0
     if qwen is not None:
         q = qwen.config
         d, inner, layers, heads = q.hidden_size, q.intermediate_size, q.num_hidden_layers, q.num_attention_heads
-        c = 2 if half else 4
         per_token_layer = c * (10 * d + 4 * inner) + 16 * d
         attention = 0 if half else heads * tokens * 4
         qwen_act = learner.batch_size * layers * tokens * (per_token_layer + attention)
 
     samples = learner.batch_size + learner.rehearsal + learner.batch_size  # + the no-grad "before" pass
     cells = a.canvas * a.canvas + 1
-    c = 2 if half else 4
     agent_act = samples * a.num_layers * cells * (c * 12 * a.d_model + a.num_heads * cells * 4)
     return MemoryEstimate(params=params, qwen_activations=qwen_act, agent_activations=agent_act, tokens=tokens)
 

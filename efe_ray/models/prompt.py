@@ -55,13 +55,10 @@ def load_qwen_body(cfg: PromptConfig) -> tuple[nn.Module, object]:
         qcfg._attn_implementation = cfg.attn_implementation
         return Qwen2Model(qcfg), tokenizer
 
-    name = cfg.model_name
-    kwargs: dict = {"dtype": torch.float32}
-    if name.endswith(".gguf"):
-        if not os.path.isfile(name):
-            raise ModelLoadError(f"prompt.model_name: GGUF file {name!r} does not exist")
-        folder, kwargs["gguf_file"] = os.path.split(os.path.abspath(name))
-        name = folder
+    if cfg.model_name.endswith(".gguf") and not os.path.isfile(cfg.model_name):
+        raise ModelLoadError(f"prompt.model_name: GGUF file {cfg.model_name!r} does not exist")
+    name, kwargs = model_location(cfg.model_name)
+    kwargs["dtype"] = torch.float32
     try:
         model = AutoModel.from_pretrained(name, attn_implementation=cfg.attn_implementation, **kwargs)
         tok_kwargs = {"gguf_file": kwargs["gguf_file"]} if "gguf_file" in kwargs else {}
@@ -90,6 +87,15 @@ def load_qwen_body(cfg: PromptConfig) -> tuple[nn.Module, object]:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.truncation_side = "left"  # keep the query, which sits at the end
     return model, tokenizer
+
+
+def model_location(model_name: str) -> tuple[str, dict]:
+    """(folder or hub id, extra ``from_pretrained`` kwargs) for ``prompt.model_name``: a ``.gguf``
+    file is read from its folder with ``gguf_file=<its name>``."""
+    if model_name.endswith(".gguf"):
+        folder, file = os.path.split(os.path.abspath(model_name))
+        return folder, {"gguf_file": file}
+    return model_name, {}
 
 
 def _encodes_prompt_text(tokenizer) -> bool:

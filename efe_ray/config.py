@@ -113,8 +113,9 @@ class LearnerConfig:
     cache_every: int = 10
     """Recompute a task's Qwen embedding every this many steps on that task; reuse it between."""
     compile: bool = False
-    """``torch.compile`` the Qwen decoder layers and the agent (fuses norms, rotary and activations;
-    the first steps pay the compile time, and a new prompt length may recompile)."""
+    """``torch.compile`` the Qwen decoder layers, the agent and the EFE loss (fuses norms, rotary,
+    activations and the loss; the first steps pay the compile time, and a new prompt length may
+    recompile)."""
     efe_weight: float = 0.7
     """Weight of the EFE loss in the total loss."""
     rl_weight: float = 0.3

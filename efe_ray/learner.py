@@ -108,16 +108,18 @@ def resolve_autocast(precision: str, device: torch.device) -> tuple[torch.dtype 
 
 
 def compile_modules(prompt: QwenHybridPrompt, agent: GridAgent) -> None:
-    """``torch.compile`` each Qwen decoder layer and the agent's transformer in place.
+    """``torch.compile`` each Qwen decoder layer and the whole agent in place.
 
-    Layer by layer, not the whole model: the layers share one compiled graph (parameters are
-    graph inputs), and the model's Python around them (masks, pooling, caches) stays eager.
-    Parameters, state dicts and checkpoints are those of the uncompiled modules.
+    Qwen layer by layer, not the whole model: the layers share one compiled graph (parameters
+    are graph inputs), and the model's Python around them (masks, pooling) stays eager. The agent
+    as a whole: compiling only its ``nn.TransformerEncoder`` leaves it eager (TorchDynamo does not
+    trace that module's forward), and eager, its many small kernels keep the GPU waiting on the
+    CPU. Parameters, state dicts and checkpoints are those of the uncompiled modules.
     """
     if prompt.qwen is not None:
         for layer in prompt.qwen.layers:
             layer.compile()
-    agent.body.compile()
+    agent.compile()
 
 
 def grad_norm(params: list[torch.nn.Parameter], device: torch.device) -> torch.Tensor:
@@ -160,8 +162,10 @@ class EFELearner:
         torch.manual_seed(cfg.seed)
         self.prompt = QwenHybridPrompt(prompt_cfg).to(self.device)
         self.agent = GridAgent(agent_cfg, prompt_cfg.prompt_dim).to(self.device)
+        self.efe_loss = efe_loss
         if cfg.compile:
             compile_modules(self.prompt, self.agent)
+            self.efe_loss = torch.compile(efe_loss)  # one fused kernel pair instead of ~40 small ones
         self.autocast_dtype, use_scaler = resolve_autocast(cfg.precision, self.device)
         groups = [{"params": list(self.agent.parameters()) + self.prompt.other_parameters(),
                    "lr": cfg.agent_lr, "name": "agent"}]
@@ -204,13 +208,21 @@ class EFELearner:
             out.append(Sample(demos, aug.apply(pairs[q].input), aug.apply(pairs[q].output), aug))
         return out
 
+    def _upload(self, array: np.ndarray) -> torch.Tensor:
+        """A host array as a tensor on the learner's device. On CUDA the copy goes through pinned
+        memory and does not block the host: it queues behind the kernels already launched."""
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
     def _features(self, samples: list[Sample]) -> torch.Tensor:
         feats = np.stack([task_features(s.demos, s.query) for s in samples])  # (B, 15)
-        return torch.as_tensor(feats, dtype=torch.float32, device=self.device)
+        return self._upload(feats.astype(np.float32))
 
     def _canvas(self, grids: list[np.ndarray]) -> torch.Tensor:
         side = self.agent_cfg.canvas
-        return torch.as_tensor(np.stack([to_canvas(g, side) for g in grids]), device=self.device)  # (B, S, S)
+        return self._upload(np.stack([to_canvas(g, side) for g in grids]))  # (B, S, S) long
 
     def _masks(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss_mask, target_mask), each (B, S, S): target cells plus a one-cell OUTSIDE border."""
@@ -221,7 +233,7 @@ class EFELearner:
             (ht, wt), (hi, wi) = s.target.shape, s.query.shape
             loss_mask[i, : max(ht, hi) + 1, : max(wt, wi) + 1] = 1.0
             target_mask[i, :ht, :wt] = 1.0
-        return torch.as_tensor(loss_mask, device=self.device), torch.as_tensor(target_mask, device=self.device)
+        return self._upload(loss_mask), self._upload(target_mask)
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -234,7 +246,7 @@ class EFELearner:
         if isinstance(delta, torch.Tensor):  # invariant 5: the RL side hands over numpy only
             raise TypeError("delta must be a numpy array, not a torch.Tensor: the learner treats it as a "
                             "constant and never back-propagates into the RL policy (pass delta.detach().cpu().numpy())")
-        d = torch.as_tensor(np.asarray(delta, dtype=np.float32), device=self.device)
+        d = self._upload(np.asarray(delta, dtype=np.float32))
         return d.expand(batch, -1) if d.ndim == 1 else d  # (B, P), a constant
 
     # -- prompts ------------------------------------------------------------------------------
@@ -305,6 +317,10 @@ class EFELearner:
             every = samples + [s for _, s in rehearsal]
             b = len(samples)
             texts = [prompt_text(s.demos, s.query) for s in samples]
+        # Qwen first: on CUDA its kernels run while the host builds the agent's inputs below.
+        with record_function("learner/forward"), self._autocast():
+            text_emb, fresh = self.text_embedding(task.task_id, texts, train=True)  # (B, P) or None
+        with record_function("learner/prepare"):
             feats = self._features(every)  # (B+R, 15)
             canvas = self._canvas([s.query for s in every])  # (B+R, S, S)
             target = self._canvas([s.target for s in every])  # (B+R, S, S) long
@@ -314,7 +330,6 @@ class EFELearner:
                 delta_t = torch.cat([delta_t, delta_t.new_zeros(len(rehearsal), delta_t.shape[-1])])
 
         with record_function("learner/forward"), self._autocast():
-            text_emb, fresh = self.text_embedding(task.task_id, texts, train=True)  # (B, P) or None
             if text_emb is not None and rehearsal:
                 cached = torch.stack([self.cached_text(t, s) for t, s in rehearsal])  # (R, P), no gradient
                 text_emb = torch.cat([text_emb, cached.to(text_emb.dtype)])
@@ -324,7 +339,7 @@ class EFELearner:
             with torch.no_grad():
                 before = logits[:b] if delta_t is None else self.agent(canvas[:b], prompt[:b].detach())
         with record_function("learner/loss"):
-            terms = efe_loss(logits, target, loss_mask, target_mask, eps=cfg.label_eps, objective=cfg.objective)
+            terms = self.efe_loss(logits, target, loss_mask, target_mask, eps=cfg.label_eps, objective=cfg.objective)
             with torch.no_grad():
                 acc_after = _cell_acc(logits[:b], target[:b], target_mask[:b])  # 0-d tensors, on the device
                 acc_before = _cell_acc(before, target[:b], target_mask[:b])

@@ -178,7 +178,7 @@ def test_parameters_stay_fp32(precision, compute_dtype, monkeypatch):
         seen.append(logits.dtype)
         return efe_loss(logits, target, *args, **kwargs)
 
-    monkeypatch.setattr(learner_mod, "efe_loss", spy)
+    monkeypatch.setattr(learner, "efe_loss", spy)
     for i in range(3):
         m = learner.step(tasks[i % 3], np.full(32, 0.01, np.float32))
         assert m["skipped"] == 0.0 and math.isfinite(m["loss"])
@@ -226,7 +226,7 @@ def test_targets_passed_to_the_loss_are_long(monkeypatch):
         seen.append((target.dtype, int(target.min()), int(target.max()), target.shape))
         return efe_loss(logits, target, loss_mask, target_mask, **kwargs)
 
-    monkeypatch.setattr(learner_mod, "efe_loss", spy)
+    monkeypatch.setattr(learner, "efe_loss", spy)
     learner.step(tasks[0])
     learner.step(tasks[2], np.zeros(32, np.float32))
     assert [s[0] for s in seen] == [torch.int64, torch.int64]

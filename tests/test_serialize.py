@@ -175,6 +175,18 @@ def test_call_truncation_keeps_query():
     assert tok.decode(ids).endswith("Q\n12\n34")
 
 
+def test_unknown_characters_and_shortest_truncation():
+    tok = GridTokenizer()
+    unk = tok.unk_token_id
+    # The byte-table path (ASCII) and the character path (other text) agree on unknowns.
+    assert tok.encode("1a\n", add_special_tokens=False) == [5, unk, 14]
+    assert tok.encode("1é\n", add_special_tokens=False) == [5, unk, 14]
+    assert tok.encode("") == [tok.bos_token_id, tok.eos_token_id]
+    batch = tok(["0123", "Q"], max_length=1, return_tensors=None)
+    assert batch == {"input_ids": [[1], [1]], "attention_mask": [[1], [1]]}
+    assert tok(["0"], return_tensors="pt")["input_ids"].dtype == torch.long
+
+
 def test_call_other_return_types():
     tok = GridTokenizer()
     np_batch = tok("01", return_tensors="np")

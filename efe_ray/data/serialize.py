@@ -59,7 +59,9 @@ def grid_to_text(grid: np.ndarray) -> str:
         raise ValueError(f"a grid must hold integers, got dtype {arr.dtype}")
     if arr.min() < 0 or arr.max() >= NUM_COLOURS:
         raise ValueError(f"grid colours must lie in 0..{NUM_COLOURS - 1}, got {arr.min()}..{arr.max()}")
-    return "\n".join("".join(str(int(c)) for c in row) for row in arr)
+    h = arr.shape[0]
+    rows = np.concatenate([arr.astype(np.uint8) + ord("0"), np.full((h, 1), ord("\n"), np.uint8)], axis=1)
+    return rows.tobytes()[:-1].decode("ascii")  # (H, W + 1) characters, less the last newline
 
 
 def text_to_grid(text: str, *, max_side: int | None = MAX_SIDE) -> np.ndarray:
@@ -132,6 +134,9 @@ class GridTokenizer:
     def __init__(self) -> None:
         self._tokens: tuple[str, ...] = SPECIAL_TOKENS + CHARACTERS
         self._char_to_id: dict[str, int] = {c: i for i, c in enumerate(self._tokens) if i >= len(SPECIAL_TOKENS)}
+        self._byte_to_id = np.full(256, self.unk_token_id, dtype=np.int64)  # ASCII byte -> id
+        for c, i in self._char_to_id.items():
+            self._byte_to_id[ord(c)] = i
 
     @property
     def vocab_size(self) -> int:
@@ -152,9 +157,16 @@ class GridTokenizer:
 
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         """``[<bos>] + one id per character + [<eos>]``; characters outside the vocabulary -> ``<unk>``."""
-        ids = [self._char_to_id.get(c, self.unk_token_id) for c in text]
+        return self._ids(text, add_special_tokens).tolist()
+
+    def _ids(self, text: str, add_special_tokens: bool = True) -> np.ndarray:
+        """:meth:`encode` as an int64 array."""
+        if text.isascii():  # one table lookup per byte; prompt texts are always ASCII
+            ids = self._byte_to_id[np.frombuffer(text.encode("ascii"), dtype=np.uint8)]
+        else:
+            ids = np.array([self._char_to_id.get(c, self.unk_token_id) for c in text], dtype=np.int64)
         if add_special_tokens:
-            ids = [self.bos_token_id, *ids, self.eos_token_id]
+            ids = np.concatenate([[self.bos_token_id], ids, [self.eos_token_id]]).astype(np.int64)
         return ids
 
     def decode(self, ids: Sequence[int] | Any, *, skip_special_tokens: bool = True) -> str:
@@ -196,31 +208,26 @@ class GridTokenizer:
             texts = [texts]
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be at least 1, got {max_length}")
-        seqs: list[list[int]] = []
+        seqs: list[np.ndarray] = []
         for text in texts:
-            ids = self.encode(text)
+            ids = self._ids(text)
             if max_length is not None and len(ids) > max_length:
-                ids = [self.bos_token_id] + (ids[len(ids) - (max_length - 1) :] if max_length > 1 else [])
-            seqs.append(ids)
+                ids = np.concatenate([[self.bos_token_id], ids[len(ids) - (max_length - 1):] if max_length > 1 else []])
+            seqs.append(ids.astype(np.int64))
         width = max((len(s) for s in seqs), default=0)
-        input_ids = [s + [self.pad_token_id] * (width - len(s)) for s in seqs]  # (B, T)
-        mask = [[1] * len(s) + [0] * (width - len(s)) for s in seqs]  # (B, T)
+        input_ids = np.full((len(seqs), width), self.pad_token_id, dtype=np.int64)  # (B, T), right-padded
+        mask = np.zeros((len(seqs), width), dtype=np.int64)  # (B, T)
+        for i, ids in enumerate(seqs):
+            input_ids[i, : len(ids)] = ids
+            mask[i, : len(ids)] = 1
         if return_tensors is None:
-            return {"input_ids": input_ids, "attention_mask": mask}
+            return {"input_ids": input_ids.tolist(), "attention_mask": mask.tolist()}
         if return_tensors == "np":
-            shape = (len(seqs), width)
-            return {
-                "input_ids": np.array(input_ids, dtype=np.int64).reshape(shape),
-                "attention_mask": np.array(mask, dtype=np.int64).reshape(shape),
-            }
+            return {"input_ids": input_ids, "attention_mask": mask}
         if return_tensors == "pt":
             import torch
 
-            shape = (len(seqs), width)
-            return {
-                "input_ids": torch.tensor(input_ids, dtype=torch.long).reshape(shape),
-                "attention_mask": torch.tensor(mask, dtype=torch.long).reshape(shape),
-            }
+            return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
         raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
 
     # ------------------------------------------------------------------ persistence

@@ -86,6 +86,7 @@ def load_qwen_body(cfg: PromptConfig) -> tuple[nn.Module, object]:
     if getattr(tokenizer, "pad_token_id", None) is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.truncation_side = "left"  # keep the query, which sits at the end
+    tokenizer.padding_side = "right"  # encode_text relies on it: see there
     return model, tokenizer
 
 
@@ -174,11 +175,13 @@ class QwenHybridPrompt(nn.Module):
             raise RuntimeError("encode_text called with prompt.use_qwen=False")
         device = self.text_proj.weight.device
         enc = self.tokenize(texts, device)
-        # A single text has no padding: without a mask, SDPA may use its flash kernel. No KV cache:
-        # nothing is generated, and filling one costs a copy of every layer's keys and values.
+        # No padding mask: padding is on the right and attention is causal, so no real token ever
+        # attends to a pad, and pads are left out of the pooling below. Without a mask, SDPA can use
+        # its fused (flash / cuDNN) kernels for a batch too, and transformers has no mask to inspect
+        # on the host. No KV cache: nothing is generated, and filling one copies every layer's keys
+        # and values.
         with sdpa_priority(self.cfg.sdpa_backend, device):
-            hidden = self.qwen(input_ids=enc["input_ids"], use_cache=False,
-                               attention_mask=None if len(texts) == 1 else enc["attention_mask"]).last_hidden_state  # (B, T, H)
+            hidden = self.qwen(input_ids=enc["input_ids"], use_cache=False).last_hidden_state  # (B, T, H)
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
         return self.text_proj(pooled)  # (B, P)

@@ -250,19 +250,20 @@ class EFELearner:
         return d.expand(batch, -1) if d.ndim == 1 else d  # (B, P), a constant
 
     # -- prompts ------------------------------------------------------------------------------
-    def text_embedding(self, task_id: str, texts: list[str], *, train: bool) -> tuple[torch.Tensor | None, bool]:
-        """(B, P) Qwen embedding for ``texts`` and whether it was freshly computed.
+    def text_embedding(self, task_id: str, samples: list[Sample], *, train: bool) -> tuple[torch.Tensor | None, bool]:
+        """(B, P) Qwen embedding of the samples' prompt texts and whether it was freshly computed.
 
         In training, a task's embedding is recomputed (with gradient) on every ``cache_every``-th
-        step on that task and cached detached; between those steps the cache is used.
+        step on that task and cached detached; between those steps the cache is used (and no text
+        is built).
         """
         if self.prompt.qwen is None:
             return None, False
         n = self.task_steps.get(task_id, 0)
         fresh = not train or task_id not in self.text_cache or n % self.cfg.cache_every == 0
         if not fresh:
-            return self.text_cache[task_id].expand(len(texts), -1), False
-        emb = self.prompt.encode_text(texts)  # (B, P)
+            return self.text_cache[task_id].expand(len(samples), -1), False
+        emb = self.prompt.encode_text([prompt_text(s.demos, s.query) for s in samples])  # (B, P)
         if train:
             self.text_cache[task_id] = emb.detach().float().mean(0)
         return emb, True
@@ -316,10 +317,9 @@ class EFELearner:
             rehearsal = self.rehearsal_samples(task)
             every = samples + [s for _, s in rehearsal]
             b = len(samples)
-            texts = [prompt_text(s.demos, s.query) for s in samples]
         # Qwen first: on CUDA its kernels run while the host builds the agent's inputs below.
         with record_function("learner/forward"), self._autocast():
-            text_emb, fresh = self.text_embedding(task.task_id, texts, train=True)  # (B, P) or None
+            text_emb, fresh = self.text_embedding(task.task_id, samples, train=True)  # (B, P) or None
         with record_function("learner/prepare"):
             feats = self._features(every)  # (B+R, 15)
             canvas = self._canvas([s.query for s in every])  # (B+R, S, S)

@@ -103,7 +103,7 @@ def test_learner_step_prompts_never_contain_the_query_target(monkeypatch):
     """Inside a step (leave-one-out samples of the task, rehearsal samples of the others), no
     sample's own target reaches prompt_text or task_features."""
     tasks = synthetic_tasks(side=4, num_train=5, num_test=1, seed=3)  # distinct outputs per task
-    learner = make_learner(tasks, batch_size=8, augment=True)
+    learner = make_learner(tasks, batch_size=8, augment=True, cache_every=1)  # a text on every step
     samples, text_calls, feature_calls = [], [], []
     real_make, real_text, real_feats = learner.make_samples, learner_mod.prompt_text, learner_mod.task_features
 

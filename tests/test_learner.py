@@ -114,13 +114,18 @@ def test_efe_objective_alone_stays_far_lower():
 # Caching and metrics
 
 
-def test_qwen_cache_refreshes_every_cache_every_steps_per_task():
+def test_qwen_cache_refreshes_every_cache_every_steps_per_task(monkeypatch):
     tasks = synthetic_tasks(side=4, seed=0)[:2]
     learner = make_learner(tasks, cache_every=3, batch_size=4)
+    texts = []
+    monkeypatch.setattr(learner_mod, "prompt_text", lambda demos, query: texts.append(1) or prompt_text(demos, query))
     fresh = {t.task_id: [] for t in tasks}
     for i in range(16):  # interleaved: each task's own step count decides
         task = tasks[i % 2]
+        texts.clear()
         m = learner.step(task)
+        # A cached step builds no prompt text (step 0 also fills the other task's cache for rehearsal).
+        assert len(texts) == (4 if m["qwen_fresh"] else 0) + (i == 0)
         assert METRIC_KEYS <= set(m)
         fresh[task.task_id].append(m["qwen_fresh"])
         assert (m["qwen_grad_norm"] > 0) == (m["qwen_fresh"] == 1.0)

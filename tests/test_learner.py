@@ -27,7 +27,7 @@ from efe_ray.data.serialize import CHARACTERS, prompt_text
 from efe_ray.data.synthetic import synthetic_tasks
 from efe_ray.learner import Curriculum, EFELearner, task_difficulty
 from efe_ray.models.agent import OUTSIDE, GridAgent, from_canvas, to_canvas
-from efe_ray.models.prompt import ModelLoadError, QwenHybridPrompt
+from efe_ray.models.prompt import ModelLoadError, QwenHybridPrompt, attends_causally, load_qwen_body
 
 PROMPT = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, prompt_dim=32)
 AGENT = dict(canvas=6, d_model=32, num_layers=1, num_heads=2)
@@ -509,6 +509,7 @@ def test_padded_batch_without_a_mask_matches_each_text_alone():
     seen = []
     model.qwen.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("attention_mask")),
                                          with_kwargs=True)
+    assert model.causal
     batched = model.encode_text(texts)
     assert seen == [None]  # no mask: SDPA may take its fused kernels, and there is no host-side check
     batch_grads = grads(batched)
@@ -521,6 +522,24 @@ def test_padded_batch_without_a_mask_matches_each_text_alone():
     mask = enc["attention_mask"].unsqueeze(-1).float()
     masked = model.text_proj((hidden * mask).sum(1) / mask.sum(1))
     torch.testing.assert_close(batched, masked, atol=1e-5, rtol=1e-5)
+
+
+def test_a_model_that_is_not_causal_gets_the_padding_mask():
+    """Dropping the mask is only exact under causal attention: a body that does not declare
+    causal attention in every attention module gets the padding mask."""
+    cfg = PromptConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                       prompt_dim=16)
+    body = load_qwen_body(cfg)
+    assert attends_causally(body[0]) and not attends_causally(torch.nn.Linear(2, 2))
+    body[0].layers[1].self_attn.is_causal = False
+    model = QwenHybridPrompt(cfg, body=body)
+    assert not model.causal
+    seen = []
+    model.qwen.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("attention_mask")),
+                                         with_kwargs=True)
+    texts = ["I\n12\nO\n21\n|\nQ\n33", "Q\n4"]
+    model.encode_text(texts)
+    assert seen[0].tolist() == model.tokenize(texts, torch.device("cpu"))["attention_mask"].tolist()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -111,6 +111,13 @@ def _encodes_prompt_text(tokenizer) -> bool:
     return True
 
 
+def attends_causally(model: nn.Module) -> bool:
+    """Whether every attention module of ``model`` declares causal attention, as decoder-only
+    models such as Qwen2 do (``is_causal``); False where none declares it."""
+    flags = [m.is_causal for m in model.modules() if isinstance(getattr(m, "is_causal", None), bool)]
+    return bool(flags) and all(flags)
+
+
 def sdpa_priority(first: str, device: torch.device):
     """A context in which SDPA on CUDA tries the ``first`` kernel before the others ("auto": no change).
 
@@ -141,6 +148,7 @@ class QwenHybridPrompt(nn.Module):
         self.tokenizer = None
         if cfg.use_qwen:
             self.qwen, self.tokenizer = body if body is not None else load_qwen_body(cfg)
+            self.causal = attends_causally(self.qwen)  # then a right-padded batch needs no mask
             self.text_proj = nn.Linear(self.qwen.config.hidden_size, d)
             if cfg.fuse == "gate":
                 self.gate = nn.Linear(2 * d, d)
@@ -175,13 +183,14 @@ class QwenHybridPrompt(nn.Module):
             raise RuntimeError("encode_text called with prompt.use_qwen=False")
         device = self.text_proj.weight.device
         enc = self.tokenize(texts, device)
-        # No padding mask: padding is on the right and attention is causal, so no real token ever
+        # No padding mask for a causal model: padding is on the right, so no real token ever
         # attends to a pad, and pads are left out of the pooling below. Without a mask, SDPA can use
         # its fused (flash / cuDNN) kernels for a batch too, and transformers has no mask to inspect
         # on the host. No KV cache: nothing is generated, and filling one copies every layer's keys
         # and values.
+        mask = None if self.causal else enc["attention_mask"]
         with sdpa_priority(self.cfg.sdpa_backend, device):
-            hidden = self.qwen(input_ids=enc["input_ids"], use_cache=False).last_hidden_state  # (B, T, H)
+            hidden = self.qwen(input_ids=enc["input_ids"], attention_mask=mask, use_cache=False).last_hidden_state  # (B, T, H)
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
         return self.text_proj(pooled)  # (B, P)

@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rehearsal", type=int, default=None, help="learner.rehearsal (default: the default)")
     ap.add_argument("--cache-every", type=int, default=0, help="learner.cache_every (1: Qwen on every step)")
     ap.add_argument("--min-tokens", type=int, default=0, help="only tasks whose prompt has at least this many tokens")
-    ap.add_argument("--compile", action="store_true", help="learner.compile: torch.compile Qwen layers and agent")
+    ap.add_argument("--compile", action="store_true", help="learner.compile: torch.compile Qwen layers, agent and loss")
     ap.add_argument("--sdpa", default="auto", choices=["auto", "cudnn", "flash", "efficient", "math"],
                     help="prompt.sdpa_backend: the SDPA kernel tried first on CUDA (default auto)")
     ap.add_argument("--profile", action="store_true", help="print where the GPU time of the timed steps goes")

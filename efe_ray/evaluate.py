@@ -14,8 +14,8 @@ How to run this script
   ``--baselines`` scores every baseline next to the model in the same table.
 * ``--tta-steps N`` adapts a copy of the learner on each task's demonstrations for N steps
   (test outputs are never read); ``--augmentations K`` votes over the identity and K-1 random
-  augmentations (default: 8 for a checkpoint trained with augmentations, else 1); ``--no-policy`` skips the RLlib prompt refiner; ``--seed`` fixes
-  augmentations and adaptation.
+  augmentations (default: 8 for a checkpoint trained with augmentations, else 1); ``--no-policy``
+  skips the RLlib prompt refiner; ``--seed`` fixes augmentations and adaptation.
 * Parallelism: the model runs as one Ray task per ARC task (``--workers N`` in flight at most,
   ``--gpus-per-task 0.25`` shares a GPU four ways, ``--address auto`` joins a running cluster);
   ``--workers 0`` runs everything in this process. Baselines always run in-process.

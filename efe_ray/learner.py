@@ -359,14 +359,13 @@ class EFELearner:
             self.scaler.scale(loss).backward()
         with record_function("learner/optimizer"):
             self.scaler.unscale_(self.optimizer)  # gradients are true-scale from here on
-            qwen_norm = grad_norm(self.prompt.qwen_parameters(), self.device)  # 0-d, on the device
-            agent = [p for g in self.optimizer.param_groups if g["name"] == "agent" for p in g["params"]]
-            agent_norm = grad_norm(agent, self.device)
+            groups = {g["name"]: g["params"] for g in self.optimizer.param_groups}
+            qwen_norm = grad_norm(groups.get("qwen", []), self.device)  # 0-d, on the device
+            agent_norm = grad_norm(groups["agent"], self.device)
             total_norm = torch.linalg.vector_norm(torch.stack([qwen_norm, agent_norm]))
             finite = torch.isfinite(loss.detach()) & torch.isfinite(total_norm)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
             if cfg.grad_clip > 0:
-                clip_gradients(params, total_norm, cfg.grad_clip)
+                clip_gradients(groups["agent"] + groups.get("qwen", []), total_norm, cfg.grad_clip)
             self._optimizer_step(skip=~finite)
             self.scaler.update()
         self.steps += 1

@@ -183,12 +183,13 @@ def plan_gpu_share(cfg: ExperimentConfig, tasks: list[Task], card_gib: float | N
     if t.share_gpus:
         share = 1.0 / fit
         return share, f"{what}: {fit} trial(s) per GPU (gpus_per_trial {share:.4g})"
-    if t.gpus_per_trial < 1 and math.floor(1.0 / t.gpus_per_trial + 1e-9) > fit:
-        raise ConfigError(f"tune.gpus_per_trial={t.gpus_per_trial:g} puts {math.floor(1 / t.gpus_per_trial + 1e-9)} "
-                          f"trials on a GPU, but {what}: at most {fit} fit. Use --gpus-per-trial {1 / fit:g} "
-                          "or --set tune.share_gpus=true")
+    per_card = math.floor(1.0 / t.gpus_per_trial + 1e-9)  # trials Ray puts on one card at that share
+    if t.gpus_per_trial < 1 and per_card > fit:
+        raise ConfigError(f"tune.gpus_per_trial={t.gpus_per_trial:g} puts {per_card} trials on a GPU, but "
+                          f"{what}: at most {fit} fit. Use --gpus-per-trial {1 / fit:g} or --set tune.share_gpus=true")
     return t.gpus_per_trial, f"{what}: {fit} would fit; gpus_per_trial {t.gpus_per_trial:g} kept"
 
 
 def learner_desc(cfg: ExperimentConfig) -> str:
+    """"<precision>, batch <task samples>+<rehearsal samples>", for messages."""
     return f"{cfg.learner.precision}, batch {cfg.learner.batch_size}+{cfg.learner.rehearsal}"

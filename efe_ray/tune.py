@@ -29,8 +29,9 @@ from pathlib import Path
 
 from efe_ray.config import ConfigError, ExperimentConfig, merge, to_dict
 from efe_ray.data.loaders import TaskValidationError
-from efe_ray.data.sources import resolve_tasks
+from efe_ray.data.sources import resolve_tasks, write_skipped_tasks
 from efe_ray.memory import local_card_gib, plan_gpu_share
+from tuning.preflight import preflight
 from tuning.presets import build_config, preset_names, search_space
 
 
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.address:
             check_local_gpus(cfg)
         cfg.tune.gpus_per_trial, gpu_plan = plan_gpu_share(cfg, train, None if args.address else local_card_gib())
+        preflight(cfg, train, args.storage_path, address=args.address, num_cpus=args.num_cpus)
     except (ConfigError, TaskValidationError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and not args.name:
         print("error: --resume needs --name (the experiment folder under --storage-path)", file=sys.stderr)
         return 2
+    write_skipped_tasks(storage / name, cfg)
     dashboard = not args.no_dashboard
     init_kwargs: dict = {"include_dashboard": dashboard, "dashboard_host": "127.0.0.1"} if dashboard else {"include_dashboard": False}
     if args.address:

@@ -1,10 +1,13 @@
 """Configs and presets: unknown keys, bad values and names are rejected with the key and value."""
 
+import dataclasses
 import math
+import re
+import typing
 
 import pytest
 
-from efe_ray.config import ConfigError, ExperimentConfig, LearnerConfig, from_dict, merge, to_dict
+from efe_ray.config import AgentConfig, ConfigError, ExperimentConfig, LearnerConfig, from_dict, merge, to_dict
 from efe_ray.tune import main as tune_main
 from tuning.presets import build_config, load_preset, parse_override, preset_names
 
@@ -30,18 +33,87 @@ def test_every_shipped_preset_builds():
         ({"learner": {"qwen_lr": -1e-4}}, "learner.qwen_lr: must be > 0"),
         ({"learner": {"reward_scale": math.nan}}, "learner.reward_scale: must be finite, got nan"),
         ({"learner": {"precision": "fp8"}}, "learner.precision: 'fp8' is not one of"),
-        ({"learner": {"batch_size": 0}}, "learner.batch_size: must be a positive integer, got 0"),
+        ({"learner": {"batch_size": 0}}, "learner.batch_size: must be >= 1 and <= 4096, got 0"),
         ({"learner": {"augment": "yes"}}, "learner.augment: expected true/false, got 'yes'"),
-        ({"tune": {"agent_lr": [1e-2, 1e-3]}}, "tune.agent_lr: need 0 < low <= high"),
-        ({"tune": {"reward_scale": [1.0, math.nan]}}, "tune.reward_scale[1]: must be finite"),
+        ({"tune": {"agent_lr": [1e-2, 1e-3]}}, "tune.agent_lr: expected [low, high] with low <= high, got [0.01, 0.001]"),
+        ({"tune": {"reward_scale": [1.0, math.nan]}}, "tune.reward_scale[1] (fills learner.reward_scale): must be finite, got nan"),
         ({"tune": {"gpus_per_trial": -0.5}}, "tune.gpus_per_trial: must be >= 0"),
-        ({"prompt": {"hidden_size": 30, "num_heads": 4}}, "prompt.hidden_size: 30 is not divisible by num_heads=4"),
+        ({"prompt": {"hidden_size": 30, "num_heads": 4}}, "prompt.hidden_size: 30 must split into num_heads=4 heads"),
+        # the issue's list: each was accepted and reached Ray before
+        ({"rl": {"gamma": 5}}, "rl.gamma: must be >= 0 and <= 1, got 5.0"),
+        ({"env": {"device": "banana"}}, "env.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'banana'"),
+        ({"tune": {"metric": "bogus"}}, "tune.metric: 'bogus' is not one of 'eval/cell_acc', 'eval/exact'"),
+        ({"tune": {"max_concurrent": -1}}, "tune.max_concurrent: must be >= 0 and <= 100000, got -1"),
+        ({"learner": {"weight_decay": -5}}, "learner.weight_decay: must be >= 0 and <= 1, got -5.0"),
+        ({"agent": {"canvas": 100}}, "agent.canvas: must be >= 1 and <= 30, got 100"),
+        ({"tune": {"max_failures": -1}}, "tune.max_failures: must be >= 0 and <= 100, got -1"),
+        # search dimensions obey the bounds of the fields they fill
+        ({"tune": {"agent_lr": [2, 3]}}, "tune.agent_lr[0] (fills learner.agent_lr): must be > 0 and <= 1, got 2.0"),
+        ({"tune": {"qwen_lr": [1e-4, 5]}}, "tune.qwen_lr[1] (fills learner.qwen_lr): must be > 0 and <= 1, got 5.0"),
+        ({"tune": {"reward_scale": [2.0, -1]}}, "tune.reward_scale[1] (fills learner.reward_scale): must be >= 0"),
+        ({"tune": {"agent_lr": [1e-3]}}, "tune.agent_lr: expected 2 values, got [0.001]"),
+        # rules between fields
+        ({"rl": {"minibatch_size": 64, "train_batch_size": 32}}, "rl.minibatch_size: 64 is larger than train_batch_size=32"),
+        ({"env": {"action_dim": 300}}, "env.action_dim: 300 exceeds prompt.prompt_dim=256"),
+        ({"learner": {"efe_weight": 0, "rl_weight": 0}}, "learner.efe_weight: efe_weight and rl_weight are both 0"),
     ],
 )
 def test_bad_values_are_rejected_with_key_and_value(raw, message):
     with pytest.raises(ConfigError) as err:
         from_dict(ExperimentConfig, raw)
     assert message in str(err.value)
+
+
+def _bounded_fields():
+    """(key path, Bounds) of every bounded field of every component."""
+    from efe_ray.strict import Bounds
+
+    for name, cls in typing.get_type_hints(ExperimentConfig).items():
+        for f in dataclasses.fields(cls):
+            rule = f.metadata.get("rule")
+            if isinstance(rule, Bounds):
+                yield f"{name}.{f.name}", rule
+
+
+def test_every_field_has_its_rule_in_one_place():
+    """Every field is bounded, pattern-checked, a search dimension, a Literal or a bool."""
+    hints = typing.get_type_hints(ExperimentConfig)
+    unruled = []
+    for part in dataclasses.fields(ExperimentConfig):
+        cls = hints[part.name]
+        for name, hint in typing.get_type_hints(cls).items():
+            f = next(f for f in dataclasses.fields(cls) if f.name == name)
+            if "rule" not in f.metadata and hint is not bool and typing.get_origin(hint) is not typing.Literal:
+                unruled.append(f"{part.name}.{name}")
+    assert unruled == []
+    numbers = {f"{part}.{name}" for part, cls in hints.items() for name, hint in typing.get_type_hints(cls).items()
+               if hint in (int, float)}
+    assert {key for key, _ in _bounded_fields()} == numbers  # every number has bounds
+
+
+@pytest.mark.parametrize("side", ["low", "high"])
+def test_every_bound_is_enforced_with_key_and_value(side):
+    checked = 0
+    for key, bounds in _bounded_fields():
+        limit = bounds.low if side == "low" else bounds.high
+        if limit is None:
+            continue
+        is_int = isinstance(getattr(ExperimentConfig(), key.split(".")[0]).__dict__[key.split(".")[1]], int)
+        step = 1 if is_int else max(abs(limit) * 1e-3, 1e-9)
+        value = limit - step if side == "low" else limit + step
+        value = int(value) if is_int else value
+        with pytest.raises(ConfigError, match=re.escape(f"{key}: must be")) as err:
+            from_dict(ExperimentConfig, merge({}, {key: value}))
+        assert repr(float(value) if not is_int else value) in str(err.value)
+        checked += 1
+    assert checked >= 45  # every bounded field has a high limit and all but a few a low one
+
+
+def test_configs_built_in_code_are_checked_too():
+    with pytest.raises(ConfigError, match=r"canvas: must be >= 1 and <= 30, got 31"):
+        AgentConfig(canvas=31)
+    with pytest.raises(ConfigError, match="gamma"):
+        dataclasses.replace(ExperimentConfig().rl, gamma=1.5)
 
 
 def test_merge_and_overrides():

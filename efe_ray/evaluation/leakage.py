@@ -17,7 +17,11 @@ from typing import Any
 
 from efe_ray.data.task import Task
 
-__all__ = ["find_leaks"]
+__all__ = ["LeakageRefused", "apply_leak_rule", "find_leaks"]
+
+
+class LeakageRefused(Exception):
+    """Leaked tasks were found and neither dropping nor evaluating them was allowed; the message lists them."""
 
 
 def find_leaks(eval_tasks: Sequence[Task], trained: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
@@ -46,3 +50,30 @@ def find_leaks(eval_tasks: Sequence[Task], trained: Iterable[Mapping[str, Any]])
         if reasons:
             leaks.append((task.task_id, "; ".join(reasons)))
     return leaks
+
+
+def apply_leak_rule(tasks: list[Task], trained: Iterable[Mapping[str, Any]], *, drop: bool, allow: bool,
+                    report: dict) -> tuple[list[Task], str]:
+    """(the tasks to evaluate, a message for the terminal) under the leakage rule.
+
+    Leaked tasks are dropped with ``drop``, evaluated with ``allow``, and otherwise refused
+    (:class:`LeakageRefused`, listing them). ``report`` gets ``leaks`` (and ``dropped_leaked``).
+    Raises ValueError when dropping leaves nothing.
+    """
+    leaks = find_leaks(tasks, trained)
+    report["leaks"] = [{"task_id": t, "reason": r} for t, r in leaks]
+    if not leaks:
+        return tasks, ""
+    shown = "\n  ".join(f"{t}: {r}" for t, r in leaks[:10]) + (
+        f"\n  ... and {len(leaks) - 10} more" if len(leaks) > 10 else "")
+    if drop:
+        leaked_ids = {t for t, _ in leaks}
+        kept = [t for t in tasks if t.task_id not in leaked_ids]
+        report["dropped_leaked"] = sorted(leaked_ids)
+        if not kept:
+            raise ValueError("every task was trained on by this checkpoint; nothing left to evaluate")
+        return kept, f"dropped {len(leaked_ids)} leaked task(s) (--drop-leaked), {len(kept)} left:\n  {shown}"
+    if allow:
+        return tasks, f"warning: {len(leaks)} leaked task(s) evaluated (--allow-leakage):\n  {shown}"
+    raise LeakageRefused(f"refused: {len(leaks)} of {len(tasks)} tasks were trained on by this checkpoint:\n  "
+                         f"{shown}\npass --drop-leaked to score the others, or --allow-leakage to evaluate them anyway")

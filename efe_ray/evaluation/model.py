@@ -21,8 +21,11 @@ Per task, :func:`predict_task`:
 Test inputs that do not fit the agent's canvas are answered by copying the input (noted in the
 result); adaptation is skipped when a demonstration does not fit or there are fewer than 2.
 
-:class:`ModelPredictor` is the picklable callable shipped to Ray workers: it carries only the
-checkpoint path and the settings; each process loads the checkpoint once (:func:`cached_model`).
+:class:`ModelPredictor` is the picklable callable shipped to Ray workers. Its :meth:`~ModelPredictor.prepare`
+loads and verifies the checkpoint once, in the driver, before any task runs; from then on it
+carries the verified bytes of ``efe_learner.pt`` (a numpy array: Ray's object store hands it to
+workers without a copy), the config and the policy built in the driver, so no worker reads (or
+unpickles) anything from the checkpoint folder, and each process builds its learner once.
 The same seed gives the same predictions whatever the task order or worker.
 """
 
@@ -30,6 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import io
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from efe_ray.checkpoint import LEARNER_FILE, CheckpointError
 from efe_ray.checkpoint import load as load_checkpoint
 from efe_ray.config import ExperimentConfig
 from efe_ray.data.augment import Augmentation
@@ -167,7 +173,7 @@ def _load_policy(folder: Path) -> tuple[PolicyFn | None, str]:
 
 def load_model(folder: str | Path, *, device: str = "auto", use_policy: bool = True) -> LoadedModel:
     """Load a checkpoint folder (learner state, config, metadata and, if asked, the policy)."""
-    folder = Path(folder)
+    folder = Path(folder).resolve()
     dev = resolve_device(device)
     state, cfg, meta = load_checkpoint(folder, map_location=dev)
     learner = build_learner(state, cfg, dev)
@@ -273,16 +279,53 @@ def predict_task(learner: EFELearner, task: Task, *, tta_steps: int = 0, augment
 
 
 class ModelPredictor:
-    """``task -> Prediction`` for a checkpoint folder; cheap to pickle (path + settings only)."""
+    """``task -> Prediction`` for a checkpoint folder (see the module docstring).
+
+    Unprepared, it pickles to the path and the settings, and each process loads the folder once
+    (:func:`cached_model`). After :meth:`prepare` it pickles to the verified learner bytes, the
+    config, the metadata and the policy; :meth:`load` in another process builds from those.
+    """
 
     def __init__(self, checkpoint: str | Path, settings: ModelSettings | None = None) -> None:
-        self.checkpoint = str(checkpoint)
+        self.checkpoint = str(Path(checkpoint).resolve())
         self.settings = settings or ModelSettings()
+        self._shipped: dict | None = None
+        self._loaded: LoadedModel | None = None
+
+    def prepare(self, device: str | None = None) -> LoadedModel:
+        """Load and verify the checkpoint in this process now (on ``device``, default the settings').
+
+        Raises whatever loading raises (CheckpointError for missing, truncated or corrupt files).
+        """
+        s = self.settings
+        loaded = load_model(self.checkpoint, device=device or s.device, use_policy=s.use_policy)
+        blob = (Path(self.checkpoint) / LEARNER_FILE).read_bytes()
+        if hashlib.sha256(blob).hexdigest() != loaded.meta["learner_sha256"]:
+            raise CheckpointError(f"{self.checkpoint}/{LEARNER_FILE} changed while it was being loaded")
+        self._shipped = {"learner": np.frombuffer(blob, dtype=np.uint8), "sha256": loaded.meta["learner_sha256"],
+                         "cfg": loaded.cfg, "meta": loaded.meta, "policy": loaded.policy,
+                         "policy_note": loaded.policy_note}
+        self._loaded = loaded
+        return loaded
 
     def load(self) -> LoadedModel:
         """The loaded checkpoint (once per process)."""
         s = self.settings
-        return cached_model(self.checkpoint, device=s.device, use_policy=s.use_policy)
+        if self._loaded is not None:
+            return self._loaded
+        if self._shipped is None:
+            return cached_model(self.checkpoint, device=s.device, use_policy=s.use_policy)
+        key = ("sha256:" + self._shipped["sha256"], s.device, s.use_policy)
+        if key not in _CACHE:
+            ship = self._shipped
+            dev = resolve_device(s.device)
+            state = torch.load(io.BytesIO(ship["learner"].tobytes()), map_location=dev, weights_only=True)
+            _CACHE[key] = LoadedModel(build_learner(state, ship["cfg"], dev), ship["cfg"], ship["meta"],
+                                      ship["policy"], ship["policy_note"])
+        return _CACHE[key]
+
+    def __getstate__(self) -> dict:
+        return {"checkpoint": self.checkpoint, "settings": self.settings, "_shipped": self._shipped, "_loaded": None}
 
     def __call__(self, task: Task) -> Prediction:
         model = self.load()

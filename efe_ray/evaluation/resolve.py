@@ -6,6 +6,15 @@ writes each trial's results to ``<trial>/result.json``, one JSON object per line
 checkpoints to ``<trial>/checkpoint_<NNNNNN>/``. :func:`resolve_checkpoint` picks the trial whose
 *last* reported value of ``metric`` is highest (maximised, as Tune's ``eval/cell_acc``), then that
 trial's latest checkpoint (highest ``checkpoint_<N>`` number) holding ``efe_meta.json``.
+
+Why not Tune's ``ExperimentAnalysis`` / ``ResultGrid``: either would replace most of this file
+with a few lines (``ExperimentAnalysis(path).get_best_trial(metric, "max", "last")`` and
+``get_last_checkpoint``), but both read the experiment by unpickling it: ``ExperimentAnalysis``
+decodes ``experiment_state-*.json`` with cloudpickle payloads allowed (Ray 2.60's
+``_loads_with_cloudpickle``, documented as executing code from the file), and a ``ResultGrid``
+comes from ``Tuner.restore``, which unpickles ``tuner.pkl``. An evaluator is handed folders it did
+not write, and must not run code from them; this reader only parses ``result.json`` as JSON and
+looks at folder names.
 """
 
 from __future__ import annotations

@@ -3,14 +3,16 @@
 A predictor is any picklable callable ``task -> [(attempt_1, attempt_2), ...]`` (the baselines)
 or ``task -> Prediction`` (the model, which adds a note). :func:`run_task` calls it on one task
 and never lets one task sink the run: an exception is recorded in :attr:`TaskResult.error`
-(type and message) and the input is copied as both attempts, so a submission stays complete.
-Check ``error`` (the CLI reports the count next to the scores).
+(type and message) and the task gets **no** attempts, so a failure can never be scored as an
+answer (efe_ray/evaluation/report.py scores it 0 and counts it as an error).
 
 :func:`run_parallel` ships the predictor to the object store once and runs one Ray task per ARC
 task with ``num_cpus_per_task`` CPUs and ``num_gpus_per_task`` GPUs (fractions allowed: 0.25 puts
 four tasks on one GPU). It joins a running cluster with ``address`` (e.g. ``"auto"`` or
 ``"ray://host:10001"``), or starts a local Ray if none is running (and shuts it down after).
-Results come back in the order of ``tasks``.
+Results come back in the order of ``tasks``; a Ray task that fails outside the predictor (a worker
+killed, an argument that cannot be unpickled) is recorded with its root cause
+(``RayTaskError.cause``). Progress is a tqdm bar on stderr.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from efe_ray.data.task import Task
 
-__all__ = ["Predictor", "TaskResult", "run", "run_parallel", "run_serial", "run_task", "worker_gpu_ids"]
+__all__ = ["Predictor", "TaskResult", "failed", "root_cause", "run", "run_parallel", "run_serial", "run_task",
+           "worker_gpu_ids"]
 
 Predictor = Callable[[Task], Any]
 """``task -> list[(attempt_1, attempt_2)]`` or an object with ``attempts`` (and ``note``)."""
@@ -46,15 +50,18 @@ class TaskResult:
 
     task_id: str
     attempts: list[tuple[np.ndarray, np.ndarray]]
-    """(attempt_1, attempt_2) per test input, ``(H, W)`` int64 each."""
+    """(attempt_1, attempt_2) per test input, ``(H, W)`` int64 each; empty when the predictor failed."""
     seconds: float
     """Wall time of the predictor on this task."""
     note: str = ""
     """The predictor's note, if any."""
     error: str = ""
-    """``"ExceptionType: message"`` if the predictor failed (attempts then copy the input)."""
+    """``"ExceptionType: message"`` if the predictor failed (there are no attempts then)."""
     traceback: str = ""
     """The failure's traceback (empty if none)."""
+    unanswered: tuple[int, ...] = ()
+    """Test inputs whose attempts are a stand-in, not the predictor's answer (e.g. larger than the
+    model's canvas): scored as unsolved, with cell accuracy 0."""
 
 
 def _as_grid(x: Any) -> np.ndarray:
@@ -64,8 +71,13 @@ def _as_grid(x: Any) -> np.ndarray:
     return g
 
 
+def failed(task: Task, error: BaseException, seconds: float = 0.0, trace: str = "") -> TaskResult:
+    """The result of a task whose prediction failed with ``error``: no attempts."""
+    return TaskResult(task.task_id, [], seconds, error=f"{type(error).__name__}: {error}", traceback=trace)
+
+
 def run_task(fn: Predictor, task: Task) -> TaskResult:
-    """Run ``fn`` on ``task``; failures become :attr:`TaskResult.error` with copy-input attempts."""
+    """Run ``fn`` on ``task``; a failure becomes :attr:`TaskResult.error`, with no attempts."""
     start = time.perf_counter()
     try:
         out = fn(task)
@@ -75,50 +87,22 @@ def run_task(fn: Predictor, task: Task) -> TaskResult:
             raise ValueError(f"predictor returned {len(attempts)} attempt pairs for {len(task.test)} test inputs")
         attempts = [(_as_grid(a1), _as_grid(a2)) for a1, a2 in attempts]
         return TaskResult(task.task_id, attempts, time.perf_counter() - start, note)
-    except Exception as err:  # one bad task must not sink the evaluation; recorded, reported
-        copies = [(p.input.copy(), p.input.copy()) for p in task.test]
-        return TaskResult(task.task_id, copies, time.perf_counter() - start,
-                          error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
-
-
-class _Progress:
-    """A ``done/total`` progress line: tqdm when installed, else plain prints to stderr."""
-
-    def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        self.total, self.done, self.desc, self.enabled = total, 0, desc, enabled
-        self.bar = None
-        self.step = max(1, total // 20)
-        if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                self.bar = None
-            else:
-                self.bar = tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.done % self.step == 0 or self.done == self.total:
-            print(f"{self.desc}: {self.done}/{self.total}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    except Exception as err:  # one bad task must not sink the evaluation; recorded, scored 0, reported
+        return failed(task, err, time.perf_counter() - start, traceback.format_exc())
 
 
 def run_serial(tasks: Sequence[Task], fn: Predictor, *, progress: bool = True, desc: str = "eval") -> list[TaskResult]:
     """Run ``fn`` on every task in this process, in order."""
-    bar = _Progress(len(tasks), desc, progress)
-    results = []
-    for task in tasks:
-        results.append(run_task(fn, task))
-        bar.update()
-    bar.close()
+    with _bar(len(tasks), desc, progress) as bar:
+        results = []
+        for task in tasks:
+            results.append(run_task(fn, task))
+            bar.update()
     return results
+
+
+def _bar(total: int, desc: str, enabled: bool) -> tqdm:
+    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, disable=not enabled)
 
 
 def _remote_run(fn: Predictor, task: Task) -> TaskResult:
@@ -159,27 +143,37 @@ def run_parallel(tasks: Sequence[Task], fn: Predictor, *, address: str | None = 
         limit = max_in_flight if max_in_flight and max_in_flight > 0 else len(tasks)
         results: dict[int, TaskResult] = {}
         pending: dict[Any, int] = {}
-        bar = _Progress(len(tasks), desc, progress)
         next_i = 0
-        while next_i < len(tasks) or pending:
-            while next_i < len(tasks) and len(pending) < limit:
-                pending[remote.remote(fn_ref, tasks[next_i])] = next_i
-                next_i += 1
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                i = pending.pop(ref)
-                try:
-                    results[i] = ray.get(ref)
-                except ray.exceptions.RayError as err:  # e.g. the worker died twice (out of memory)
-                    task = tasks[i]
-                    copies = [(p.input.copy(), p.input.copy()) for p in task.test]
-                    results[i] = TaskResult(task.task_id, copies, 0.0, error=f"{type(err).__name__}: {err}")
-                bar.update()
-        bar.close()
+        with _bar(len(tasks), desc, progress) as bar:
+            while next_i < len(tasks) or pending:
+                while next_i < len(tasks) and len(pending) < limit:
+                    pending[remote.remote(fn_ref, tasks[next_i])] = next_i
+                    next_i += 1
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    i = pending.pop(ref)
+                    try:
+                        results[i] = ray.get(ref)
+                    except ray.exceptions.RayError as err:  # e.g. the worker died twice (out of memory)
+                        results[i] = failed(tasks[i], root_cause(err), trace=str(err))
+                    bar.update()
         return [results[i] for i in range(len(tasks))]
     finally:
         if started:
             ray.shutdown()
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The exception inside Ray's wrappers, unwrapped as deep as it goes: ``RayTaskError.cause``, and
+    ``RaySystemError.client_exc`` (e.g. an argument that could not be unpickled in the worker)."""
+    from ray.exceptions import RaySystemError, RayTaskError
+
+    while True:
+        inner = (err.cause if isinstance(err, RayTaskError) else
+                 err.client_exc if isinstance(err, RaySystemError) else None)
+        if not isinstance(inner, BaseException) or inner is err:
+            return err
+        err = inner
 
 
 def run(tasks: Sequence[Task], fn: Predictor, *, workers: int = 0, address: str | None = None,

@@ -49,6 +49,23 @@ def test_transient_errors_are_retried_with_the_raised_error_as_cause():
     assert root_cause(error) == f"InjectedFault: {fault}"
 
 
+@pytest.mark.parametrize("cause,retryable", [
+    (NonFiniteWeightsError("learner weight agent.head.weight (1 of 352 values) is not finite at learner step 9"), False),
+    (InjectedFault("injected failure at learner step 40 (env.fail_at_step)"), True),
+])
+def test_an_env_error_rllib_rethrows_bare_is_read_from_the_traceback(cause, retryable):
+    # RLlib's env runner does `raise RuntimeError from e`; the RuntimeError is rebuilt in the
+    # driver without its __cause__, but Ray's traceback text holds both.
+    name = f"{type(cause).__module__}.{type(cause).__name__}"
+    text = (f"{name}: {cause}\n\nThe above exception was the direct cause of the following exception:\n\n"
+            "Traceback (most recent call last):\n  File \"env_runner.py\", line 291, in _try_env_step\n"
+            "    raise RuntimeError from e\nRuntimeError")
+    error = trial_error(RuntimeError(), text)
+    assert error.cause.__cause__ is None
+    assert is_retryable(error) is retryable
+    assert root_cause(error) == f"{type(cause).__name__}: {cause}"
+
+
 def test_without_a_rebuilt_cause_the_traceback_text_decides():
     error = trial_error(None, "efe_ray.checkpoint.CheckpointError: runs/x: no efe_meta.json")
     assert error.cause is None

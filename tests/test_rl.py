@@ -176,3 +176,21 @@ def test_a_nan_weight_stops_the_env_with_the_parameter_named():
     with pytest.raises(NonFiniteWeightsError, match=rf"agent\.{name} \(1 of {param.numel()} values\) is not finite"):
         env.step(env.action_space.sample())
     assert env.learner.skipped_steps == 1  # the step was skipped, then the weights were checked
+
+
+@pytest.mark.slow
+def test_a_nan_weight_fails_the_trial_as_not_retryable(ray_local):
+    from efe_ray.rl.algorithm import EFEPPO, local_env
+    from efe_ray.rl.config import ppo_config
+    from efe_ray.rl.faults import is_retryable, root_cause
+
+    algo = EFEPPO(config=ppo_config(SMOKE))
+    algo.train()
+    name, param = next(iter(local_env(algo).learner.agent.named_parameters()))
+    with torch.no_grad():
+        param.view(-1)[0] = float("inf")
+    with pytest.raises(Exception) as caught:
+        algo.train()  # RLlib's env runner re-raises the env's error as a bare RuntimeError from it
+    algo.stop()
+    assert not is_retryable(caught.value)
+    assert root_cause(caught.value).startswith(f"NonFiniteWeightsError: learner weight agent.{name} (1 of ")

@@ -37,6 +37,7 @@ from envs.arc_prompt_env import NonFiniteWeightsError
 NON_RETRYABLE: tuple[type[BaseException], ...] = (ConfigError, TaskValidationError, CheckpointError,
                                                   NonFiniteWeightsError)
 """Errors that fail the same way on every restart."""
+_NON_RETRYABLE_NAMES = {t.__name__ for t in NON_RETRYABLE}
 
 _WRAPPERS = (RayError, TuneError)
 """Ray's and Tune's exceptions that carry another one (or its traceback text)."""
@@ -59,37 +60,43 @@ def error_chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def _last_error_line(error: BaseException) -> tuple[str, str] | None:
-    """(type name, message) of the innermost ``Type: message`` line of a formatted traceback."""
-    lines = [m for m in map(_ERROR_LINE.match, str(error).splitlines()) if m]
-    return (lines[-1].group(1).rsplit(".", 1)[-1], lines[-1].group(3)) if lines else None
+def _error_lines(error: BaseException) -> list[tuple[str, str]]:
+    """(type name, message) of each ``Type: message`` line of the traceback text in ``error``, in
+    order: for chained exceptions, the innermost (the root) comes first."""
+    return [(m.group(1).rsplit(".", 1)[-1], m.group(3)) for m in map(_ERROR_LINE.match, str(error).splitlines()) if m]
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def root_cause(error: BaseException) -> str:
-    """``"Type: message"`` of the exception a trial raised (the first non-retryable one in the
-    chain, else the innermost). Uses ``RayTaskError.cause``; only when the cause could not be
-    rebuilt in this process (it was not picklable) is the traceback text read instead."""
-    chain = error_chain(error)
-    known = [e for e in chain if isinstance(e, NON_RETRYABLE) and not isinstance(e, _WRAPPERS)]
-    raised = [e for e in chain if not isinstance(e, _WRAPPERS)]
-    if known or raised:
-        cause = known[0] if known else raised[-1]
-        return f"{type(cause).__name__}: {cause}"
-    parsed = _last_error_line(error)
-    if parsed:
-        return f"{parsed[0]}: {parsed[1]}"
+    """``"Type: message"`` of what made a trial fail: a non-retryable error if one is involved,
+    else the innermost exception. ``RayTaskError.cause`` (the exception rebuilt in this process)
+    comes first; but a rebuilt exception loses its own ``__cause__``, so where the trial's
+    exception was re-raised as a bare wrapper (RLlib's env runner does ``raise RuntimeError from
+    e``), or could not be pickled, the traceback text Ray kept names the root."""
+    raised = [e for e in error_chain(error) if not isinstance(e, _WRAPPERS)]
+    known = [e for e in raised if isinstance(e, NON_RETRYABLE)]
+    if known:
+        return _describe(known[0])
+    lines = _error_lines(error)
+    named = [line for line in lines if line[0] in _NON_RETRYABLE_NAMES]
+    if named:
+        return f"{named[0][0]}: {named[0][1]}"
+    if raised and str(raised[-1]):
+        return _describe(raised[-1])
+    if lines:
+        return f"{lines[0][0]}: {lines[0][1]}"
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 def is_retryable(error: BaseException) -> bool:
-    """False when ``error`` (or what it wraps) is one of :data:`NON_RETRYABLE`."""
+    """False when ``error``, what it wraps, or its traceback text involves one of :data:`NON_RETRYABLE`."""
     if any(isinstance(e, NON_RETRYABLE) for e in error_chain(error)):
         return False
-    if any(not isinstance(e, _WRAPPERS) for e in error_chain(error)):
-        return True  # the cause was rebuilt and is none of them
-    parsed = _last_error_line(error)
-    return not (parsed and parsed[0] in {t.__name__ for t in NON_RETRYABLE})
+    return not any(name in _NON_RETRYABLE_NAMES for name, _ in _error_lines(error))
 
 
 def latest_error(trial: Trial) -> BaseException | None:

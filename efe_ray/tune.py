@@ -244,6 +244,11 @@ def run(args: argparse.Namespace, cfg: ExperimentConfig, folder: Path) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ConnectionError as err:  # ray.init could not join --address
+        cause = str(err.__cause__).strip().splitlines()[-1] if err.__cause__ else ""
+        print(f"error: {err} {cause}\n(joining a cluster that uses token authentication needs RAY_AUTH_MODE=token "
+              "and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\nsearch interrupted before Tune could take a last snapshot; the latest snapshot (every 2 s) and "
               "the trials' checkpoints are kept")

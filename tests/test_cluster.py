@@ -1,0 +1,129 @@
+"""Joining a Ray cluster with ``--address``: a head and a second node, each a ``ray start`` process
+on this machine, a tiny search and an evaluation through that address. The head offers no CPU,
+so every trial and every evaluation task has to run on the second node (about a minute).
+
+The cluster uses Ray's token authentication with a token made for the test (``RAY_AUTH_TOKEN``);
+a driver that joins by address sends a token only when ``RAY_AUTH_MODE=token`` is set. Its
+servers listen on this machine's address while the test runs: a node that joins another cannot
+be loopback-only (efe_ray/rl/network.py).
+"""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from efe_ray.rl.network import LOOPBACK_ENV
+
+pytestmark = pytest.mark.slow
+
+MARKER = "efe_second_node"
+"""A custom resource only the second node has, to find it in ``ray.nodes()``."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def start_node(args: list[str], env: dict, log: Path) -> tuple[subprocess.Popen, str]:
+    """``ray start --block ARGS`` in its own process group; (process, its output once started)."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen([shutil.which("ray"), "start", "--block", "--disable-usage-stats", *args], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        text = log.read_text()
+        if "Ray runtime started" in text:
+            return proc, text
+        time.sleep(0.5)
+    raise AssertionError(f"ray start {' '.join(args)} did not come up:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen, temp_dir: Path) -> None:
+    """End a ``ray start --block`` process group (it stops its node's processes on SIGTERM), then
+    any process still running from this test's Ray folder."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            if str(temp_dir) in cmdline:
+                os.kill(int(entry), signal.SIGKILL)
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    temp_dir = Path(tempfile.mkdtemp(prefix="efe-", dir="/tmp"))  # short: Ray's socket paths are length-limited
+    env = {k: v for k, v in os.environ.items() if k != LOOPBACK_ENV}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+               AUTOSCALER_METRIC_PORT=str(free_port()), DASHBOARD_METRIC_PORT=str(free_port()))
+    nodes = []
+    try:
+        port = free_port()
+        head, text = start_node(["--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false",
+                                 f"--temp-dir={temp_dir}", f"--ray-client-server-port={free_port()}",
+                                 f"--dashboard-agent-listen-port={free_port()}"], env, tmp_path / "head.log")
+        nodes.append(head)
+        ip = re.search(r"Local node IP\S*: \S*?(\d+\.\d+\.\d+\.\d+)", text).group(1)
+        address = f"{ip}:{port}"
+        second, _ = start_node([f"--address={address}", "--num-cpus=2", f'--resources={{"{MARKER}": 1}}',
+                                f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"],
+                               env, tmp_path / "second.log")
+        nodes.append(second)
+        for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+            monkeypatch.setenv(key, env[key])
+        yield address
+    finally:
+        for proc in reversed(nodes):
+            stop(proc, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_search_and_evaluation_through_address_run_on_the_second_node(cluster, tmp_path):
+    import ray
+
+    from efe_ray.evaluate import main as evaluate_main
+    from efe_ray.tune import main as tune_main
+
+    rc = tune_main(["--preset", "smoke", "--num-samples", "1", "--iterations", "2", "--address", cluster,
+                    "--storage-path", str(tmp_path / "runs"), "--name", "joined"])
+    assert rc == 0
+    result = next((tmp_path / "runs" / "joined").glob("EFEPPO_*/result.json"))
+    rows = [json.loads(line) for line in result.read_text().splitlines()]
+    assert [r["training_iteration"] for r in rows] == [1, 2]
+
+    rc = evaluate_main(["--checkpoint", str(tmp_path / "runs" / "joined"), "--split", "synthetic-eval",
+                        "--address", cluster, "--workers", "2", "--augmentations", "1", "--out", str(tmp_path / "eval"),
+                        "--quiet"])
+    assert rc == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["status"] == "ok" and report["num_tasks"] == 3
+
+    ray.init(address=cluster)
+    try:
+        nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+    finally:
+        ray.shutdown()
+    second = [node for node, resources in nodes.items() if MARKER in resources]
+    assert len(nodes) == 2 and len(second) == 1
+    assert all(resources.get("CPU", 0) == 0 for node, resources in nodes.items() if node not in second)
+    assert {r["node_id"] for r in rows} == set(second)  # every iteration of the trial ran there

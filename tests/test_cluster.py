@@ -3,7 +3,8 @@ on this machine, a tiny search and an evaluation through that address. The head 
 so every trial and every evaluation task has to run on the second node (about a minute).
 
 The cluster uses Ray's token authentication with a token made for the test (``RAY_AUTH_TOKEN``);
-a driver that joins by address sends a token only when ``RAY_AUTH_MODE=token`` is set. Its
+a driver that joins by address sends a token only when ``RAY_AUTH_MODE=token`` is set. Ray caches
+both per process, so the search and the evaluation run as commands, as a user runs them. Its
 servers listen on this machine's address while the test runs: a node that joins another cannot
 be loopback-only (efe_ray/rl/network.py).
 """
@@ -16,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -71,7 +73,7 @@ def stop(proc: subprocess.Popen, temp_dir: Path) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path, monkeypatch):
+def cluster(tmp_path):
     temp_dir = Path(tempfile.mkdtemp(prefix="efe-", dir="/tmp"))  # short: Ray's socket paths are length-limited
     env = {k: v for k, v in os.environ.items() if k != LOOPBACK_ENV}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
@@ -89,40 +91,40 @@ def cluster(tmp_path, monkeypatch):
                                 f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"],
                                env, tmp_path / "second.log")
         nodes.append(second)
-        for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
-            monkeypatch.setenv(key, env[key])
-        yield address
+        yield address, env
     finally:
         for proc in reversed(nodes):
             stop(proc, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def run(module: str, args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_search_and_evaluation_through_address_run_on_the_second_node(cluster, tmp_path):
-    import ray
-
-    from efe_ray.evaluate import main as evaluate_main
-    from efe_ray.tune import main as tune_main
-
-    rc = tune_main(["--preset", "smoke", "--num-samples", "1", "--iterations", "2", "--address", cluster,
-                    "--storage-path", str(tmp_path / "runs"), "--name", "joined"])
-    assert rc == 0
+    address, env = cluster
+    env = dict(env, PYTHONPATH=os.getcwd())
+    search = run("efe_ray.tune", ["--preset", "smoke", "--num-samples", "1", "--iterations", "2", "--address", address,
+                                  "--storage-path", str(tmp_path / "runs"), "--name", "joined"], env)
+    assert search.returncode == 0, search.stdout[-3000:] + search.stderr[-3000:]
+    assert "search finished in" in search.stdout and "1 trials: 1 finished, 0 failed" in search.stdout
     result = next((tmp_path / "runs" / "joined").glob("EFEPPO_*/result.json"))
     rows = [json.loads(line) for line in result.read_text().splitlines()]
     assert [r["training_iteration"] for r in rows] == [1, 2]
 
-    rc = evaluate_main(["--checkpoint", str(tmp_path / "runs" / "joined"), "--split", "synthetic-eval",
-                        "--address", cluster, "--workers", "2", "--augmentations", "1", "--out", str(tmp_path / "eval"),
-                        "--quiet"])
-    assert rc == 0
+    evaluation = run("efe_ray.evaluate", ["--checkpoint", str(tmp_path / "runs" / "joined"), "--split",
+                                          "synthetic-eval", "--address", address, "--workers", "2", "--augmentations",
+                                          "1", "--out", str(tmp_path / "eval"), "--quiet"], env)
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["status"] == "ok" and report["num_tasks"] == 3
 
-    ray.init(address=cluster)
-    try:
-        nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
-    finally:
-        ray.shutdown()
+    listing = subprocess.run(
+        [sys.executable, "-c", "import json, sys, ray; ray.init(address=sys.argv[1]); "
+         "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))", address],
+        env=env, capture_output=True, text=True, timeout=120)
+    nodes = json.loads(listing.stdout.strip().splitlines()[-1])
     second = [node for node, resources in nodes.items() if MARKER in resources]
     assert len(nodes) == 2 and len(second) == 1
     assert all(resources.get("CPU", 0) == 0 for node, resources in nodes.items() if node not in second)

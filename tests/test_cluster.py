@@ -52,9 +52,14 @@ def start_node(args: list[str], env: dict, log: Path) -> tuple[subprocess.Popen,
     raise AssertionError(f"ray start {' '.join(args)} did not come up:\n{log.read_text()[-3000:]}")
 
 
-def stop(proc: subprocess.Popen, temp_dir: Path) -> None:
-    """End a ``ray start --block`` process group (it stops its node's processes on SIGTERM), then
-    any process still running from this test's Ray folder."""
+CLUSTER_ID = "EFE_TEST_CLUSTER"
+"""An environment variable every process of the test cluster inherits, set to a value of the test's own."""
+
+
+def stop(proc: subprocess.Popen, cluster_id: str) -> None:
+    """End a ``ray start --block`` process group (it stops most of its node's processes on
+    SIGTERM), then every process still running with this test's cluster id in its environment
+    (a node's agents outlive it, reparented away from its process group)."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -62,21 +67,26 @@ def stop(proc: subprocess.Popen, temp_dir: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    marker = f"{CLUSTER_ID}={cluster_id}".encode()
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        if entry.isdigit() and int(entry) != os.getpid():
             try:
-                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    environ = f.read().split(b"\0")
             except OSError:
                 continue
-            if str(temp_dir) in cmdline:
-                os.kill(int(entry), signal.SIGKILL)
+            if marker in environ:
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 @pytest.fixture
 def cluster(tmp_path):
     temp_dir = Path(tempfile.mkdtemp(prefix="efe-", dir="/tmp"))  # short: Ray's socket paths are length-limited
     env = {k: v for k, v in os.environ.items() if k != LOOPBACK_ENV}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), **{CLUSTER_ID: secrets.token_hex(8)},
                AUTOSCALER_METRIC_PORT=str(free_port()), DASHBOARD_METRIC_PORT=str(free_port()))
     nodes = []
     try:
@@ -94,7 +104,7 @@ def cluster(tmp_path):
         yield address, env
     finally:
         for proc in reversed(nodes):
-            stop(proc, temp_dir)
+            stop(proc, env[CLUSTER_ID])
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

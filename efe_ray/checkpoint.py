@@ -4,10 +4,14 @@ Files, written atomically (temporary file, fsync, rename) into a checkpoint fold
 
 - ``efe_learner.pt``: :meth:`EFELearner.state_dict` (weights, optimizer, scaler, caches, counters,
   RNG); loads with ``torch.load(weights_only=True)``;
+- ``efe_policy.pt`` (trial checkpoints): the RL policy's weights and what rebuilds its module
+  (spaces as tensors, the model config as plain values); loads with ``torch.load(weights_only=True)``;
 - ``efe_meta.json``: the experiment config, the trained tasks (id and pair-set signature) and a
-  SHA-256 of ``efe_learner.pt``, so truncation or corruption is detected on load.
+  SHA-256 of each ``.pt`` file, so truncation or corruption is detected on load.
 
-RLlib's own files (the policy) sit beside these in the same folder; nothing here imports Ray.
+RLlib's own files sit beside these in the same folder. They are pickles, so nothing that evaluates
+a checkpoint reads them: evaluation rebuilds the policy from ``efe_policy.pt``
+(efe_ray/rl/policy.py). Nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import pickle  # only for the error type that torch's weights-only loader raises
 from pathlib import Path
 
 import torch
@@ -24,6 +29,7 @@ from efe_ray.config import ExperimentConfig, from_dict, to_dict
 from efe_ray.data.task import Task
 
 LEARNER_FILE = "efe_learner.pt"
+POLICY_FILE = "efe_policy.pt"
 META_FILE = "efe_meta.json"
 FORMAT = 1
 
@@ -48,22 +54,31 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
             tmp.unlink()
 
 
+def _write_tensors(path: Path, state: dict) -> str:
+    """``torch.save`` ``state`` to ``path`` atomically; returns the file's SHA-256."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    blob = buf.getvalue()
+    atomic_write(path, blob)
+    return hashlib.sha256(blob).hexdigest()
+
+
 def save(folder: str | os.PathLike, learner_state: dict, cfg: ExperimentConfig, trained: list[Task],
-         env_stats: dict[str, float] | None = None) -> None:
-    """Write the learner state and metadata (with the env's control statistics) into ``folder``."""
+         env_stats: dict[str, float] | None = None, policy: dict | None = None) -> None:
+    """Write the learner state, the policy (if given) and metadata (with the env's control
+    statistics) into ``folder``. The metadata goes last: it names the hashes of the files it
+    vouches for, so a crash in between leaves a mismatch that :func:`load` reports."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(learner_state, buf)
-    blob = buf.getvalue()
-    atomic_write(folder / LEARNER_FILE, blob)
     meta = {
         "format": FORMAT,
-        "learner_sha256": hashlib.sha256(blob).hexdigest(),
+        "learner_sha256": _write_tensors(folder / LEARNER_FILE, learner_state),
         "config": to_dict(cfg),
         "env_stats": dict(env_stats or {}),
         "trained_tasks": [{"id": t.task_id, "signature": t.pair_set_signature(), "source": t.source} for t in trained],
     }
+    if policy is not None:
+        meta["policy_sha256"] = _write_tensors(folder / POLICY_FILE, policy)
     atomic_write(folder / META_FILE, json.dumps(meta, indent=1).encode())
 
 
@@ -81,16 +96,32 @@ def read_meta(folder: str | os.PathLike) -> dict:
     return meta
 
 
-def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict, ExperimentConfig, dict]:
-    """(learner state, config, metadata) of a checkpoint folder, verified against its hash."""
-    meta = read_meta(folder)
-    path = Path(folder) / LEARNER_FILE
+def _read_tensors(path: Path, sha256: str, map_location: str | torch.device) -> dict:
+    """``torch.load(weights_only=True)`` of ``path`` after checking its bytes against ``sha256``."""
     try:
         blob = path.read_bytes()
     except FileNotFoundError as err:
-        raise CheckpointError(f"{folder}: {LEARNER_FILE} is missing") from err
-    if hashlib.sha256(blob).hexdigest() != meta["learner_sha256"]:
+        raise CheckpointError(f"{path.parent}: {path.name} is missing") from err
+    if hashlib.sha256(blob).hexdigest() != sha256:
         raise CheckpointError(f"{path}: contents do not match the recorded SHA-256 (truncated or corrupt)")
-    state = torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
+    try:
+        return torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as err:  # weights-only refuses other objects
+        raise CheckpointError(f"{path}: not a weights-only tensor file ({err})") from err
+
+
+def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict, ExperimentConfig, dict]:
+    """(learner state, config, metadata) of a checkpoint folder, verified against its hash."""
+    meta = read_meta(folder)
+    state = _read_tensors(Path(folder) / LEARNER_FILE, meta["learner_sha256"], map_location)
     cfg = from_dict(ExperimentConfig, meta["config"])
     return state, cfg, meta
+
+
+def load_policy(folder: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict | None:
+    """The policy state written by :func:`save` (verified, weights-only), or None if the checkpoint
+    holds no policy (a checkpoint written outside a trial, or before policies were saved here)."""
+    meta = read_meta(folder)
+    if "policy_sha256" not in meta:
+        return None
+    return _read_tensors(Path(folder) / POLICY_FILE, meta["policy_sha256"], map_location)

@@ -10,6 +10,10 @@ one task, drawn by the learner's curriculum.
 - Reward: the learner's ``reward_scale * (accuracy with refined prompt - without)``.
 - ``info``: the learner's metrics for the step.
 
+A step the learner skips (non-finite loss or gradients) is followed by a check of the learner's
+weights: if one of them is already NaN or infinite, every later step would be skipped too, so the
+step raises :class:`NonFiniteWeightsError` (naming the parameter) instead of training on nothing.
+
 The env owns the learner (the RL side only ever sees numpy arrays). Its device is "auto" by
 default: a GPU only where Ray assigned this process one (``ray.get_gpu_ids()``), else the CPU.
 
@@ -44,6 +48,20 @@ CTRL_DIM = 6
 
 class InjectedFault(RuntimeError):
     """The failure ``env.fail_at_step`` asks for."""
+
+
+class NonFiniteWeightsError(RuntimeError):
+    """A learner weight is NaN or infinite: no later step can change that (all would be skipped)."""
+
+
+def first_non_finite(modules: dict[str, torch.nn.Module]) -> str | None:
+    """``"name.param (k of n values)"`` of the first parameter holding a NaN or inf, else None."""
+    for prefix, module in modules.items():
+        for name, param in module.named_parameters():
+            bad = int((~torch.isfinite(param.detach())).sum())
+            if bad:
+                return f"{prefix}.{name} ({bad} of {param.numel()} values)"
+    return None
 
 
 def control_vector(progress: float, running_loss: float, mask_ratio: float, easy_share: float,
@@ -149,7 +167,10 @@ class ArcPromptEnv(gym.Env):
         if self.cfg.env.fail_at_step and self.learner.steps == self.cfg.env.fail_at_step and not self.restored:
             raise InjectedFault(f"injected failure at learner step {self.learner.steps} (env.fail_at_step)")
         delta = self.refiner.delta(np.asarray(action, dtype=np.float32))  # (P,) numpy: no graph
+        skipped_before = self.learner.skipped_steps
         metrics = self.learner.step(self.task, delta)
+        if self.learner.skipped_steps > skipped_before:
+            self._check_weights()
         self.t += 1
         self.running_loss = 0.9 * self.running_loss + 0.1 * metrics["efe_loss"] if self.learner.steps > 1 else metrics["efe_loss"]
         self.last = metrics
@@ -160,6 +181,15 @@ class ArcPromptEnv(gym.Env):
         obs = self.observation_for(self.task, self.t / self.cfg.env.steps_per_episode)
         reward = float(metrics["reward"]) if math.isfinite(metrics["reward"]) else 0.0
         return obs, reward, terminated, False, dict(metrics, task_id=self.task.task_id)
+
+    def _check_weights(self) -> None:
+        """Raise NonFiniteWeightsError if a learner weight is NaN or infinite (after a skipped step)."""
+        bad = first_non_finite({"prompt": self.learner.prompt, "agent": self.learner.agent})
+        if bad is not None:
+            raise NonFiniteWeightsError(
+                f"learner weight {bad} is not finite at learner step {self.learner.steps}: every step from "
+                "here on would be skipped, so the trial stops (restart from an earlier checkpoint, e.g. with a "
+                "lower learning rate)")
 
     # -- what the algorithm reads -------------------------------------------------------------
     def drain_metrics(self) -> dict[str, float]:

@@ -1,5 +1,6 @@
-"""Reliability: a killed search resumes from its checkpoints, a failing trial is retried, and the
-summary names trials that failed for good. Each test starts Ray (tens of seconds)."""
+"""Reliability: a killed search resumes from its checkpoints, a failing trial is retried unless
+retrying cannot help, and the summary names trials that failed for good. Each test starts Ray
+(tens of seconds)."""
 
 import glob
 import json
@@ -27,18 +28,18 @@ def results(path):
     return out
 
 
-def test_kill_9_then_resume_continues_every_trial_from_its_checkpoint(tmp_path):
+def test_kill_9_then_resume_continues_from_checkpoints_and_fails_a_corrupt_trial_once(tmp_path, capsys):
     iterations = 10
     cmd = [sys.executable, "-m", "efe_ray.tune", *SMOKE, "--iterations", str(iterations),
-           "--storage-path", str(tmp_path), "--name", "crash"]
+           "--set", "tune.max_failures=-1", "--storage-path", str(tmp_path), "--name", "crash"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     try:
-        # Wait until every trial has written at least two checkpoints and the experiment state has
-        # been snapshotted since (every 2 s), then kill everything at once.
+        # Wait until every trial has reported twice (and so checkpointed twice), then give the
+        # experiment state time to be snapshotted (every 2 s) and kill everything at once.
         while time.time() < deadline and proc.poll() is None:
-            trials = glob.glob(str(tmp_path / "crash" / "EFEPPO_*"))
-            if len(trials) == 2 and all(glob.glob(os.path.join(t, "checkpoint_000001")) for t in trials):
+            done = [len(rows) >= 2 for rows in results(tmp_path / "crash")]
+            if len(done) == 2 and all(done):
                 time.sleep(3)
                 break
             time.sleep(0.5)
@@ -46,18 +47,31 @@ def test_kill_9_then_resume_continues_every_trial_from_its_checkpoint(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    # (The driver's result.json may not even be flushed yet: the checkpoints are what counts.)
+    intact, corrupt = sorted(glob.glob(str(tmp_path / "crash" / "EFEPPO_*")))
+    for learner_file in glob.glob(os.path.join(corrupt, "checkpoint_*", "efe_learner.pt")):
+        with open(learner_file, "r+b") as f:
+            f.truncate(1000)  # as by a disk that filled up
 
-    rc = tune_main([*SMOKE, "--iterations", str(iterations), "--storage-path", str(tmp_path), "--name", "crash",
-                    "--resume"])
-    assert rc == 0
-    for rows in results(tmp_path / "crash"):
-        last = rows[-1]
-        assert last["training_iteration"] == iterations
-        # Restored from a checkpoint, not restarted: the iteration count went on ...
-        assert any(r["iterations_since_restore"] < r["training_iteration"] for r in rows)
-        # ... and so did the learner (a fresh learner would have counted fewer steps).
-        assert last["learner/steps"] == iterations * STEPS_PER_ITER
+    start = time.time()
+    rc = tune_main(["--resume", "--name", "crash", "--storage-path", str(tmp_path), "--no-dashboard", "--num-cpus", "2"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    rows = results(tmp_path / "crash")[0]
+    assert rows[-1]["training_iteration"] == iterations
+    # Restored from a checkpoint, not restarted: the iteration count went on ...
+    assert any(r["iterations_since_restore"] < r["training_iteration"] for r in rows)
+    # ... and so did the learner (a fresh learner would have counted fewer steps).
+    assert rows[-1]["learner/steps"] == iterations * STEPS_PER_ITER
+    # The corrupt trial failed once (tune.max_failures=-1 would retry forever), with the cause.
+    assert open(os.path.join(corrupt, "error.txt")).read().count("Failure #") == 1
+    assert "1 finished, 1 failed" in out
+    assert f"failed trial {os.path.basename(corrupt)}: CheckpointError: " in out
+    assert "(not retried: retrying cannot fix this)" in out
+    assert f"python -m efe_ray.tune --resume --name crash --storage-path {tmp_path}" in out
+    assert time.time() - start < 150
+    # Old checkpoints were removed as the trial went on: its best and its latest remain.
+    kept = sorted(os.path.basename(f) for f in glob.glob(os.path.join(intact, "checkpoint_*")))
+    assert 1 <= len(kept) <= 2 and kept[-1] == f"checkpoint_{iterations - 1:06d}", kept
 
 
 def test_a_failing_trial_is_retried_from_its_last_checkpoint(tmp_path, capsys):

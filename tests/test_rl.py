@@ -75,8 +75,7 @@ def test_checkpoint_round_trip_restores_learner_bit_for_bit(ray_local, tmp_path)
     algo = EFEPPO(config=ppo_config(SMOKE))
     algo.train()
     saved = local_env(algo).learner
-    algo.save_to_path(str(tmp_path))  # RLlib's files + ours
-    algo.save_checkpoint(str(tmp_path))
+    algo.save_checkpoint(str(tmp_path))  # RLlib's files + ours
     want = {k: v.clone() for k, v in saved.agent.state_dict().items()}
     want.update({f"p.{k}": v.clone() for k, v in saved.prompt.state_dict().items()})
     steps, cache = saved.steps, {k: v.clone() for k, v in saved.text_cache.items()}
@@ -97,6 +96,37 @@ def test_checkpoint_round_trip_restores_learner_bit_for_bit(ray_local, tmp_path)
     result = fresh.train()  # and it continues
     assert result["learner/steps"] == steps + SMOKE.rl.train_batch_size
     fresh.stop()
+
+
+@pytest.mark.slow
+def test_policy_rebuilt_from_weights_acts_exactly_like_rllibs_own_checkpoint(ray_local, tmp_path):
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from efe_ray import checkpoint as ckpt
+    from efe_ray.rl.algorithm import EFEPPO, local_env
+    from efe_ray.rl.config import ppo_config
+    from efe_ray.rl.policy import build_module, deterministic_action
+
+    algo = EFEPPO(config=ppo_config(SMOKE))
+    algo.train()
+    algo.train()
+    algo.save_checkpoint(str(tmp_path))
+    env = local_env(algo)
+    tasks = env.train_tasks + env.eval_tasks
+    observations = [env.observation_for(t, progress) for t in tasks for progress in (0.0, 0.5)]
+    algo.stop()
+
+    state = ckpt.load_policy(tmp_path)  # hash-checked, torch.load(weights_only=True)
+    ours = build_module(state)
+    # RLlib's loader unpickles the module's class and constructor arguments (trusted here: we just wrote them).
+    theirs = RLModule.from_checkpoint(tmp_path / "learner_group" / "learner" / "rl_module" / "default_policy")
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert all(torch.equal(ours.state_dict()[k], theirs.state_dict()[k]) for k in ours.state_dict())
+    actions = [deterministic_action(ours, obs) for obs in observations]
+    for obs, action in zip(observations, actions):
+        assert np.array_equal(action, deterministic_action(theirs, obs))
+    assert len({a.tobytes() for a in actions}) > 1, "different observations, different actions"
+    assert not torch.equal(state["weights"]["pi.net.mlp.0.weight"], torch.zeros_like(state["weights"]["pi.net.mlp.0.weight"]))
 
 
 @pytest.mark.slow
@@ -131,3 +161,36 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(ray_local, tmp_p
         fresh.load_checkpoint(str(tmp_path / "checkpoint_000001"))
     assert local_env(fresh).learner.steps == steps[0] < steps[1]
     fresh.stop()
+
+
+def test_a_nan_weight_stops_the_env_with_the_parameter_named():
+    from envs.arc_prompt_env import NonFiniteWeightsError
+
+    env = make_env().unwrapped
+    env.reset(seed=0)
+    env.step(env.action_space.sample())  # a normal step passes the check
+    assert env.learner.skipped_steps == 0
+    name, param = next(iter(env.learner.agent.named_parameters()))
+    with torch.no_grad():
+        param.view(-1)[0] = float("nan")
+    with pytest.raises(NonFiniteWeightsError, match=rf"agent\.{name} \(1 of {param.numel()} values\) is not finite"):
+        env.step(env.action_space.sample())
+    assert env.learner.skipped_steps == 1  # the step was skipped, then the weights were checked
+
+
+@pytest.mark.slow
+def test_a_nan_weight_fails_the_trial_as_not_retryable(ray_local):
+    from efe_ray.rl.algorithm import EFEPPO, local_env
+    from efe_ray.rl.config import ppo_config
+    from efe_ray.rl.faults import is_retryable, root_cause
+
+    algo = EFEPPO(config=ppo_config(SMOKE))
+    algo.train()
+    name, param = next(iter(local_env(algo).learner.agent.named_parameters()))
+    with torch.no_grad():
+        param.view(-1)[0] = float("inf")
+    with pytest.raises(Exception) as caught:
+        algo.train()  # RLlib's env runner re-raises the env's error as a bare RuntimeError from it
+    algo.stop()
+    assert not is_retryable(caught.value)
+    assert root_cause(caught.value).startswith(f"NonFiniteWeightsError: learner weight agent.{name} (1 of ")

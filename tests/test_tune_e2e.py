@@ -6,7 +6,11 @@ This is the essential path of ``python -m efe_ray.tune``; it starts a local Ray 
 import glob
 import json
 import os
+import pickle
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -67,10 +71,21 @@ def test_trials_really_train(search):
         assert max(e.value for e in ea.Scalars("grads/qwen")) > 0
 
 
+def test_each_trial_keeps_its_best_and_its_latest_checkpoint(search):
+    _, path = search
+    for trial in glob.glob(str(path / "EFEPPO_*")):
+        rows = [json.loads(line) for line in open(os.path.join(trial, "result.json"))]
+        assert [r["training_iteration"] for r in rows] == [1, 2, 3]  # a checkpoint after each (checkpoint_every=1)
+        scores = [r["eval/cell_acc"] for r in rows]
+        best = max(range(3), key=lambda i: (scores[i], i))  # a tie goes to the later checkpoint
+        kept = sorted(os.path.basename(f) for f in glob.glob(os.path.join(trial, "checkpoint_*")))
+        assert kept == sorted({f"checkpoint_{best:06d}", "checkpoint_000002"}), (scores, kept)
+
+
 def test_checkpoints_hold_the_learner_and_what_it_trained_on(search):
     _, path = search
-    folders = sorted(glob.glob(str(path / "EFEPPO_*" / "checkpoint_*")))
-    assert len(folders) == 2 * 3  # checkpoint_every=1, 3 iterations, nothing deleted
+    folders = sorted(glob.glob(str(path / "EFEPPO_*" / "checkpoint_000002")))
+    assert len(folders) == 2
     state, cfg, meta = ckpt.load(folders[-1])
     assert {t["id"] for t in meta["trained_tasks"]} == {"syn-colour_map", "syn-flip", "syn-crop"}
     assert state["steps"] == 3 * cfg.rl.train_batch_size
@@ -99,3 +114,69 @@ def test_evaluate_reads_the_search_and_refuses_its_training_tasks(search, tmp_pa
     rc = evaluate_main(["--checkpoint", str(path), "--split", "synthetic", "--workers", "0", "--drop-leaked",
                         "--augmentations", "1", "--out", str(tmp_path / "drop"), "--quiet"])
     assert rc == 2  # every task was a training task: nothing left to score
+
+
+class _WritesSentinel:
+    """Unpickling this writes a file: what a crafted checkpoint pickle could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "code ran while loading a checkpoint"))
+
+
+def test_evaluation_reads_no_pickle_of_the_experiment(search, tmp_path):
+    from efe_ray.evaluate import main as evaluate_main
+    from efe_ray.evaluation.model import build_learner
+    from efe_ray.rl.policy import load_policy
+
+    _, path = search
+    experiment = tmp_path / "experiment"
+    shutil.copytree(path, experiment)
+    sentinel = tmp_path / "sentinel"
+    trap = pickle.dumps(_WritesSentinel(sentinel))
+    pickles = list(experiment.rglob("*.pkl"))
+    assert len(pickles) > 20  # tuner.pkl, params.pkl, RLlib's module, learner and env-runner files, ...
+    assert any("rl_module" in str(f) for f in pickles)
+    for f in pickles:
+        f.write_bytes(trap)
+
+    folder = sorted(experiment.glob("EFEPPO_*/checkpoint_000002"))[0]
+    refine = load_policy(folder)
+    state, cfg, _ = ckpt.load(folder)
+    learner = build_learner(state, cfg)
+    task = learner.tasks[0]
+    delta = refine(task, learner)
+    assert delta.shape == (cfg.prompt.prompt_dim,) and np.isfinite(delta).all() and np.abs(delta).sum() > 0
+    assert learner.predict(task, delta)[0].ndim == 2
+
+    out = tmp_path / "eval"
+    rc = evaluate_main(["--checkpoint", str(experiment), "--split", "synthetic-eval", "--workers", "0",
+                        "--augmentations", "1", "--out", str(out), "--quiet"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["checkpoint"].startswith(str(experiment))
+    assert not sentinel.exists()
+    pickle.loads(trap)  # the trap is live: loading any of those files would have run it
+    assert sentinel.exists()
+
+
+def test_hparams_compare_trials_on_the_search_metric(search):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    _, path = search
+    for trial in glob.glob(str(path / "EFEPPO_*")):
+        ea = EventAccumulator(glob.glob(os.path.join(trial, "events.out.tfevents.*"))[0])
+        ea.Reload()
+        content = ea.PluginTagToContent("hparams")
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+        metrics = [m.name.tag for m in experiment.metric_infos]
+        assert metrics[0] == "eval/cell_acc"
+        assert {"eval/exact", "losses/efe"} <= set(metrics)
+        session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+        params = json.load(open(os.path.join(trial, "params.json")))["env_config"]["experiment"]["learner"]
+        assert session.hparams["env_config/experiment/learner/agent_lr"].number_value == pytest.approx(params["agent_lr"])
+        last = [e.value for e in ea.Scalars("eval/cell_acc")][-1]  # the value HParams shows for the trial
+        rows = [json.loads(line) for line in open(os.path.join(trial, "result.json"))]
+        assert last == pytest.approx(rows[-1]["eval/cell_acc"])

@@ -3,13 +3,15 @@ the learner's metrics and held-out scores.
 
 RLlib does not checkpoint env state. With ``num_env_runners=0`` the env (and its learner) lives in
 this process, on the algorithm's local env runner; :meth:`save_checkpoint` gathers its state and
-writes it beside RLlib's files (efe_ray/checkpoint.py), :meth:`load_checkpoint` pushes it back.
+writes it beside RLlib's files (efe_ray/checkpoint.py), with the policy's weights in a
+weights-only file that evaluation rebuilds the module from (efe_ray/rl/policy.py);
+:meth:`load_checkpoint` pushes the learner state back.
 
 Every iteration adds to the result dict (flat keys, TensorBoard tags):
 ``losses/*``, ``charts/*``, ``grads/*``, ``learner/*`` and, every ``rl.eval_every`` iterations
 (and on the first), ``eval/cell_acc`` and ``eval/exact`` on held-out tasks, with the policy's
 deterministic refinement. The last eval values are repeated in between so that Tune's scheduler
-always sees its metric.
+always sees its metric. ``node_id`` names the Ray node the trial ran on.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import ray
 from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 
 from efe_ray import checkpoint as ckpt
-from efe_ray.rl.policy import deterministic_action
+from efe_ray.rl.policy import deterministic_action, policy_state
 
 RESULT_KEYS = {
     "efe_loss": "losses/efe",
@@ -110,6 +113,7 @@ class EFEPPO(PPO):
             result["images"] = self.grid_images(env)
         result.update(self._last_eval)
         result["learner_device"] = str(env.device)
+        result["node_id"] = ray.get_runtime_context().get_node_id()
         return result
 
     def grid_images(self, env, count: int = 3) -> dict[str, np.ndarray]:
@@ -127,7 +131,11 @@ class EFEPPO(PPO):
         super().save_checkpoint(checkpoint_dir)
         env = local_env(self)
         stats = dict(env.stats(), **{f"last_{k}": v for k, v in self._last_eval.items()})
-        ckpt.save(checkpoint_dir, env.learner.state_dict(), env.cfg, env.train_tasks, env_stats=stats)
+        # The learner's module: the weights RLlib's own checkpoint holds (the env runner's copy is
+        # synced from it after every update).
+        weights = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
+        policy = policy_state(self.get_module(DEFAULT_MODULE_ID), weights)
+        ckpt.save(checkpoint_dir, env.learner.state_dict(), env.cfg, env.train_tasks, env_stats=stats, policy=policy)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         super().load_checkpoint(checkpoint_dir)

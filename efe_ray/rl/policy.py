@@ -1,13 +1,31 @@
-"""The trained prompt refiner outside RLlib's training loop: deterministic actions."""
+"""The trained prompt refiner outside RLlib's training loop: saved as weights, rebuilt, deterministic actions.
+
+RLlib's own checkpoint files are pickles (``class_and_ctor_args.pkl``, ``module_state.pkl``):
+loading them runs whatever code they name. So a trial also writes the policy into our
+``efe_policy.pt`` (efe_ray/checkpoint.py) as plain values and tensors:
+
+- ``module``: the RLlib module class the weights belong to (only PPO's default torch module is
+  rebuilt);
+- ``observation_space`` / ``action_space``: ``{"low": (D,) tensor, "high": (D,) tensor}`` of the
+  float32 Boxes;
+- ``model_config``: RLlib's model config as plain values (layer sizes, activations, ...);
+- ``weights``: the learner's module ``state_dict`` (policy and value networks).
+
+:func:`build_module` constructs that module from these and loads the weights strictly; nothing
+is unpickled beyond what ``torch.load(weights_only=True)`` allows.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
-from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+from ray.rllib.algorithms.ppo.ppo_catalog import PPOCatalog
+from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
 from ray.rllib.core.columns import Columns
 
 from efe_ray import checkpoint as ckpt
@@ -16,6 +34,9 @@ from efe_ray.data.task import Task
 from efe_ray.learner import EFELearner
 from efe_ray.refine import PromptRefiner
 from envs.arc_prompt_env import control_vector, observation
+
+MODULE_CLASS = DefaultPPOTorchRLModule
+"""The only RLlib module class :func:`build_module` rebuilds (what ``ppo_config`` trains)."""
 
 
 @torch.no_grad()
@@ -29,30 +50,61 @@ def deterministic_action(module, obs: np.ndarray) -> np.ndarray:
     return np.clip(dist.sample()[0].float().cpu().numpy(), -1.0, 1.0)
 
 
-def module_path(checkpoint_dir: str | Path) -> Path:
-    """Where an algorithm checkpoint keeps the policy's RLModule."""
-    return (Path(checkpoint_dir) / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER / COMPONENT_RL_MODULE
-            / DEFAULT_MODULE_ID)
+def _box(space: gym.spaces.Box) -> dict[str, torch.Tensor]:
+    return {"low": torch.as_tensor(space.low, dtype=torch.float32), "high": torch.as_tensor(space.high, dtype=torch.float32)}
+
+
+def policy_state(module, weights: dict) -> dict:
+    """What :func:`build_module` needs: ``module``'s class, spaces and model config, and ``weights``
+    (a ``state_dict`` of numpy arrays or tensors, e.g. from ``learner_group.get_weights``)."""
+    if type(module) is not MODULE_CLASS:
+        raise TypeError(f"only {MODULE_CLASS.__name__} policies can be saved, got {type(module).__name__}")
+    model_config = module.model_config
+    if dataclasses.is_dataclass(model_config):
+        model_config = dataclasses.asdict(model_config)
+    return {
+        "module": MODULE_CLASS.__name__,
+        "observation_space": _box(module.observation_space),
+        "action_space": _box(module.action_space),
+        "model_config": dict(model_config),
+        "weights": {k: torch.as_tensor(np.asarray(v)).clone() for k, v in weights.items()},
+    }
+
+
+def build_module(state: dict, source: str = "policy state") -> DefaultPPOTorchRLModule:
+    """The PPO module described by ``state`` (see the module docstring), weights loaded, in eval mode."""
+    if state.get("module") != MODULE_CLASS.__name__:
+        raise ckpt.CheckpointError(f"{source}: policy module {state.get('module')!r} is not {MODULE_CLASS.__name__}")
+    spaces = {}
+    for name in ("observation_space", "action_space"):
+        box = state[name]
+        spaces[name] = gym.spaces.Box(box["low"].numpy(), box["high"].numpy(), dtype=np.float32)
+    module = MODULE_CLASS(**spaces, inference_only=False, model_config=dict(state["model_config"]),
+                          catalog_class=PPOCatalog)
+    try:
+        module.load_state_dict(state["weights"], strict=True)
+    except RuntimeError as err:  # names and shapes that do not fit the rebuilt module
+        raise ckpt.CheckpointError(f"{source}: weights do not fit the policy module ({err})") from err
+    module.eval()
+    return module
 
 
 def load_policy(checkpoint_dir: str | Path) -> Callable[[Task, EFELearner], np.ndarray] | None:
     """``(task, learner) -> (P,) prompt delta`` from a trial checkpoint, or None if it holds no policy.
 
-    The observation is the one the env would give at the start of an episode on ``task``, with
-    the control statistics the env had when the checkpoint was written; the action is the
-    policy's mean, mapped to a delta by the same refiner the trial trained with.
+    Reads only ``efe_meta.json`` and ``efe_policy.pt`` (hash-checked, weights-only). The
+    observation is the one the env would give at the start of an episode on ``task``, with the
+    control statistics the env had when the checkpoint was written; the action is the policy's
+    mean, mapped to a delta by the same refiner the trial trained with.
     """
-    from ray.rllib.core.rl_module.rl_module import RLModule
-
-    path = module_path(checkpoint_dir)
-    if not path.is_dir():
+    state = ckpt.load_policy(checkpoint_dir)
+    if state is None:
         return None
+    module = build_module(state, f"{checkpoint_dir}/{ckpt.POLICY_FILE}")
     meta = ckpt.read_meta(checkpoint_dir)
     cfg = from_dict(ExperimentConfig, meta["config"])
     stats = meta.get("env_stats", {})
     refiner = PromptRefiner(cfg.env.action_dim, cfg.prompt.prompt_dim, cfg.env.action_scale, cfg.learner.seed)
-    module = RLModule.from_checkpoint(path)
-    module.eval()
 
     def refine(task: Task, learner: EFELearner) -> np.ndarray:
         ctrl = control_vector(0.0, stats.get("running_loss", 0.0), stats.get("mask_ratio", 1.0),

@@ -1,4 +1,4 @@
-"""TensorBoard for a Tune run: our metrics under namespaced tags, and grid pictures.
+"""TensorBoard for a Tune run: our metrics under namespaced tags, grid pictures, and HParams.
 
 Tune's own TensorBoard logger files every result under ``ray/tune/...``. This one (a drop-in
 subclass, so Tune does not add its default) writes the learner's metrics under their own tags
@@ -6,6 +6,10 @@ subclass, so Tune does not add its default) writes the learner's metrics under t
 pictures that EFEPPO puts under ``result["images"]`` as images, and leaves everything else
 (RLlib's own statistics) under ``ray/tune/...`` as before. The pictures are taken out of the
 result so that the JSON and CSV loggers don't store them.
+
+HParams: when a trial ends, Tune records its searched values with the metrics of its last result;
+its logger only knows the ``ray/tune/...`` ones. Here the namespaced metrics join them, the search
+metric first, so that the HParams tab compares trials on what the search optimises.
 """
 
 from __future__ import annotations
@@ -19,7 +23,12 @@ NAMESPACES = ("losses/", "charts/", "grads/", "eval/", "learner/")
 
 
 class EFETensorBoardCallback(TBXLoggerCallback):
-    """Namespaced scalars and grid images per trial, in the trial's folder."""
+    """Namespaced scalars, grid images and HParams per trial, in the trial's folder."""
+
+    def __init__(self, metric: str = "eval/cell_acc") -> None:
+        super().__init__()
+        self.metric = metric
+        self._last: dict = {}  # trial -> {tag: last finite value}
 
     def log_trial_result(self, iteration: int, trial, result: dict):
         if trial not in self._trial_writer:
@@ -29,12 +38,19 @@ class EFETensorBoardCallback(TBXLoggerCallback):
         images = result.pop("images", None) or {}
         for tag, picture in images.items():
             writer.add_image(tag, picture, global_step=step, dataformats="HWC")
-        rest = {}
+        rest, ours = {}, {}
         for key, value in result.items():
             if key.startswith(NAMESPACES) and isinstance(value, (int, float)):
                 if math.isfinite(value):
                     writer.add_scalar(key, value, global_step=step)
+                    ours[key] = value
             else:
                 rest[key] = value
+        self._last[trial] = ours
         super().log_trial_result(iteration, trial, rest)
         writer.flush()
+
+    def _try_log_hparams(self, trial, result: dict):
+        ours = self._last.pop(trial, {})
+        first = {self.metric: ours[self.metric]} if self.metric in ours else {}
+        super()._try_log_hparams(trial, {**first, **ours, **result})

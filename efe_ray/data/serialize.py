@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from efe_ray.data.task import MAX_SIDE, NUM_COLOURS, Pair
+from efe_ray.data.task import MAX_SIDE, Pair, as_grid
 
 TOKENIZER_FILE = "grid_tokenizer.json"
 """The file :meth:`GridTokenizer.save_pretrained` writes."""
@@ -52,13 +52,7 @@ CHARACTERS: tuple[str, ...] = tuple("0123456789") + ("\n", "|", "I", "O", "Q")
 
 def grid_to_text(grid: np.ndarray) -> str:
     """Write an ``(H, W)`` grid of colours 0..9 as digit rows joined by ``"\\n"``."""
-    arr = np.asarray(grid)
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"a grid must be 2-D and non-empty, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"a grid must hold integers, got dtype {arr.dtype}")
-    if arr.min() < 0 or arr.max() >= NUM_COLOURS:
-        raise ValueError(f"grid colours must lie in 0..{NUM_COLOURS - 1}, got {arr.min()}..{arr.max()}")
+    arr = as_grid(grid)
     h = arr.shape[0]
     rows = np.concatenate([arr.astype(np.uint8) + ord("0"), np.full((h, 1), ord("\n"), np.uint8)], axis=1)
     return rows.tobytes()[:-1].decode("ascii")  # (H, W + 1) characters, less the last newline

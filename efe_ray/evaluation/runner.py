@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from efe_ray.data.task import Task
+from efe_ray.data.task import Task, as_grid
 
 __all__ = ["Predictor", "TaskResult", "run", "run_parallel", "run_serial", "run_task", "worker_gpu_ids"]
 
@@ -57,13 +57,6 @@ class TaskResult:
     """The failure's traceback (empty if none)."""
 
 
-def _as_grid(x: Any) -> np.ndarray:
-    g = np.asarray(x, dtype=np.int64)
-    if g.ndim != 2:
-        raise ValueError(f"predicted grid must be 2-D, got shape {g.shape}")
-    return g
-
-
 def run_task(fn: Predictor, task: Task) -> TaskResult:
     """Run ``fn`` on ``task``; failures become :attr:`TaskResult.error` with copy-input attempts."""
     start = time.perf_counter()
@@ -73,7 +66,7 @@ def run_task(fn: Predictor, task: Task) -> TaskResult:
         attempts = list(getattr(out, "attempts", out))
         if len(attempts) != len(task.test):
             raise ValueError(f"predictor returned {len(attempts)} attempt pairs for {len(task.test)} test inputs")
-        attempts = [(_as_grid(a1), _as_grid(a2)) for a1, a2 in attempts]
+        attempts = [(as_grid(a1, "predicted grid"), as_grid(a2, "predicted grid")) for a1, a2 in attempts]
         return TaskResult(task.task_id, attempts, time.perf_counter() - start, note)
     except Exception as err:  # one bad task must not sink the evaluation; recorded, reported
         copies = [(p.input.copy(), p.input.copy()) for p in task.test]

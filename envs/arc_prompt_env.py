@@ -11,7 +11,8 @@ one task, drawn by the learner's curriculum.
 - ``info``: the learner's metrics for the step.
 
 The env owns the learner (the RL side only ever sees numpy arrays). Its device is "auto" by
-default: a GPU only where Ray assigned this process one (``ray.get_gpu_ids()``), else the CPU.
+default (efe_ray/device.py): under Ray a GPU only where Ray assigned this process one
+(``ray.get_gpu_ids()``), else the CPU.
 
 Try it without Ray::
 
@@ -35,6 +36,7 @@ from efe_ray.config import ExperimentConfig, from_dict, to_dict
 from efe_ray.data.features import NUM_FEATURES
 from efe_ray.data.sources import resolve_tasks
 from efe_ray.data.task import Task
+from efe_ray.device import resolve_device
 from efe_ray.learner import EFELearner
 from efe_ray.refine import PromptRefiner
 
@@ -65,19 +67,11 @@ def observation(learner: EFELearner, task: Task, ctrl: np.ndarray) -> np.ndarray
     return np.concatenate([prompt, ctrl, feats]).astype(np.float32)
 
 
-def resolve_device(setting: str) -> torch.device:
-    """The learner's device: explicit, or "auto" = CUDA only if Ray assigned this process a GPU."""
-    if setting != "auto":
-        return torch.device(setting)
-    try:
-        import ray
+def ray_gpu_ids() -> list | None:
+    """The GPU ids Ray assigned this process, or None where Ray is not running."""
+    import ray
 
-        gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
-    except ImportError:  # pragma: no cover - ray is a dependency
-        gpu_ids = []
-    if gpu_ids and torch.cuda.is_available():
-        return torch.device("cuda:0")  # Ray's CUDA_VISIBLE_DEVICES maps the assigned GPU to index 0
-    return torch.device("cpu")
+    return list(ray.get_gpu_ids()) if ray.is_initialized() else None
 
 
 class ArcPromptEnv(gym.Env):
@@ -95,7 +89,7 @@ class ArcPromptEnv(gym.Env):
         threads = int(os.environ.get("EFE_TORCH_THREADS", "0")) or self.cfg.tune.cpus_per_trial
         torch.set_num_threads(max(1, threads))
         self.train_tasks, self.eval_tasks = resolve_tasks(self.cfg.data, self.cfg.agent.canvas)
-        self.device = resolve_device(self.cfg.env.device)
+        self.device = resolve_device(self.cfg.env.device, ray_gpu_ids(), field="env.device")
         self.learner = self._build_learner(self.cfg.learner.seed)
         p = self.cfg.prompt.prompt_dim
         self.refiner = PromptRefiner(self.cfg.env.action_dim, p, self.cfg.env.action_scale, self.cfg.learner.seed)

@@ -43,6 +43,7 @@ from efe_ray.config import ExperimentConfig
 from efe_ray.data.augment import Augmentation
 from efe_ray.data.synthetic import synthetic_tasks
 from efe_ray.data.task import Pair, Task
+from efe_ray.device import resolve_device
 from efe_ray.evaluation.baselines import Attempts
 from efe_ray.evaluation.voting import vote_augmented
 from efe_ray.learner import EFELearner
@@ -50,7 +51,7 @@ from efe_ray.models.agent import from_canvas
 
 __all__ = ["LoadedModel", "ModelPredictor", "ModelSettings", "PolicyFn", "PolicyUnavailableError",
            "Prediction", "adapt", "augmentations_for", "blind", "build_learner", "cached_model",
-           "load_model", "predict_task", "resolve_device", "task_seed"]
+           "load_model", "predict_task", "task_seed"]
 
 PolicyFn = Callable[[Task, EFELearner], "np.ndarray | None"]
 """``policy(task, learner) -> (P,) prompt delta or None`` (see ``efe_ray.rl.policy.load_policy``)."""
@@ -73,7 +74,8 @@ class ModelSettings:
     use_policy: bool = True
     """Refine the prompt with the checkpoint's RLlib policy when it has one."""
     device: str = "auto"
-    """"auto" (a GPU Ray assigned, else CUDA if present in-process, else CPU), "cpu" or "cuda[:N]"."""
+    """"auto", "cpu" or "cuda[:N]" (efe_ray/device.py: "auto" in a Ray worker is the GPU Ray assigned,
+    else the CPU; in-process CUDA if present, else the CPU)."""
 
     def __post_init__(self) -> None:
         if self.tta_steps < 0:
@@ -107,23 +109,6 @@ class LoadedModel:
 
 
 # ------------------------------------------------------------------------------ loading
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """The torch device for ``device``; "auto" prefers a GPU Ray assigned to this worker.
-
-    Inside a Ray worker (see :func:`efe_ray.evaluation.runner.worker_gpu_ids`) "auto" means
-    ``cuda:0`` when Ray assigned a GPU share and CPU otherwise (Ray does not hide GPUs from
-    tasks that asked for none); in-process it means CUDA when available.
-    """
-    if device != "auto":
-        return torch.device(device)
-    from efe_ray.evaluation.runner import worker_gpu_ids
-
-    gpus = worker_gpu_ids()
-    if gpus is not None:
-        return torch.device("cuda:0" if gpus else "cpu")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @contextlib.contextmanager
@@ -168,7 +153,9 @@ def _load_policy(folder: Path) -> tuple[PolicyFn | None, str]:
 def load_model(folder: str | Path, *, device: str = "auto", use_policy: bool = True) -> LoadedModel:
     """Load a checkpoint folder (learner state, config, metadata and, if asked, the policy)."""
     folder = Path(folder)
-    dev = resolve_device(device)
+    from efe_ray.evaluation.runner import worker_gpu_ids
+
+    dev = resolve_device(device, worker_gpu_ids(), field="device")
     state, cfg, meta = load_checkpoint(folder, map_location=dev)
     learner = build_learner(state, cfg, dev)
     policy, note = _load_policy(folder) if use_policy else (None, "")

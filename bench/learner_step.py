@@ -49,7 +49,8 @@ import torch  # noqa: E402
 from efe_ray.config import ExperimentConfig  # noqa: E402
 from efe_ray.data.loaders import load_tasks  # noqa: E402
 from efe_ray.data.serialize import prompt_text  # noqa: E402
-from efe_ray.learner import MAX_DEMOS, EFELearner, known_pairs  # noqa: E402
+from efe_ray.data.batching import MAX_DEMOS, TaskSampler, known_pairs  # noqa: E402
+from efe_ray.learner import EFELearner  # noqa: E402
 
 
 def pick_tasks(source: str, n: int, side: int, min_tokens: int = 0) -> list:
@@ -114,7 +115,8 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
     tasks = pick_tasks(args.source, args.tasks, cfg.agent.canvas, args.min_tokens)
 
     t0 = time.perf_counter()
-    learner = EFELearner(tasks, cfg.prompt, cfg.agent, cfg.learner, device=device)
+    learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device=device)
+    sampler = TaskSampler(tasks, cfg.learner, cfg.agent.canvas)
     build_s = time.perf_counter() - t0
     tokens = [0]
     tokenize = learner.prompt.tokenize
@@ -147,7 +149,7 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
         task = tasks[(i // episode) % len(tasks)]
         sync()
         start = time.perf_counter()
-        m = learner.step(task, delta)
+        m = learner.step(sampler.batch(task), delta)  # timed with the batch's sampling, as before
         sync()
         if i >= args.warmup:
             times.append((time.perf_counter() - start, m["qwen_fresh"] == 1.0))

@@ -73,6 +73,17 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1.0)
 
 
+def canvas_cell_accuracy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Right canvas cells / masked canvas cells, pooled over the batch, as a 0-d tensor (no host sync).
+
+    logits: (B, H, W, C); target: (B, H, W) long; mask: (B, H, W), 1 on the cells that count.
+    A canvas measure for training: it compares cell by cell on the canvas, whatever size the
+    prediction would read off as (held-out scores use efe_ray.evaluation.scoring instead).
+    """
+    right = (logits.argmax(-1) == target).float() * mask
+    return right.sum() / mask.sum().clamp_min(1.0)
+
+
 @dataclass
 class EFETerms:
     """The loss and its parts; every field but ``loss`` is a detached scalar tensor."""

@@ -1,7 +1,7 @@
 """ArcPromptEnv: a gymnasium environment whose "dynamics" are an EFE learner training on ARC tasks.
 
 Registered as ``efe_ray/ArcPrompt-v0``. One episode = ``env.steps_per_episode`` learner steps on
-one task, drawn by the learner's curriculum.
+one task, drawn by the sampler's curriculum (efe_ray/data/batching.py).
 
 - Observation (float32, ``prompt_dim + 6 + 15``): the task's prompt embedding (detached), a
   control vector (episode progress, running EFE loss, last mask ratio, curriculum easy share,
@@ -33,10 +33,12 @@ import numpy as np
 import torch
 
 from efe_ray.config import ExperimentConfig, from_dict, to_dict
+from efe_ray.data.batching import TaskSampler
 from efe_ray.data.features import NUM_FEATURES
 from efe_ray.data.sources import resolve_tasks
 from efe_ray.data.task import Task
 from efe_ray.device import resolve_device
+from efe_ray.evaluation.predict import observe
 from efe_ray.learner import EFELearner
 from efe_ray.refine import PromptRefiner
 
@@ -63,7 +65,7 @@ def control_vector(progress: float, running_loss: float, mask_ratio: float, easy
 
 def observation(learner: EFELearner, task: Task, ctrl: np.ndarray) -> np.ndarray:
     """[prompt (P,), ctrl (6,), features (15,)] for ``task``: what the refiner policy sees."""
-    prompt, feats = learner.observe(task)
+    prompt, feats = observe(learner, task)
     return np.concatenate([prompt, ctrl, feats]).astype(np.float32)
 
 
@@ -90,7 +92,7 @@ class ArcPromptEnv(gym.Env):
         torch.set_num_threads(max(1, threads))
         self.train_tasks, self.eval_tasks = resolve_tasks(self.cfg.data, self.cfg.agent.canvas)
         self.device = resolve_device(self.cfg.env.device, ray_gpu_ids(), field="env.device")
-        self.learner = self._build_learner(self.cfg.learner.seed)
+        self.learner, self.sampler = self._build_learner(self.cfg.learner.seed)
         p = self.cfg.prompt.prompt_dim
         self.refiner = PromptRefiner(self.cfg.env.action_dim, p, self.cfg.env.action_scale, self.cfg.learner.seed)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (p + CTRL_DIM + NUM_FEATURES,), np.float32)
@@ -104,15 +106,16 @@ class ArcPromptEnv(gym.Env):
         self._metric_sums: dict[str, float] = {}
         self._metric_count = 0
 
-    def _build_learner(self, seed: int) -> EFELearner:
+    def _build_learner(self, seed: int) -> tuple[EFELearner, TaskSampler]:
         lcfg = dataclasses.replace(self.cfg.learner, seed=seed)
-        return EFELearner(self.train_tasks, self.cfg.prompt, self.cfg.agent, lcfg, self.device)
+        learner = EFELearner(self.cfg.prompt, self.cfg.agent, lcfg, self.device)
+        return learner, TaskSampler(self.train_tasks, lcfg, self.cfg.agent.canvas)
 
     # -- observation --------------------------------------------------------------------------
     def control_vector(self, progress: float) -> np.ndarray:
         """(6,) float32: progress, running loss, mask ratio, easy share, log steps, accuracy."""
         return control_vector(progress, self.running_loss, self.last["mask_ratio"],
-                              self.learner.curriculum.easy_share, self.learner.steps, self.last["acc_after"])
+                              self.sampler.curriculum.easy_share, self.learner.steps, self.last["acc_after"])
 
     def observation_for(self, task: Task, progress: float = 0.0) -> np.ndarray:
         """The observation the policy sees for ``task`` (also used to refine held-out tasks)."""
@@ -121,7 +124,8 @@ class ArcPromptEnv(gym.Env):
     def stats(self) -> dict[str, float]:
         """The env's running statistics that enter the control vector (kept in checkpoint metadata)."""
         return {"running_loss": float(self.running_loss), "mask_ratio": float(self.last["mask_ratio"]),
-                "acc_after": float(self.last["acc_after"]), "episodes": float(self.episodes)}
+                "acc_after": float(self.last["acc_after"]), "episodes": float(self.episodes),
+                "easy_share": float(self.sampler.curriculum.easy_share)}
 
     # -- gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -130,9 +134,9 @@ class ArcPromptEnv(gym.Env):
             # A seeded reset starts training afresh from that seed (new weights, new sampling), so
             # that the same seed and actions give the same observations. RLlib seeds only the first
             # reset; checkpoints are restored after it.
-            self.learner = self._build_learner(seed)
+            self.learner, self.sampler = self._build_learner(seed)
             self.running_loss, self.last = 0.0, {"mask_ratio": 1.0, "acc_after": 0.0}
-        self.task = self.learner.sample_task()
+        self.task = self.sampler.sample_task()
         self.t = 0
         self.episodes += 1
         return self.observation_for(self.task), {"task_id": self.task.task_id}
@@ -143,7 +147,7 @@ class ArcPromptEnv(gym.Env):
         if self.cfg.env.fail_at_step and self.learner.steps == self.cfg.env.fail_at_step and not self.restored:
             raise InjectedFault(f"injected failure at learner step {self.learner.steps} (env.fail_at_step)")
         delta = self.refiner.delta(np.asarray(action, dtype=np.float32))  # (P,) numpy: no graph
-        metrics = self.learner.step(self.task, delta)
+        metrics = self.learner.step(self.sampler.batch(self.task), delta)
         self.t += 1
         self.running_loss = 0.9 * self.running_loss + 0.1 * metrics["efe_loss"] if self.learner.steps > 1 else metrics["efe_loss"]
         self.last = metrics
@@ -161,14 +165,15 @@ class ArcPromptEnv(gym.Env):
         n = max(self._metric_count, 1)
         out = {k: v / n for k, v in self._metric_sums.items()}
         out.update(steps=float(self.learner.steps), skipped_steps=float(self.learner.skipped_steps),
-                   curriculum_epoch=float(self.learner.curriculum.epoch), episodes=float(self.episodes),
+                   curriculum_epoch=float(self.sampler.curriculum.epoch), episodes=float(self.episodes),
                    steps_this_iter=float(self._metric_count))
         self._metric_sums, self._metric_count = {}, 0
         return out
 
     def restore(self, learner_state: dict, stats: dict[str, float]) -> None:
-        """Restore the learner and :meth:`stats`; the current config's learning rates win (PBT)."""
+        """Restore the learner, its sampler and :meth:`stats`; the current config's learning rates win (PBT)."""
         self.learner.load_state_dict(learner_state, keep_lrs=True)
+        self.sampler.load_state_dict(learner_state)
         self.restored = True
         env = stats
         self.episodes = int(env["episodes"])

@@ -19,8 +19,8 @@ from efe_ray.data.task import Pair, Task, as_grid
 from efe_ray.evaluate import EXIT_LEAKAGE, main
 from efe_ray.evaluation.baselines import copy_input, demo_rule, fitting_rules
 from efe_ray.evaluation.leakage import find_leaks
-from efe_ray.evaluation.model import (ModelPredictor, ModelSettings, adapt, blind, cached_model,
-                                      predict_task)
+from efe_ray.evaluation.model import ModelPredictor, ModelSettings, blind, cached_model, predict_task
+from efe_ray.evaluation.predict import adapt
 from efe_ray.evaluation.resolve import CheckpointNotFoundError, resolve_checkpoint
 from efe_ray.evaluation.runner import run_parallel, run_serial
 from efe_ray.evaluation.scoring import cell_accuracy, score_task, summarise
@@ -264,13 +264,14 @@ LEARNER = LearnerConfig(batch_size=2)
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> tuple[Path, list[Task]]:
     """A checkpoint of a tiny learner trained a few steps on synthetic tasks: (folder, trained tasks)."""
+    from efe_ray.data.batching import TaskSampler
     from efe_ray.learner import EFELearner
 
     tasks = synthetic_tasks(side=4, seed=0, prefix="tr")
     with torch.random.fork_rng(devices=[]):
-        learner = EFELearner(tasks, PROMPT, AGENT, LEARNER)
+        learner, sampler = EFELearner(PROMPT, AGENT, LEARNER), TaskSampler(tasks, LEARNER, AGENT.canvas)
         for i in range(3):
-            learner.step(tasks[i % len(tasks)])
+            learner.step(sampler.batch(tasks[i % len(tasks)]))
     folder = tmp_path_factory.mktemp("ckpt") / "checkpoint_000001"
     save_checkpoint(folder, learner.state_dict(), ExperimentConfig(prompt=PROMPT, agent=AGENT, learner=LEARNER), tasks)
     return folder, tasks
@@ -400,6 +401,7 @@ def test_cli_baseline_needs_no_checkpoint_and_bad_source_is_a_usage_error(tmp_pa
 # ------------------------------------------------------------------------------ Ray
 
 
+@pytest.mark.slow
 def test_run_parallel_on_a_local_ray():
     import ray
 

@@ -16,7 +16,8 @@ The Qwen2 body is, by ``model_name``:
 - a local folder or hub id: ``AutoModel`` / ``AutoTokenizer``;
 - a local ``.gguf`` file: ``AutoModel.from_pretrained(folder, gguf_file=name)``.
 
-Parameters are float32 whatever ``dtype`` says elsewhere: speed comes from autocast.
+Parameters are float32 whatever ``dtype`` says elsewhere: speed comes from autocast
+(docs/design.md, invariant 3).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def load_qwen_body(cfg: PromptConfig) -> tuple[nn.Module, object]:
             f"characters {''.join(CHARACTERS)!r}; use a checkpoint whose tokenizer covers them, or "
             "prompt.model_name=embedded."
         )
-    model = model.float()  # parameters stay fp32 (invariant 3)
+    model = model.float()  # parameters stay fp32 (docs/design.md, invariant 3)
     if getattr(tokenizer, "pad_token_id", None) is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.truncation_side = "left"  # keep the query, which sits at the end
@@ -154,6 +155,15 @@ class QwenHybridPrompt(nn.Module):
                 self.gate = nn.Linear(2 * d, d)
             elif cfg.fuse == "concat":
                 self.concat = nn.Linear(2 * d, d)
+
+    def compile_layers(self) -> None:
+        """``torch.compile`` each Qwen decoder layer in place (``learner.compile``).
+
+        Layer by layer, not the whole model: the layers share one compiled graph (parameters are
+        graph inputs), and the model's Python around them (masks, pooling) stays eager.
+        """
+        for layer in self.qwen.layers if self.qwen is not None else ():
+            layer.compile()
 
     # -- parameter groups -------------------------------------------------------------------
     def qwen_parameters(self) -> list[nn.Parameter]:

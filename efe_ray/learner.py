@@ -11,8 +11,8 @@ A step on a :class:`~efe_ray.data.batching.Batch` (B views of one task, then R r
    acc_before)`` from the canvas cell accuracy with and without the refinement;
 4. loss = efe_weight * EFE loss + rl_weight * RL term (efe_ray/refine.py: the encoder's prompt
    pulled toward the refinement, in proportion to the reward it earned);
-5. backward (scaled in fp16), unscale, clip, step; the fused optimizer skips the update on the
-   device if the loss or a gradient is non-finite. The metrics come back in one host sync.
+5. backward (scaled in fp16), unscale, clip, one host sync for the metrics, and the optimizer step
+   only if the loss and the gradients are finite.
 
 Qwen's kernels are queued before the host builds the batch's tensors; uploads are pinned and
 non-blocking on CUDA. The invariants (docs/design.md) are tests/test_invariants.py. No Ray here.
@@ -24,6 +24,7 @@ import contextlib
 
 import numpy as np
 import torch
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 from torch.profiler import record_function
 
 from efe_ray.config import AgentConfig, LearnerConfig, PromptConfig
@@ -36,22 +37,6 @@ from efe_ray.refine import delta_tensor, pull_term, refinement_reward
 METRICS = ("loss", "efe_loss", "efe", "risk", "ambiguity", "forward_kl", "rl_term", "mask_ratio",
            "acc_before", "acc_after", "reward", "qwen_grad_norm", "agent_grad_norm", "skipped")
 """The per-step metrics :meth:`EFELearner.step` returns (with ``qwen_fresh`` and ``skipped_steps``)."""
-
-
-def grad_norm(params: list[torch.nn.Parameter], device: torch.device) -> torch.Tensor:
-    """L2 norm of the gradients of ``params`` as a 0-d float32 tensor on ``device`` (0 if none)."""
-    grads = [p.grad.detach() for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros((), dtype=torch.float32, device=device)
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
-
-
-def clip_gradients(params: list[torch.nn.Parameter], total_norm: torch.Tensor, max_norm: float) -> None:
-    """Scale the gradients of ``params`` so that their global norm ``total_norm`` is at most ``max_norm``."""
-    grads = [p.grad.detach() for p in params if p.grad is not None]
-    if grads:
-        coef = (max_norm / (total_norm + 1e-6)).clamp(max=1.0)  # 0-d, on the device
-        torch._foreach_mul_(grads, coef.to(grads[0].dtype))
 
 
 class EFELearner:
@@ -157,33 +142,29 @@ class EFELearner:
             self.scaler.scale(loss).backward()
         with record_function("learner/optimizer"):
             self.scaler.unscale_(self.optimizer)  # true-scale gradients from here on (invariant 6)
-            norms = [grad_norm(g["params"], self.device) for g in self.optimizer.param_groups]  # 0-d each
-            total = torch.linalg.vector_norm(torch.stack(norms))
+            norms = [self._grad_norm(g["params"]) for g in self.optimizer.param_groups]  # 0-d each
+            total = get_total_norm(norms)
             finite = torch.isfinite(loss.detach()) & torch.isfinite(total)
             if cfg.grad_clip > 0:
-                clip_gradients([p for g in self.optimizer.param_groups for p in g["params"]], total, cfg.grad_clip)
-            self._optimizer_step(skip=~finite)
-            self.scaler.update()
+                clip_grads_with_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                      cfg.grad_clip, total)
             qwen_norm = norms[1] if len(norms) > 1 else torch.zeros_like(norms[0])
             values = torch.stack([loss.detach(), terms.loss.detach(), terms.efe, terms.risk, terms.ambiguity,
                                   terms.forward_kl, rl_term.detach(), terms.mask_ratio, acc_before, acc_after,
                                   reward, qwen_norm, norms[0], ~finite]).float().tolist()  # the one host sync
             metrics = dict(zip(METRICS, values))
+            if not metrics["skipped"]:  # a non-finite step never reaches the weights or the moments
+                self.scaler.step(self.optimizer)
+            self.scaler.update()  # in fp16, backs the scale off after an inf/NaN
         self.steps += 1
         self.task_steps[batch.task_id] = self.task_steps.get(batch.task_id, 0) + 1
         self.skipped_steps += int(metrics["skipped"])
         return dict(metrics, qwen_fresh=float(fresh), skipped_steps=float(self.skipped_steps))
 
-    def _optimizer_step(self, skip: torch.Tensor) -> None:
-        """AdamW step, skipped on the device where ``skip`` (0-d bool) is true: the fused kernel
-        reads ``found_inf`` and leaves parameters, moments and step counts untouched."""
-        self.optimizer.found_inf = skip.float()
-        self.optimizer.grad_scale = None  # gradients are already unscaled
-        try:
-            self.optimizer.step()
-        finally:
-            del self.optimizer.found_inf, self.optimizer.grad_scale
-
+    def _grad_norm(self, params: list[torch.nn.Parameter]) -> torch.Tensor:
+        """L2 norm of the gradients of ``params``, a 0-d tensor on the learner's device (0 if none)."""
+        grads = [p.grad for p in params if p.grad is not None]
+        return get_total_norm(grads) if grads else torch.zeros((), device=self.device)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -34,7 +34,7 @@ from efe_ray.models.agent import GridAgent
 from efe_ray.models.prompt import QwenHybridPrompt
 from efe_ray.refine import delta_tensor, pull_term, refinement_reward
 
-METRICS = ("loss", "efe_loss", "efe", "risk", "ambiguity", "forward_kl", "rl_term", "mask_ratio",
+METRICS = ("loss", "efe_loss", "cross_entropy", "risk", "entropy", "forward_kl", "rl_term", "mask_ratio",
            "acc_before", "acc_after", "reward", "qwen_grad_norm", "agent_grad_norm", "skipped")
 """The per-step metrics :meth:`EFELearner.step` returns (with ``qwen_fresh`` and ``skipped_steps``)."""
 
@@ -149,7 +149,7 @@ class EFELearner:
                 clip_grads_with_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                       cfg.grad_clip, total)
             qwen_norm = norms[1] if len(norms) > 1 else torch.zeros_like(norms[0])
-            values = torch.stack([loss.detach(), terms.loss.detach(), terms.efe, terms.risk, terms.ambiguity,
+            values = torch.stack([loss.detach(), terms.loss.detach(), terms.cross_entropy, terms.risk, terms.entropy,
                                   terms.forward_kl, rl_term.detach(), terms.mask_ratio, acc_before, acc_after,
                                   reward, qwen_norm, norms[0], ~finite]).float().tolist()  # the one host sync
             metrics = dict(zip(METRICS, values))

@@ -37,7 +37,7 @@ def test_env_spaces_observation_and_info():
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         steps += 1
         assert not truncated
-        assert {"efe_loss", "risk", "ambiguity", "mask_ratio", "acc_before", "acc_after", "reward",
+        assert {"efe_loss", "risk", "entropy", "mask_ratio", "acc_before", "acc_after", "reward",
                 "qwen_grad_norm", "agent_grad_norm"} <= set(info)
         assert reward == pytest.approx(info["reward"])
         assert obs[p] == pytest.approx(steps / SMOKE.env.steps_per_episode)  # progress in the control vector

@@ -47,7 +47,7 @@ def test_tensorboard_reader_loads_namespaced_scalars_and_images(search):
     assert len(accs) == 2
     for ea in accs:
         tags = ea.Tags()
-        for tag in ("losses/efe", "losses/risk", "losses/ambiguity", "charts/mask_ratio", "charts/reward",
+        for tag in ("losses/efe", "losses/risk", "losses/entropy", "charts/mask_ratio", "charts/reward",
                     "grads/qwen", "grads/agent", "eval/cell_acc", "eval/exact", "learner/skipped_steps"):
             assert tag in tags["scalars"], tag
         assert len(ea.Scalars("losses/efe")) == 3  # one point per training iteration

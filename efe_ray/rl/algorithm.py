@@ -28,7 +28,7 @@ from efe_ray.rl.policy import deterministic_action
 RESULT_KEYS = {
     "efe_loss": "losses/efe",
     "risk": "losses/risk",
-    "ambiguity": "losses/ambiguity",
+    "entropy": "losses/entropy",
     "forward_kl": "losses/forward_kl",
     "rl_term": "losses/rl_term",
     "loss": "losses/total",

@@ -290,3 +290,10 @@ def test_compiled_learner_matches_eager(make_learner):
     fresh, _ = make_learner(tasks, seed=1)
     fresh.load_state_dict(comp.state_dict())  # no "_orig_mod." prefixes
     assert all(torch.equal(x, y) for x, y in zip(weights(fresh), weights(comp)))
+
+
+def test_a_max_tokens_without_room_for_text_is_refused(tiny_prompt):
+    with pytest.raises(ValueError, match=r"prompt.max_tokens=2 leaves no room for text: the tokenizer adds 2"):
+        QwenHybridPrompt(tiny_prompt(max_tokens=2))
+    enc = QwenHybridPrompt(tiny_prompt(max_tokens=3)).tokenize(["0123", "Q"], torch.device("cpu"))
+    assert enc["input_ids"].tolist() == [[1, 7, 2], [1, 18, 2]]  # <bos>, the last character, <eos>

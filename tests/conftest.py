@@ -16,6 +16,11 @@ from efe_ray.data.serialize import CHARACTERS
 from efe_ray.data.synthetic import synthetic_tasks
 from efe_ray.learner import EFELearner
 
+# The tests' models are tiny: a step is dominated by per-operator overhead, which a second thread
+# does not shorten and, where the cores are shared, OpenMP's waiting lengthens (a tiny learner step
+# measured 57 ms with one thread and 2.2 s with two on a loaded 2-core machine).
+torch.set_num_threads(1)
+
 TINY_PROMPT = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, prompt_dim=32)
 """A one-layer embedded Qwen2 with a 32-wide prompt."""
 TINY_AGENT = dict(canvas=6, d_model=32, num_layers=1, num_heads=2)

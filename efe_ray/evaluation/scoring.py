@@ -19,7 +19,7 @@ on outputs that keep the input's size), so it is reported beside two pieces of c
 
 ``cell_acc_pooled`` and ``cell_acc_same_shape_pooled`` pool right cells over target cells instead
 (large grids weigh more); the latter is the "81.6% on 277 of 419 outputs" floor of copying the
-input on ARC-AGI-1 evaluation quoted in the design notes.
+input on ARC-AGI-1 evaluation (docs/design.md).
 
 Outputs whose target is unknown (``None``) are not scored; a task with no known target is left
 out of the task score. All functions take plain data: grids as numpy arrays or lists of lists.

@@ -47,7 +47,7 @@ MAX_DEMOS = 4
 """At most this many demonstrations go into one prompt."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Sample:
     """One (demonstrations, query) view of a task, as the models see it (after augmentation)."""
 
@@ -107,7 +107,7 @@ class Curriculum:
         return self.tasks[int(pool[rng.integers(len(pool))])]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BatchTensors:
     """A batch's tensors on one device (shapes in the module docstring)."""
 
@@ -123,7 +123,7 @@ class BatchTensors:
     """(N, 15) float numeric task features."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Batch:
     """One learner step's views: ``samples`` of task ``task_id`` first, then ``rehearsal``."""
 

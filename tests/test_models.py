@@ -181,6 +181,13 @@ def test_a_model_that_is_not_causal_gets_the_padding_mask(tiny_prompt):
     assert seen[0].tolist() == model.tokenize(texts, torch.device("cpu"))["attention_mask"].tolist()
 
 
+def test_a_max_tokens_without_room_for_text_is_refused(tiny_prompt):
+    with pytest.raises(ValueError, match=r"prompt.max_tokens=2 leaves no room for text: the tokenizer adds 2"):
+        QwenHybridPrompt(tiny_prompt(max_tokens=2))
+    enc = QwenHybridPrompt(tiny_prompt(max_tokens=3)).tokenize(["0123", "Q"], torch.device("cpu"))
+    assert enc["input_ids"].tolist() == [[1, 7, 2], [1, 18, 2]]  # <bos>, the last character, <eos>
+
+
 def test_sdpa_priority_keeps_every_kernel_as_a_fallback_and_restores_the_flags():
     """prompt.sdpa_backend only reorders SDPA's kernels on CUDA; the public per-kernel switches stay
     on inside the context (the others remain fallbacks) and are as before after it."""
@@ -291,9 +298,3 @@ def test_compiled_learner_matches_eager(make_learner):
     fresh.load_state_dict(comp.state_dict())  # no "_orig_mod." prefixes
     assert all(torch.equal(x, y) for x, y in zip(weights(fresh), weights(comp)))
 
-
-def test_a_max_tokens_without_room_for_text_is_refused(tiny_prompt):
-    with pytest.raises(ValueError, match=r"prompt.max_tokens=2 leaves no room for text: the tokenizer adds 2"):
-        QwenHybridPrompt(tiny_prompt(max_tokens=2))
-    enc = QwenHybridPrompt(tiny_prompt(max_tokens=3)).tokenize(["0123", "Q"], torch.device("cpu"))
-    assert enc["input_ids"].tolist() == [[1, 7, 2], [1, 18, 2]]  # <bos>, the last character, <eos>

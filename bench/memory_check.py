@@ -26,9 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from efe_ray.data.batching import MAX_DEMOS, TaskSampler  # noqa: E402
 from efe_ray.data.serialize import prompt_text  # noqa: E402
 from efe_ray.data.sources import resolve_tasks  # noqa: E402
-from efe_ray.learner import MAX_DEMOS, EFELearner  # noqa: E402
+from efe_ray.learner import EFELearner  # noqa: E402
 from efe_ray.memory import GIB, estimate_trial_memory, trials_per_gpu  # noqa: E402
 from tuning.presets import build_config  # noqa: E402
 
@@ -60,11 +61,12 @@ def measure(name: str, steps: int, device: torch.device) -> dict:
     est = estimate_trial_memory(cfg, train)
     longest = max(train, key=lambda t: len(prompt_text(t.train[:MAX_DEMOS], t.test[0].input)))
     torch.cuda.reset_peak_memory_stats(device)
-    learner = EFELearner(train, cfg.prompt, cfg.agent, cfg.learner, device=device)
+    learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device=device)
+    sampler = TaskSampler(train, cfg.learner, cfg.agent.canvas)
     rng = np.random.default_rng(0)
     for _ in range(steps):
         delta = (0.05 * rng.standard_normal(cfg.prompt.prompt_dim)).astype(np.float32)
-        learner.step(longest, delta)
+        learner.step(sampler.batch(longest), delta)
     torch.cuda.synchronize(device)
     free, total = torch.cuda.mem_get_info(device)
     context = (total - free) - torch.cuda.memory_reserved(device)  # CUDA context and library workspaces

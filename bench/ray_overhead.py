@@ -5,7 +5,7 @@ Run::
     python bench/ray_overhead.py                       # default preset, CPU
     python bench/ray_overhead.py --preset gpu --device cuda --iterations 4
 
-(a) a bare loop like the original script: ``learner.step(task, delta)`` with random deltas, one
+(a) a bare loop like the original script: ``learner.step(sampler.batch(task), delta)`` with random deltas, one
 task per 8 steps; (b) the same learner inside ArcPromptEnv under RLlib PPO (``num_env_runners=0``),
 counting learner steps per second of ``algo.train()`` (sampling, PPO update, metrics; held-out
 evaluation switched off). Prints both rates, the ratio b/a, and the command line.
@@ -33,12 +33,14 @@ def sync(device: torch.device) -> None:
 
 def bare_loop(cfg: ExperimentConfig, steps: int, warmup: int, device: torch.device) -> float:
     """Learner steps per second of a plain loop."""
+    from efe_ray.data.batching import TaskSampler
     from efe_ray.data.sources import resolve_tasks
     from efe_ray.learner import EFELearner
     from efe_ray.refine import PromptRefiner
 
     train, _ = resolve_tasks(cfg.data, cfg.agent.canvas)
-    learner = EFELearner(train, cfg.prompt, cfg.agent, cfg.learner, device)
+    learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device)
+    sampler = TaskSampler(train, cfg.learner, cfg.agent.canvas)
     refiner = PromptRefiner(cfg.env.action_dim, cfg.prompt.prompt_dim, cfg.env.action_scale)
     rng = np.random.default_rng(0)
     task = None
@@ -47,8 +49,8 @@ def bare_loop(cfg: ExperimentConfig, steps: int, warmup: int, device: torch.devi
             sync(device)
             start = time.perf_counter()
         if i % cfg.env.steps_per_episode == 0:
-            task = learner.sample_task()
-        learner.step(task, refiner.delta(rng.uniform(-1, 1, cfg.env.action_dim)))
+            task = sampler.sample_task()
+        learner.step(sampler.batch(task), refiner.delta(rng.uniform(-1, 1, cfg.env.action_dim)))
     sync(device)
     return steps / (time.perf_counter() - start)
 

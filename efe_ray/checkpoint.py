@@ -3,7 +3,8 @@
 Files, written atomically (temporary file, fsync, rename) into a checkpoint folder:
 
 - ``efe_learner.pt``: :meth:`EFELearner.state_dict` (weights, optimizer, scaler, caches, counters,
-  RNG); loads with ``torch.load(weights_only=True)``;
+  torch RNG) with :meth:`TaskSampler.state_dict` (numpy RNG, curriculum); loads with
+  ``torch.load(weights_only=True)``;
 - ``efe_policy.pt`` (trial checkpoints): the RL policy's weights and what rebuilds its module
   (spaces as tensors, the model config as plain values); loads with ``torch.load(weights_only=True)``;
 - ``efe_meta.json``: the experiment config, the trained tasks (id and pair-set signature) and a

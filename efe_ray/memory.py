@@ -72,8 +72,8 @@ def longest_prompt_tokens(tasks: list[Task], max_tokens: int) -> int:
     A sample's prompt holds at most 4 demonstrations and one query input; the bound serialises
     the 4 largest known pairs and the largest input (one token per character, plus 2 specials).
     """
+    from efe_ray.data.batching import MAX_DEMOS, known_pairs
     from efe_ray.data.serialize import prompt_text
-    from efe_ray.learner import MAX_DEMOS, known_pairs
 
     longest = 0
     for task in tasks:

@@ -1,7 +1,7 @@
 """ArcPromptEnv: a gymnasium environment whose "dynamics" are an EFE learner training on ARC tasks.
 
 Registered as ``efe_ray/ArcPrompt-v0``. One episode = ``env.steps_per_episode`` learner steps on
-one task, drawn by the learner's curriculum.
+one task, drawn by the sampler's curriculum (efe_ray/data/batching.py).
 
 - Observation (float32, ``prompt_dim + 6 + 15``): the task's prompt embedding (detached), a
   control vector (episode progress, running EFE loss, last mask ratio, curriculum easy share,
@@ -15,7 +15,8 @@ weights: if one of them is already NaN or infinite, every later step would be sk
 step raises :class:`NonFiniteWeightsError` (naming the parameter) instead of training on nothing.
 
 The env owns the learner (the RL side only ever sees numpy arrays). Its device is "auto" by
-default: a GPU only where Ray assigned this process one (``ray.get_gpu_ids()``), else the CPU.
+default (efe_ray/device.py): under Ray a GPU only where Ray assigned this process one
+(``ray.get_gpu_ids()``), else the CPU.
 
 Try it without Ray::
 
@@ -36,9 +37,12 @@ import numpy as np
 import torch
 
 from efe_ray.config import ExperimentConfig, from_dict, to_dict
+from efe_ray.data.batching import TaskSampler
 from efe_ray.data.features import NUM_FEATURES
 from efe_ray.data.sources import resolve_tasks
 from efe_ray.data.task import Task
+from efe_ray.device import resolve_device
+from efe_ray.evaluation.predict import observe
 from efe_ray.learner import EFELearner
 from efe_ray.refine import PromptRefiner
 
@@ -79,23 +83,15 @@ def control_vector(progress: float, running_loss: float, mask_ratio: float, easy
 
 def observation(learner: EFELearner, task: Task, ctrl: np.ndarray) -> np.ndarray:
     """[prompt (P,), ctrl (6,), features (15,)] for ``task``: what the refiner policy sees."""
-    prompt, feats = learner.observe(task)
+    prompt, feats = observe(learner, task)
     return np.concatenate([prompt, ctrl, feats]).astype(np.float32)
 
 
-def resolve_device(setting: str) -> torch.device:
-    """The learner's device: explicit, or "auto" = CUDA only if Ray assigned this process a GPU."""
-    if setting != "auto":
-        return torch.device(setting)
-    try:
-        import ray
+def ray_gpu_ids() -> list | None:
+    """The GPU ids Ray assigned this process, or None where Ray is not running."""
+    import ray
 
-        gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
-    except ImportError:  # pragma: no cover - ray is a dependency
-        gpu_ids = []
-    if gpu_ids and torch.cuda.is_available():
-        return torch.device("cuda:0")  # Ray's CUDA_VISIBLE_DEVICES maps the assigned GPU to index 0
-    return torch.device("cpu")
+    return list(ray.get_gpu_ids()) if ray.is_initialized() else None
 
 
 class ArcPromptEnv(gym.Env):
@@ -113,8 +109,8 @@ class ArcPromptEnv(gym.Env):
         threads = int(os.environ.get("EFE_TORCH_THREADS", "0")) or self.cfg.tune.cpus_per_trial
         torch.set_num_threads(max(1, threads))
         self.train_tasks, self.eval_tasks = resolve_tasks(self.cfg.data, self.cfg.agent.canvas)
-        self.device = resolve_device(self.cfg.env.device)
-        self.learner = self._build_learner(self.cfg.learner.seed)
+        self.device = resolve_device(self.cfg.env.device, ray_gpu_ids(), field="env.device")
+        self.learner, self.sampler = self._build_learner(self.cfg.learner.seed)
         p = self.cfg.prompt.prompt_dim
         self.refiner = PromptRefiner(self.cfg.env.action_dim, p, self.cfg.env.action_scale, self.cfg.learner.seed)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (p + CTRL_DIM + NUM_FEATURES,), np.float32)
@@ -128,15 +124,16 @@ class ArcPromptEnv(gym.Env):
         self._metric_sums: dict[str, float] = {}
         self._metric_count = 0
 
-    def _build_learner(self, seed: int) -> EFELearner:
+    def _build_learner(self, seed: int) -> tuple[EFELearner, TaskSampler]:
         lcfg = dataclasses.replace(self.cfg.learner, seed=seed)
-        return EFELearner(self.train_tasks, self.cfg.prompt, self.cfg.agent, lcfg, self.device)
+        learner = EFELearner(self.cfg.prompt, self.cfg.agent, lcfg, self.device)
+        return learner, TaskSampler(self.train_tasks, lcfg, self.cfg.agent.canvas)
 
     # -- observation --------------------------------------------------------------------------
     def control_vector(self, progress: float) -> np.ndarray:
         """(6,) float32: progress, running loss, mask ratio, easy share, log steps, accuracy."""
         return control_vector(progress, self.running_loss, self.last["mask_ratio"],
-                              self.learner.curriculum.easy_share, self.learner.steps, self.last["acc_after"])
+                              self.sampler.curriculum.easy_share, self.learner.steps, self.last["acc_after"])
 
     def observation_for(self, task: Task, progress: float = 0.0) -> np.ndarray:
         """The observation the policy sees for ``task`` (also used to refine held-out tasks)."""
@@ -145,7 +142,8 @@ class ArcPromptEnv(gym.Env):
     def stats(self) -> dict[str, float]:
         """The env's running statistics that enter the control vector (kept in checkpoint metadata)."""
         return {"running_loss": float(self.running_loss), "mask_ratio": float(self.last["mask_ratio"]),
-                "acc_after": float(self.last["acc_after"]), "episodes": float(self.episodes)}
+                "acc_after": float(self.last["acc_after"]), "episodes": float(self.episodes),
+                "easy_share": float(self.sampler.curriculum.easy_share)}
 
     # -- gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -154,9 +152,9 @@ class ArcPromptEnv(gym.Env):
             # A seeded reset starts training afresh from that seed (new weights, new sampling), so
             # that the same seed and actions give the same observations. RLlib seeds only the first
             # reset; checkpoints are restored after it.
-            self.learner = self._build_learner(seed)
+            self.learner, self.sampler = self._build_learner(seed)
             self.running_loss, self.last = 0.0, {"mask_ratio": 1.0, "acc_after": 0.0}
-        self.task = self.learner.sample_task()
+        self.task = self.sampler.sample_task()
         self.t = 0
         self.episodes += 1
         return self.observation_for(self.task), {"task_id": self.task.task_id}
@@ -168,7 +166,7 @@ class ArcPromptEnv(gym.Env):
             raise InjectedFault(f"injected failure at learner step {self.learner.steps} (env.fail_at_step)")
         delta = self.refiner.delta(np.asarray(action, dtype=np.float32))  # (P,) numpy: no graph
         skipped_before = self.learner.skipped_steps
-        metrics = self.learner.step(self.task, delta)
+        metrics = self.learner.step(self.sampler.batch(self.task), delta)
         if self.learner.skipped_steps > skipped_before:
             self._check_weights()
         self.t += 1
@@ -197,14 +195,15 @@ class ArcPromptEnv(gym.Env):
         n = max(self._metric_count, 1)
         out = {k: v / n for k, v in self._metric_sums.items()}
         out.update(steps=float(self.learner.steps), skipped_steps=float(self.learner.skipped_steps),
-                   curriculum_epoch=float(self.learner.curriculum.epoch), episodes=float(self.episodes),
+                   curriculum_epoch=float(self.sampler.curriculum.epoch), episodes=float(self.episodes),
                    steps_this_iter=float(self._metric_count))
         self._metric_sums, self._metric_count = {}, 0
         return out
 
     def restore(self, learner_state: dict, stats: dict[str, float]) -> None:
-        """Restore the learner and :meth:`stats`; the current config's learning rates win (PBT)."""
+        """Restore the learner, its sampler and :meth:`stats`; the current config's learning rates win (PBT)."""
         self.learner.load_state_dict(learner_state, keep_lrs=True)
+        self.sampler.load_state_dict(learner_state)
         self.restored = True
         env = stats
         self.episodes = int(env["episodes"])

@@ -23,8 +23,8 @@ from efe_ray.data.loaders import SkippedTasksWarning
 from efe_ray.evaluate import EXIT_LEAKAGE, main, parse_args
 from efe_ray.evaluation.baselines import copy_input, demo_rule, fitting_rules
 from efe_ray.evaluation.leakage import find_leaks
-from efe_ray.evaluation.model import (ModelPredictor, ModelSettings, adapt, blind, cached_model,
-                                      predict_task)
+from efe_ray.evaluation.model import ModelPredictor, ModelSettings, blind, cached_model, predict_task
+from efe_ray.evaluation.predict import adapt
 from efe_ray.evaluation.resolve import CheckpointNotFoundError, resolve_checkpoint
 from efe_ray.evaluation.report import (EXIT_FAILED, EXIT_PARTIAL, MethodResult, format_table, per_task_csv,
                                       run_status, safe_cell, score_method)
@@ -270,13 +270,14 @@ LEARNER = LearnerConfig(batch_size=2)
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> tuple[Path, list[Task]]:
     """A checkpoint of a tiny learner trained a few steps on synthetic tasks: (folder, trained tasks)."""
+    from efe_ray.data.batching import TaskSampler
     from efe_ray.learner import EFELearner
 
     tasks = synthetic_tasks(side=4, seed=0, prefix="tr")
     with torch.random.fork_rng(devices=[]):
-        learner = EFELearner(tasks, PROMPT, AGENT, LEARNER)
+        learner, sampler = EFELearner(PROMPT, AGENT, LEARNER), TaskSampler(tasks, LEARNER, AGENT.canvas)
         for i in range(3):
-            learner.step(tasks[i % len(tasks)])
+            learner.step(sampler.batch(tasks[i % len(tasks)]))
     folder = tmp_path_factory.mktemp("ckpt") / "checkpoint_000001"
     save_checkpoint(folder, learner.state_dict(), ExperimentConfig(prompt=PROMPT, agent=AGENT, learner=LEARNER), tasks)
     return folder, tasks

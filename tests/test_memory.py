@@ -16,7 +16,8 @@ import ray
 
 from efe_ray import memory
 from efe_ray.config import AgentConfig, ConfigError, ExperimentConfig, LearnerConfig, PromptConfig
-from efe_ray.data.serialize import GridTokenizer, prompt_text
+from efe_ray.data.batching import TaskSampler
+from efe_ray.data.serialize import grid_tokenizer, prompt_text
 from efe_ray.data.synthetic import synthetic_tasks
 from efe_ray.data.task import Pair, Task
 from efe_ray.learner import EFELearner
@@ -51,7 +52,7 @@ def ragged_tasks(n: int = 5, seed: int = 0) -> list[Task]:
 def test_parameter_part_counts_the_real_learner(precision):
     cfg = config(precision)
     tasks = synthetic_tasks(side=4, seed=0)
-    learner = EFELearner(tasks, cfg.prompt, cfg.agent, cfg.learner)
+    learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner)
     n_all = sum(p.numel() for p in learner.prompt.parameters()) + sum(p.numel() for p in learner.agent.parameters())
     n_qwen = sum(p.numel() for p in learner.prompt.qwen.parameters())
     est = memory.estimate_trial_memory(cfg, tasks)
@@ -63,13 +64,12 @@ def test_prompt_bound_holds_for_every_sample_the_learner_draws():
     tasks = ragged_tasks()
     cfg = config()
     bound = memory.longest_prompt_tokens(tasks, max_tokens=10**6)
-    learner = EFELearner(tasks, cfg.prompt, cfg.agent, cfg.learner)
-    tok = GridTokenizer()
+    sampler = TaskSampler(tasks, cfg.learner, cfg.agent.canvas)
+    tok = grid_tokenizer()
     longest = 0
     for task in tasks:
-        for s in learner.make_samples(task, 64):
-            ids = tok([prompt_text(s.demos, s.query)], max_length=10**6, return_tensors="pt")["input_ids"]
-            longest = max(longest, ids.shape[1])
+        for s in sampler.make_samples(task, 64):
+            longest = max(longest, len(tok.encode(prompt_text(s.demos, s.query))))
     assert longest <= bound < 1.5 * longest  # an upper bound, and not a loose one
     assert memory.longest_prompt_tokens(tasks, max_tokens=50) == 50  # capped by prompt.max_tokens
 
@@ -148,14 +148,12 @@ def test_a_model_without_a_readable_config_is_planned_only_when_asked(tmp_path):
         memory.plan_gpu_share(cfg, synthetic_tasks(side=4), 80)
 
 
-def test_a_saved_checkpoint_folder_is_estimated_from_its_config(tmp_path):
-    from test_learner import char_tokenizer, tiny_qwen
-
+def test_a_saved_checkpoint_folder_is_estimated_from_its_config(tmp_path, char_tokenizer, tiny_qwen):
     tiny_qwen(64).save_pretrained(tmp_path)
     char_tokenizer().save_pretrained(tmp_path)
     cfg = config()
     cfg.prompt = PromptConfig(**{**PROMPT, "model_name": str(tmp_path)})
     est = memory.estimate_trial_memory(cfg, synthetic_tasks(side=4))
-    learner = EFELearner(synthetic_tasks(side=4), cfg.prompt, cfg.agent, cfg.learner)  # loads the folder
+    learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner)  # loads the folder
     n_all = sum(p.numel() for p in learner.prompt.parameters()) + sum(p.numel() for p in learner.agent.parameters())
     assert est.params == 16 * n_all

@@ -51,7 +51,7 @@ def test_tensorboard_reader_loads_namespaced_scalars_and_images(search):
     assert len(accs) == 2
     for ea in accs:
         tags = ea.Tags()
-        for tag in ("losses/efe", "losses/risk", "losses/ambiguity", "charts/mask_ratio", "charts/reward",
+        for tag in ("losses/efe", "losses/risk", "losses/entropy", "charts/mask_ratio", "charts/reward",
                     "grads/qwen", "grads/agent", "eval/cell_acc", "eval/exact", "learner/skipped_steps"):
             assert tag in tags["scalars"], tag
         assert len(ea.Scalars("losses/efe")) == 3  # one point per training iteration
@@ -128,7 +128,9 @@ class _WritesSentinel:
 
 def test_evaluation_reads_no_pickle_of_the_experiment(search, tmp_path):
     from efe_ray.evaluate import main as evaluate_main
+    from efe_ray.data.sources import load_source
     from efe_ray.evaluation.model import build_learner
+    from efe_ray.evaluation.predict import predict
     from efe_ray.rl.policy import load_policy
 
     _, path = search
@@ -146,10 +148,10 @@ def test_evaluation_reads_no_pickle_of_the_experiment(search, tmp_path):
     refine = load_policy(folder)
     state, cfg, _ = ckpt.load(folder)
     learner = build_learner(state, cfg)
-    task = learner.tasks[0]
+    task = load_source("synthetic-eval")[0]
     delta = refine(task, learner)
     assert delta.shape == (cfg.prompt.prompt_dim,) and np.isfinite(delta).all() and np.abs(delta).sum() > 0
-    assert learner.predict(task, delta)[0].ndim == 2
+    assert predict(learner, task, delta)[0].ndim == 2
 
     out = tmp_path / "eval"
     rc = evaluate_main(["--checkpoint", str(experiment), "--split", "synthetic-eval", "--workers", "0",

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from efe_ray.data.task import NUM_COLOURS, Pair, Task
+from efe_ray.data.task import NUM_COLOURS, Pair, Task, as_grid
 
 IDENTITY_COLOURS: tuple[int, ...] = tuple(range(NUM_COLOURS))
 """The colour permutation that changes nothing."""
@@ -52,19 +52,6 @@ D8_NAMES: tuple[str, ...] = (
     "fliplr",
 )
 """A short name for each ``d8`` index (see the module docstring)."""
-
-
-def _check_grid(grid: Any) -> np.ndarray:
-    """Return ``grid`` as an int64 ``(H, W)`` array, raising ``ValueError`` if it is not a grid."""
-    arr = np.asarray(grid)
-    if arr.ndim != 2:
-        raise ValueError(f"a grid must be 2-D, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"a grid must hold integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64, copy=False)
-    if arr.size and (arr.min() < 0 or arr.max() >= NUM_COLOURS):
-        raise ValueError(f"grid colours must lie in 0..{NUM_COLOURS - 1}, got {arr.min()}..{arr.max()}")
-    return arr
 
 
 def _geometric(grid: np.ndarray, d8: int) -> np.ndarray:
@@ -184,7 +171,7 @@ class Augmentation:
 
         The result is ``(H, W)`` or, when :attr:`swaps_axes`, ``(W, H)``.
         """
-        g = _check_grid(grid)  # (H, W)
+        g = as_grid(grid)  # (H, W)
         g = _geometric(g, self.d8)  # (H, W) or (W, H)
         lut = np.asarray(self.colours, dtype=np.int64)  # (10,)
         return np.ascontiguousarray(lut[g], dtype=np.int64)
@@ -194,7 +181,7 @@ class Augmentation:
 
         Returns a new C-contiguous int64 array.
         """
-        g = _check_grid(grid)  # (H', W')
+        g = as_grid(grid)  # (H', W')
         inv = np.argsort(np.asarray(self.colours, dtype=np.int64)).astype(np.int64)  # (10,)
         g = inv[g]
         g = _geometric(g, _inverse_d8(self.d8))

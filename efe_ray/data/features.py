@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from efe_ray.data.task import MAX_SIDE, NUM_COLOURS, Pair
+from efe_ray.data.task import MAX_SIDE, NUM_COLOURS, Pair, as_grid
 
 FEATURE_NAMES: tuple[str, ...] = (
     "demo_in_height",
@@ -69,13 +69,6 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
-def _as_grid(grid: np.ndarray, what: str) -> np.ndarray:
-    arr = np.asarray(grid)
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"{what} must be a non-empty 2-D grid, got shape {arr.shape}")
-    return arr
-
-
 def task_features(demos: Sequence[Pair], query: np.ndarray) -> np.ndarray:
     """The ``(15,)`` float32 feature vector of a task's demos and one query input grid.
 
@@ -85,7 +78,7 @@ def task_features(demos: Sequence[Pair], query: np.ndarray) -> np.ndarray:
     """
     if isinstance(query, Pair):
         raise TypeError("task_features takes the query input grid, not a Pair (its output must not leak)")
-    q = _as_grid(query, "query")  # (Hq, Wq)
+    q = as_grid(query, "query")  # (Hq, Wq)
 
     in_h, in_w, out_h, out_w = [], [], [], []
     h_ratio, w_ratio, same_shape = [], [], []
@@ -94,8 +87,8 @@ def task_features(demos: Sequence[Pair], query: np.ndarray) -> np.ndarray:
     for i, demo in enumerate(demos):
         if demo.output is None:
             raise ValueError(f"demo {i} has no output; demonstrations must be answered")
-        x = _as_grid(demo.input, f"demo {i} input")  # (H, W)
-        y = _as_grid(demo.output, f"demo {i} output")  # (H', W')
+        x = as_grid(demo.input, f"demo {i} input")  # (H, W)
+        y = as_grid(demo.output, f"demo {i} output")  # (H', W')
         in_h.append(x.shape[0])
         in_w.append(x.shape[1])
         out_h.append(y.shape[0])

@@ -1,4 +1,4 @@
-"""Text serialisation of grids and prompts, and a tiny character tokenizer.
+"""Text serialisation of grids and prompts, and the character tokenizer of the embedded model.
 
 Grid text
     A grid is written row by row, one digit per cell, rows joined by ``"\\n"`` and no trailing
@@ -19,27 +19,19 @@ Prompt text
     :func:`prompt_text` takes only the query input grid.
 
 Tokenizer
-    :class:`GridTokenizer` maps each character to one id. Vocabulary: ``<pad>``=0, ``<bos>``=1,
-    ``<eos>``=2, ``<unk>``=3, then ``"0"``..``"9"`` (4..13), ``"\\n"`` (14), ``"|"`` (15),
-    ``"I"`` (16), ``"O"`` (17), ``"Q"`` (18). Calling it mirrors a Hugging Face tokenizer
-    (``tok(texts, max_length=..., return_tensors="pt")``), so callers can use either it or a
-    checkpoint's own tokenizer on the same prompt text.
+    :func:`grid_tokenizer` maps each character to one id: ``<pad>``=0, ``<bos>``=1, ``<eos>``=2,
+    ``<unk>``=3, then ``"0"``..``"9"`` (4..13), ``"\\n"`` (14), ``"|"`` (15), ``"I"`` (16), ``"O"``
+    (17), ``"Q"`` (18). It is a Hugging Face tokenizer (``tokenizers``' WordLevel model), so the
+    embedded model and a checkpoint's own tokenizer are called the same way on the same text.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from efe_ray.data.task import MAX_SIDE, NUM_COLOURS, Pair
-
-TOKENIZER_FILE = "grid_tokenizer.json"
-"""The file :meth:`GridTokenizer.save_pretrained` writes."""
+from efe_ray.data.task import MAX_SIDE, Pair, as_grid
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
 """Special tokens, ids 0..3."""
@@ -52,13 +44,7 @@ CHARACTERS: tuple[str, ...] = tuple("0123456789") + ("\n", "|", "I", "O", "Q")
 
 def grid_to_text(grid: np.ndarray) -> str:
     """Write an ``(H, W)`` grid of colours 0..9 as digit rows joined by ``"\\n"``."""
-    arr = np.asarray(grid)
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"a grid must be 2-D and non-empty, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"a grid must hold integers, got dtype {arr.dtype}")
-    if arr.min() < 0 or arr.max() >= NUM_COLOURS:
-        raise ValueError(f"grid colours must lie in 0..{NUM_COLOURS - 1}, got {arr.min()}..{arr.max()}")
+    arr = as_grid(grid)
     h = arr.shape[0]
     rows = np.concatenate([arr.astype(np.uint8) + ord("0"), np.full((h, 1), ord("\n"), np.uint8)], axis=1)
     return rows.tobytes()[:-1].decode("ascii")  # (H, W + 1) characters, less the last newline
@@ -118,140 +104,24 @@ def prompt_text(demos: Sequence[Pair], query: np.ndarray) -> str:
 # ---------------------------------------------------------------------- tokenizer
 
 
-class GridTokenizer:
-    """A fixed character-level tokenizer for grid and prompt text (19 ids, see module docstring)."""
+def grid_tokenizer():
+    """The embedded model's tokenizer: ``tokenizers``' WordLevel model, one id per character, in a
+    ``transformers.PreTrainedTokenizerFast`` (see the module docstring for the vocabulary).
 
-    pad_token = "<pad>"
-    bos_token = "<bos>"
-    eos_token = "<eos>"
-    unk_token = "<unk>"
-    pad_token_id = 0
-    bos_token_id = 1
-    eos_token_id = 2
-    unk_token_id = 3
-    padding_side = "right"
+    Every text becomes ``<bos>`` + one id per character + ``<eos>``; a character outside the
+    vocabulary becomes ``<unk>``. Batches are padded on the right; a text longer than
+    ``max_length`` loses its *start* (left truncation), keeping ``<bos>``, the query at the end
+    and ``<eos>``. ``save_pretrained`` / ``AutoTokenizer.from_pretrained`` round-trip it, so an
+    embedded model and a loaded checkpoint take the same tokenizer path.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
 
-    def __init__(self) -> None:
-        self._tokens: tuple[str, ...] = SPECIAL_TOKENS + CHARACTERS
-        self._char_to_id: dict[str, int] = {c: i for i, c in enumerate(self._tokens) if i >= len(SPECIAL_TOKENS)}
-        self._byte_to_id = np.full(256, self.unk_token_id, dtype=np.int64)  # ASCII byte -> id
-        for c, i in self._char_to_id.items():
-            self._byte_to_id[ord(c)] = i
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of ids (19)."""
-        return len(self._tokens)
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def get_vocab(self) -> dict[str, int]:
-        """Token string -> id, as Hugging Face tokenizers offer."""
-        return {t: i for i, t in enumerate(self._tokens)}
-
-    @property
-    def all_special_ids(self) -> list[int]:
-        """The ids of ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``."""
-        return list(range(len(SPECIAL_TOKENS)))
-
-    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        """``[<bos>] + one id per character + [<eos>]``; characters outside the vocabulary -> ``<unk>``."""
-        return self._ids(text, add_special_tokens).tolist()
-
-    def _ids(self, text: str, add_special_tokens: bool = True) -> np.ndarray:
-        """:meth:`encode` as an int64 array."""
-        if text.isascii():  # one table lookup per byte; prompt texts are always ASCII
-            ids = self._byte_to_id[np.frombuffer(text.encode("ascii"), dtype=np.uint8)]
-        else:
-            ids = np.array([self._char_to_id.get(c, self.unk_token_id) for c in text], dtype=np.int64)
-        if add_special_tokens:
-            ids = np.concatenate([[self.bos_token_id], ids, [self.eos_token_id]])
-        return ids
-
-    def decode(self, ids: Sequence[int] | Any, *, skip_special_tokens: bool = True) -> str:
-        """Text of ``ids`` (a list, array or 1-D tensor); special tokens are dropped by default."""
-        if hasattr(ids, "tolist"):
-            ids = ids.tolist()
-        out: list[str] = []
-        for i in ids:
-            i = int(i)
-            if not 0 <= i < self.vocab_size:
-                raise ValueError(f"id {i} is outside the vocabulary 0..{self.vocab_size - 1}")
-            if i < len(SPECIAL_TOKENS):
-                if not skip_special_tokens:
-                    out.append(self._tokens[i])
-                continue
-            out.append(self._tokens[i])
-        return "".join(out)
-
-    def __call__(
-        self,
-        texts: str | Sequence[str],
-        *,
-        max_length: int | None = None,
-        return_tensors: str | None = "pt",
-    ) -> dict[str, Any]:
-        """Encode a batch, right-padded to its longest sequence.
-
-        Args:
-            texts: one text or a list of texts.
-            max_length: if given, a longer sequence keeps ``<bos>`` and its *last*
-                ``max_length - 1`` tokens (left truncation: the query sits at the end).
-            return_tensors: ``"pt"`` (torch long tensors), ``"np"`` (int64 arrays) or ``None``
-                (lists of lists).
-
-        Returns:
-            ``{"input_ids": (B, T), "attention_mask": (B, T)}``; the mask is 1 on real tokens.
-        """
-        if isinstance(texts, str):
-            texts = [texts]
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be at least 1, got {max_length}")
-        seqs: list[np.ndarray] = []
-        for text in texts:
-            ids = self._ids(text)
-            if max_length is not None and len(ids) > max_length:
-                ids = np.concatenate([[self.bos_token_id], ids[len(ids) - (max_length - 1):]])  # bos + the end
-            seqs.append(ids)
-        width = max((len(s) for s in seqs), default=0)
-        input_ids = np.full((len(seqs), width), self.pad_token_id, dtype=np.int64)  # (B, T), right-padded
-        mask = np.zeros((len(seqs), width), dtype=np.int64)  # (B, T)
-        for i, ids in enumerate(seqs):
-            input_ids[i, : len(ids)] = ids
-            mask[i, : len(ids)] = 1
-        if return_tensors is None:
-            return {"input_ids": input_ids.tolist(), "attention_mask": mask.tolist()}
-        if return_tensors == "np":
-            return {"input_ids": input_ids, "attention_mask": mask}
-        if return_tensors == "pt":
-            import torch
-
-            return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
-        raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
-
-    # ------------------------------------------------------------------ persistence
-
-    def save_pretrained(self, directory: str | os.PathLike) -> tuple[str]:
-        """Write ``grid_tokenizer.json`` into ``directory`` (created if needed); returns its path."""
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        file = path / TOKENIZER_FILE
-        payload = {"type": "GridTokenizer", "version": 1, "vocab": list(self._tokens)}
-        file.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-        return (str(file),)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> GridTokenizer:
-        """Load a tokenizer saved by :meth:`save_pretrained` (the vocabulary must match this one)."""
-        file = Path(directory) / TOKENIZER_FILE
-        if not file.is_file():
-            raise FileNotFoundError(f"no {TOKENIZER_FILE} in {directory}")
-        payload = json.loads(file.read_text(encoding="utf-8"))
-        tok = cls()
-        if payload.get("type") != "GridTokenizer" or tuple(payload.get("vocab", ())) != tok._tokens:
-            raise ValueError(f"{file} does not hold this GridTokenizer's vocabulary")
-        return tok
-
-    def __repr__(self) -> str:
-        return f"GridTokenizer(vocab_size={self.vocab_size})"
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + CHARACTERS)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character a word
+    core.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])])
+    core.decoder = decoders.Fuse()  # decode without spaces between characters
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+                                   unk_token="<unk>", padding_side="right", truncation_side="left")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,11 +20,32 @@ NUM_COLOURS = 10
 """Colours are the integers 0..9."""
 
 
-def as_grid(rows) -> np.ndarray:
-    """Return ``rows`` (a list of lists or an array) as a read-only ``(H, W)`` int64 array."""
-    grid = np.array(rows, dtype=np.int64)
-    if grid.ndim != 2:
-        raise ValueError(f"a grid must be 2-D, got shape {grid.shape}")
+def as_grid(x: Any, what: str = "a grid") -> np.ndarray:
+    """``x`` (nested lists or an array) as a read-only ``(H, W)`` int64 grid of colours 0..9.
+
+    The project's one grid coercer: every module that takes a grid from outside (task files,
+    predictors, augmentations, features, text, scores, submissions) passes it through here.
+    ``what`` names the grid in the error (e.g. ``"demo 2 input"``). The result is a read-only
+    copy, so the caller's array is never frozen; a grid that already is a read-only int64 array
+    (owning its data) of valid colours is returned as it is.
+
+    Raises:
+        ValueError: ``x`` is ragged, not 2-D, empty, not integer, or holds a colour outside 0..9.
+    """
+    try:
+        arr = np.asarray(x)
+    except ValueError as err:  # ragged rows
+        raise ValueError(f"{what} is not a rectangular grid ({err})") from None
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ValueError(f"{what} must be a non-empty 2-D grid, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{what} must hold integers, got dtype {arr.dtype}")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= NUM_COLOURS:
+        raise ValueError(f"{what}: colours must lie in 0..{NUM_COLOURS - 1}, got {lo}..{hi}")
+    if arr.dtype == np.int64 and not arr.flags.writeable and arr.base is None:
+        return arr
+    grid = np.array(arr, dtype=np.int64)  # (H, W), a copy
     grid.setflags(write=False)
     return grid
 

@@ -4,15 +4,15 @@ Per task, :func:`predict_task`:
 
 1. **blinds** the task: every test output is replaced by ``None`` before anything else reads
    the task, so no step below can see an answer;
-2. optional **test-time adaptation** (``tta_steps > 0``, :func:`adapt`): on a ``copy.deepcopy``
-   of the learner -- the loaded one is never modified -- run ``tta_steps`` ordinary learner
-   steps on the demonstration pairs only (leave-one-out with random augmentations, as in
-   training), seeded from ``(seed, task_id)``;
+2. optional **test-time adaptation** (``tta_steps > 0``, :func:`~efe_ray.evaluation.predict.adapt`):
+   on a copy of the learner with a fresh optimizer -- the loaded one is never modified -- run
+   ``tta_steps`` learner steps on the demonstration pairs only (leave-one-out with random
+   augmentations, no rehearsal of other tasks), seeded from ``(seed, task_id)``;
 3. the prompt **refinement** ``delta = policy(task, learner)`` from the RL policy, if one is given,
    computed once on the task's canonical view (as the environment does in training);
 4. **prediction under K augmentations**: the identity plus ``K - 1`` random ones
    (``Augmentation.random``, seeded from ``(seed, task_id)``). For each, the demonstrations
-   and test inputs are augmented, ``learner.predict_logits`` gives per-cell log-probabilities,
+   and test inputs are augmented, ``predict_logits`` gives per-cell log-probabilities,
    the argmax canvas is read off with ``from_canvas``, and its score is the mean (over the
    read-off cells) of the max log-probability;
 5. **vote** (:mod:`efe_ray.evaluation.voting`) after inverting each augmentation:
@@ -31,12 +31,9 @@ The same seed gives the same predictions whatever the task order or worker.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import hashlib
 import io
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,16 +44,17 @@ from efe_ray.checkpoint import LEARNER_FILE, CheckpointError
 from efe_ray.checkpoint import load as load_checkpoint
 from efe_ray.config import ExperimentConfig
 from efe_ray.data.augment import Augmentation
-from efe_ray.data.synthetic import synthetic_tasks
 from efe_ray.data.task import Pair, Task
+from efe_ray.device import resolve_device
 from efe_ray.evaluation.baselines import Attempts
+from efe_ray.evaluation.predict import adapt, predict_logits, private_torch_rng, task_seed
 from efe_ray.evaluation.voting import vote_augmented
 from efe_ray.learner import EFELearner
 from efe_ray.models.agent import from_canvas
 
 __all__ = ["LoadedModel", "ModelPredictor", "ModelSettings", "PolicyFn", "PolicyUnavailableError",
-           "Prediction", "adapt", "augmentations_for", "blind", "build_learner", "cached_model",
-           "load_model", "predict_task", "resolve_device", "task_seed"]
+           "Prediction", "augmentations_for", "blind", "build_learner", "cached_model", "load_model",
+           "predict_task"]
 
 PolicyFn = Callable[[Task, EFELearner], "np.ndarray | None"]
 """``policy(task, learner) -> (P,) prompt delta or None`` (see ``efe_ray.rl.policy.load_policy``)."""
@@ -79,7 +77,8 @@ class ModelSettings:
     use_policy: bool = True
     """Refine the prompt with the checkpoint's RLlib policy when it has one."""
     device: str = "auto"
-    """"auto" (a GPU Ray assigned, else CUDA if present in-process, else CPU), "cpu" or "cuda[:N]"."""
+    """"auto", "cpu" or "cuda[:N]" (efe_ray/device.py: "auto" in a Ray worker is the GPU Ray assigned,
+    else the CPU; in-process CUDA if present, else the CPU)."""
 
     def __post_init__(self) -> None:
         if self.tta_steps < 0:
@@ -115,43 +114,12 @@ class LoadedModel:
 # ------------------------------------------------------------------------------ loading
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """The torch device for ``device``; "auto" prefers a GPU Ray assigned to this worker.
-
-    Inside a Ray worker (see :func:`efe_ray.evaluation.runner.worker_gpu_ids`) "auto" means
-    ``cuda:0`` when Ray assigned a GPU share and CPU otherwise (Ray does not hide GPUs from
-    tasks that asked for none); in-process it means CUDA when available.
-    """
-    if device != "auto":
-        return torch.device(device)
-    from efe_ray.evaluation.runner import worker_gpu_ids
-
-    gpus = worker_gpu_ids()
-    if gpus is not None:
-        return torch.device("cuda:0" if gpus else "cpu")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@contextlib.contextmanager
-def _private_torch_rng(device: torch.device, seed: int | None = None) -> Iterator[None]:
-    """Run a block with torch's global RNG forked (and optionally seeded), restored afterwards."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        if seed is not None:
-            torch.manual_seed(seed)
-        yield
-
-
 def build_learner(state: dict, cfg: ExperimentConfig, device: str | torch.device = "cpu") -> EFELearner:
-    """An EFELearner with ``cfg``'s architecture and ``state`` loaded.
-
-    The constructor needs a task with >= 2 known pairs; a tiny synthetic one stands in (it is
-    never trained on). The global torch RNG is left as it was.
-    """
+    """An EFELearner with ``cfg``'s architecture and ``state`` loaded; the global torch RNG is
+    left as it was (the constructor seeds it, the state carries the run's)."""
     device = torch.device(device)
-    dummy = synthetic_tasks(("flip",), side=2, num_train=2, num_test=1, prefix="eval-placeholder")
-    with _private_torch_rng(device):
-        learner = EFELearner(dummy, cfg.prompt, cfg.agent, cfg.learner, device)
+    with private_torch_rng(device):
+        learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device)
         learner.load_state_dict(state)
     return learner
 
@@ -174,11 +142,18 @@ def _load_policy(folder: Path) -> tuple[PolicyFn | None, str]:
 def load_model(folder: str | Path, *, device: str = "auto", use_policy: bool = True) -> LoadedModel:
     """Load a checkpoint folder (learner state, config, metadata and, if asked, the policy)."""
     folder = Path(folder).resolve()
-    dev = resolve_device(device)
+    dev = _device(device)
     state, cfg, meta = load_checkpoint(folder, map_location=dev)
     learner = build_learner(state, cfg, dev)
     policy, note = _load_policy(folder) if use_policy else (None, "")
     return LoadedModel(learner, cfg, meta, policy, note)
+
+
+def _device(device: str) -> torch.device:
+    """The model's device: ``device`` resolved with the GPUs Ray assigned to this worker, if any."""
+    from efe_ray.evaluation.runner import worker_gpu_ids
+
+    return resolve_device(device, worker_gpu_ids(), field="device")
 
 
 _CACHE: dict[tuple[str, str, bool], LoadedModel] = {}
@@ -200,11 +175,6 @@ def blind(task: Task) -> Task:
     return Task(task.task_id, task.train, tuple(Pair(p.input, None) for p in task.test), task.source)
 
 
-def task_seed(seed: int, task_id: str) -> np.random.SeedSequence:
-    """A seed sequence from the global seed and the task id (independent of task order)."""
-    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(task_id.encode())])
-
-
 def augmentations_for(task_id: str, k: int, seed: int) -> list[Augmentation]:
     """The identity plus ``k - 1`` random augmentations, drawn from ``(seed, task_id)``."""
     rng = np.random.default_rng(task_seed(seed, task_id).spawn(1)[0])
@@ -213,23 +183,6 @@ def augmentations_for(task_id: str, k: int, seed: int) -> list[Augmentation]:
 
 def _fits(grid: np.ndarray, side: int) -> bool:
     return grid.shape[0] <= side and grid.shape[1] <= side
-
-
-def adapt(learner: EFELearner, task: Task, steps: int, seed: int = 0) -> tuple[EFELearner, list[float]]:
-    """(adapted copy, loss per step): ``steps`` learner steps on ``task``'s demonstrations only.
-
-    The learner is deep-copied first and left untouched. The copy's sampling RNG and torch's RNG
-    (forked, so the caller's is unchanged) are seeded from ``(seed, task_id)``.
-    """
-    adapted = copy.deepcopy(learner)
-    ss = task_seed(seed, task.task_id)
-    adapted.rng = np.random.default_rng(ss.spawn(2)[1])
-    demos_only = Task(task.task_id, train=task.train, test=(), source=task.source)
-    losses = []
-    with _private_torch_rng(adapted.device, int(ss.generate_state(1)[0])):
-        for _ in range(steps):
-            losses.append(adapted.step(demos_only)["loss"])
-    return adapted, losses
 
 
 def predict_task(learner: EFELearner, task: Task, *, tta_steps: int = 0, augmentations: int = 8,
@@ -259,7 +212,7 @@ def predict_task(learner: EFELearner, task: Task, *, tta_steps: int = 0, augment
         for aug in augmentations_for(task.task_id, augmentations, seed):
             demos = tuple(aug.apply_pair(p) for p in task.train)
             queries = [aug.apply(task.test[i].input) for i in fit]
-            logp = learner.predict_logits(demos, queries, delta).float().cpu()  # (B, S, S, 11)
+            logp = predict_logits(learner, demos, queries, delta).float().cpu()  # (B, S, S, 11)
             best, pred = logp.max(-1)  # (B, S, S) each
             for b, i in enumerate(fit):
                 grid = from_canvas(pred[b].numpy())  # (h, w) in the augmented frame
@@ -318,7 +271,7 @@ class ModelPredictor:
         key = ("sha256:" + self._shipped["sha256"], s.device, s.use_policy)
         if key not in _CACHE:
             ship = self._shipped
-            dev = resolve_device(s.device)
+            dev = _device(s.device)
             state = torch.load(io.BytesIO(ship["learner"].tobytes()), map_location=dev, weights_only=True)
             _CACHE[key] = LoadedModel(build_learner(state, ship["cfg"], dev), ship["cfg"], ship["meta"],
                                       ship["policy"], ship["policy_note"])

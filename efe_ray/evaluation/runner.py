@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from efe_ray.data.task import Task
+from efe_ray.data.task import Task, as_grid
 
 __all__ = ["Predictor", "TaskResult", "failed", "root_cause", "run", "run_parallel", "run_serial", "run_task",
            "worker_gpu_ids"]
@@ -64,13 +64,6 @@ class TaskResult:
     model's canvas): scored as unsolved, with cell accuracy 0."""
 
 
-def _as_grid(x: Any) -> np.ndarray:
-    g = np.asarray(x, dtype=np.int64)
-    if g.ndim != 2:
-        raise ValueError(f"predicted grid must be 2-D, got shape {g.shape}")
-    return g
-
-
 def failed(task: Task, error: BaseException, seconds: float = 0.0, trace: str = "") -> TaskResult:
     """The result of a task whose prediction failed with ``error``: no attempts."""
     return TaskResult(task.task_id, [], seconds, error=f"{type(error).__name__}: {error}", traceback=trace)
@@ -85,7 +78,7 @@ def run_task(fn: Predictor, task: Task) -> TaskResult:
         attempts = list(getattr(out, "attempts", out))
         if len(attempts) != len(task.test):
             raise ValueError(f"predictor returned {len(attempts)} attempt pairs for {len(task.test)} test inputs")
-        attempts = [(_as_grid(a1), _as_grid(a2)) for a1, a2 in attempts]
+        attempts = [(as_grid(a1, "predicted grid"), as_grid(a2, "predicted grid")) for a1, a2 in attempts]
         return TaskResult(task.task_id, attempts, time.perf_counter() - start, note)
     except Exception as err:  # one bad task must not sink the evaluation; recorded, scored 0, reported
         return failed(task, err, time.perf_counter() - start, traceback.format_exc())

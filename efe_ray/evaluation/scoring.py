@@ -19,7 +19,7 @@ on outputs that keep the input's size), so it is reported beside two pieces of c
 
 ``cell_acc_pooled`` and ``cell_acc_same_shape_pooled`` pool right cells over target cells instead
 (large grids weigh more); the latter is the "81.6% on 277 of 419 outputs" floor of copying the
-input on ARC-AGI-1 evaluation quoted in the design notes.
+input on ARC-AGI-1 evaluation (docs/design.md).
 
 Outputs whose target is unknown (``None``) are not scored; a task with no known target is left
 out of the task score. All functions take plain data: grids as numpy arrays or lists of lists.
@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from efe_ray.data.task import as_grid
+
 __all__ = ["OutputScore", "Summary", "TaskScore", "cell_accuracy", "grids_equal", "score_output",
            "score_task", "summarise"]
 
@@ -40,22 +42,15 @@ GridLike = Any
 """A ``(H, W)`` numpy array or a list of lists of ints."""
 
 
-def _arr(grid: GridLike) -> np.ndarray:
-    g = np.asarray(grid)
-    if g.ndim != 2:
-        raise ValueError(f"a grid must be 2-D, got shape {g.shape}")
-    return g
-
-
 def grids_equal(a: GridLike, b: GridLike) -> bool:
     """Whether two grids have the same shape and the same cells."""
-    ga, gb = _arr(a), _arr(b)
+    ga, gb = as_grid(a), as_grid(b)
     return ga.shape == gb.shape and bool((ga == gb).all())
 
 
 def cell_accuracy(pred: GridLike, target: GridLike) -> float:
     """Fraction of target cells equal in ``pred``; ``0.0`` if the shapes differ (see module doc)."""
-    gp, gt = _arr(pred), _arr(target)
+    gp, gt = as_grid(pred), as_grid(target)
     if gp.shape != gt.shape:
         return 0.0
     return float((gp == gt).mean())
@@ -90,14 +85,14 @@ def score_output(attempt_1: GridLike, attempt_2: GridLike, target: GridLike, inp
         by = 2
     else:
         by = 0
-    t = _arr(target)
+    t = as_grid(target)
     return OutputScore(
         index=index,
         solved=by > 0,
         solved_by=by,
         cell_acc=cell_accuracy(attempt_1, t),
-        shape_ok=_arr(attempt_1).shape == t.shape,
-        copy_shape_ok=_arr(input_grid).shape == t.shape,
+        shape_ok=as_grid(attempt_1).shape == t.shape,
+        copy_shape_ok=as_grid(input_grid).shape == t.shape,
         cells=int(t.size),
     )
 

@@ -25,10 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from efe_ray.checkpoint import atomic_write
-from efe_ray.data.task import MAX_SIDE, NUM_COLOURS, Task
+from efe_ray.data.task import MAX_SIDE, NUM_COLOURS, Task, as_grid
 
 __all__ = ["ATTEMPT_KEYS", "SubmissionError", "SubmissionProblem", "atomic_write_text", "build_submission",
            "grid_to_list", "validate_submission", "write_submission"]
@@ -72,11 +70,7 @@ class SubmissionError(ValueError):
 
 def grid_to_list(grid: Any) -> list[list[int]]:
     """A grid (numpy array or nested lists) as a list of lists of Python ints."""
-    arr = np.asarray(grid)
-    if arr.ndim != 2:
-        raise ValueError(f"a grid must be 2-D, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"a grid must hold integers, got dtype {arr.dtype}")
+    arr = as_grid(grid)
     return [[int(c) for c in row] for row in arr.tolist()]
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from efe_ray.data.augment import Augmentation
+from efe_ray.data.task import as_grid
 
 __all__ = ["Ranked", "grid_key", "rank", "vote", "vote_augmented"]
 
@@ -59,7 +60,7 @@ def rank(candidates: Sequence[tuple[np.ndarray, float]]) -> list[Ranked]:
         score = float(score)
         if not math.isfinite(score):
             raise ValueError(f"candidate score must be finite, got {score!r}")
-        g = np.asarray(grid, dtype=np.int64)
+        g = as_grid(grid, "candidate grid")
         key = grid_key(g)
         if key in groups:
             groups[key][1].append(score)

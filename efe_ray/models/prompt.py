@@ -12,11 +12,12 @@ Two encoders, fused:
 The Qwen2 body is, by ``model_name``:
 
 - ``"embedded"``: a small Qwen2 built from ``transformers.Qwen2Config`` with the grid tokenizer
-  (random init, trained with the rest); needs no hub;
+  (efe_ray/data/serialize.py; random init, trained with the rest); needs no hub;
 - a local folder or hub id: ``AutoModel`` / ``AutoTokenizer``;
 - a local ``.gguf`` file: ``AutoModel.from_pretrained(folder, gguf_file=name)``.
 
-Parameters are float32 whatever ``dtype`` says elsewhere: speed comes from autocast.
+Parameters are float32 whatever ``dtype`` says elsewhere: speed comes from autocast
+(docs/design.md, invariant 3).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from efe_ray.config import PromptConfig
-from efe_ray.data.serialize import CHARACTERS, GridTokenizer
+from efe_ray.data.serialize import CHARACTERS, grid_tokenizer
 
 
 class ModelLoadError(RuntimeError):
@@ -36,24 +37,53 @@ class ModelLoadError(RuntimeError):
 
 
 def load_qwen_body(cfg: PromptConfig) -> tuple[nn.Module, object]:
-    """Return (Qwen2-style model, tokenizer) for ``cfg.model_name``."""
-    from transformers import AutoModel, AutoTokenizer, Qwen2Config, Qwen2Model
+    """Return (Qwen2-style model, tokenizer) for ``cfg.model_name``.
 
+    The embedded model and a loaded checkpoint leave here on one path: the tokenizer (the grid
+    tokenizer or the checkpoint's) must encode every prompt character, pads on the right and
+    truncates on the left, and the model's parameters are fp32.
+    """
     if cfg.model_name == "embedded":
-        tokenizer = GridTokenizer()
-        qcfg = Qwen2Config(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=cfg.hidden_size,
-            num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads,
-            num_key_value_heads=cfg.num_kv_heads,
-            intermediate_size=cfg.intermediate_size,
-            max_position_embeddings=cfg.max_tokens + 2,
-            pad_token_id=tokenizer.pad_token_id,
-            tie_word_embeddings=False,
+        model, tokenizer = _embedded_body(cfg)
+    else:
+        model, tokenizer = _checkpoint_body(cfg)
+    if not _encodes_prompt_text(tokenizer):
+        raise ModelLoadError(
+            f"prompt.model_name={cfg.model_name!r}: its tokenizer drops or cannot encode some of the prompt "
+            f"characters {''.join(CHARACTERS)!r}; use a checkpoint whose tokenizer covers them, or "
+            "prompt.model_name=embedded."
         )
-        qcfg._attn_implementation = cfg.attn_implementation
-        return Qwen2Model(qcfg), tokenizer
+    model = model.float()  # parameters stay fp32 (docs/design.md, invariant 3)
+    if getattr(tokenizer, "pad_token_id", None) is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.truncation_side = "left"  # keep the query, which sits at the end
+    tokenizer.padding_side = "right"  # encode_text relies on it: see there
+    return model, tokenizer
+
+
+def _embedded_body(cfg: PromptConfig) -> tuple[nn.Module, object]:
+    """A small random-init Qwen2 of ``cfg``'s shape with the grid tokenizer."""
+    from transformers import Qwen2Config, Qwen2Model
+
+    tokenizer = grid_tokenizer()
+    qcfg = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_tokens + 2,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    qcfg._attn_implementation = cfg.attn_implementation
+    return Qwen2Model(qcfg), tokenizer
+
+
+def _checkpoint_body(cfg: PromptConfig) -> tuple[nn.Module, object]:
+    """A checkpoint folder, hub id or ``.gguf`` file: ``AutoModel`` and its own tokenizer."""
+    from transformers import AutoModel, AutoTokenizer
 
     if cfg.model_name.endswith(".gguf") and not os.path.isfile(cfg.model_name):
         raise ModelLoadError(f"prompt.model_name: GGUF file {cfg.model_name!r} does not exist")
@@ -76,17 +106,6 @@ def load_qwen_body(cfg: PromptConfig) -> tuple[nn.Module, object]:
             "(with config.json and weights) or its .gguf file, e.g. "
             "--set prompt.model_name=/models/Qwen2.5-1.5B, or use prompt.model_name=embedded."
         ) from err
-    if not _encodes_prompt_text(tokenizer):
-        raise ModelLoadError(
-            f"prompt.model_name={cfg.model_name!r}: its tokenizer drops or cannot encode some of the prompt "
-            f"characters {''.join(CHARACTERS)!r}; use a checkpoint whose tokenizer covers them, or "
-            "prompt.model_name=embedded."
-        )
-    model = model.float()  # parameters stay fp32 (invariant 3)
-    if getattr(tokenizer, "pad_token_id", None) is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.truncation_side = "left"  # keep the query, which sits at the end
-    tokenizer.padding_side = "right"  # encode_text relies on it: see there
     return model, tokenizer
 
 
@@ -137,7 +156,8 @@ class QwenHybridPrompt(nn.Module):
     """(prompt texts, numeric features) -> (B, prompt_dim) prompt embeddings."""
 
     def __init__(self, cfg: PromptConfig, body: tuple[nn.Module, object] | None = None):
-        """``body``: a prebuilt (Qwen2-style model, tokenizer) instead of :func:`load_qwen_body`."""
+        """``body``: a prebuilt (Qwen2-style model, tokenizer) instead of :func:`load_qwen_body` (the
+        tokenizer may be None for a model that only counts parameters, as efe_ray/memory.py's)."""
         super().__init__()
         if cfg.dtype != "float32":
             raise ValueError(f"prompt.dtype must be float32 (got {cfg.dtype!r}); use learner.precision for speed")
@@ -148,12 +168,25 @@ class QwenHybridPrompt(nn.Module):
         self.tokenizer = None
         if cfg.use_qwen:
             self.qwen, self.tokenizer = body if body is not None else load_qwen_body(cfg)
+            specials = self.tokenizer.num_special_tokens_to_add() if self.tokenizer is not None else 0
+            if cfg.max_tokens <= specials:  # the tokenizer would not truncate at all
+                raise ValueError(f"prompt.max_tokens={cfg.max_tokens} leaves no room for text: the tokenizer "
+                                 f"adds {specials} special token(s) to every prompt")
             self.causal = attends_causally(self.qwen)  # then a right-padded batch needs no mask
             self.text_proj = nn.Linear(self.qwen.config.hidden_size, d)
             if cfg.fuse == "gate":
                 self.gate = nn.Linear(2 * d, d)
             elif cfg.fuse == "concat":
                 self.concat = nn.Linear(2 * d, d)
+
+    def compile_layers(self) -> None:
+        """``torch.compile`` each Qwen decoder layer in place (``learner.compile``).
+
+        Layer by layer, not the whole model: the layers share one compiled graph (parameters are
+        graph inputs), and the model's Python around them (masks, pooling) stays eager.
+        """
+        for layer in self.qwen.layers if self.qwen is not None else ():
+            layer.compile()
 
     # -- parameter groups -------------------------------------------------------------------
     def qwen_parameters(self) -> list[nn.Parameter]:
@@ -169,13 +202,11 @@ class QwenHybridPrompt(nn.Module):
 
     # -- encoders ---------------------------------------------------------------------------
     def tokenize(self, texts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
-        """Texts -> {"input_ids": (B, T), "attention_mask": (B, T)} on ``device``."""
-        if isinstance(self.tokenizer, GridTokenizer):
-            enc = self.tokenizer(texts, max_length=self.cfg.max_tokens, return_tensors="pt")
-        else:
-            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.cfg.max_tokens,
-                                 return_tensors="pt")
-        return {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
+        """Texts -> {"input_ids": (B, T), "attention_mask": (B, T)} on ``device``: right-padded, at
+        most ``max_tokens`` long (a longer text keeps its end, the query)."""
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.cfg.max_tokens,
+                             return_tensors="np")  # numpy, then torch: a third faster than "pt" here
+        return {k: torch.from_numpy(enc[k]).to(device) for k in ("input_ids", "attention_mask")}
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Qwen embedding of each text: (B, prompt_dim), with gradient."""

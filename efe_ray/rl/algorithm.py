@@ -25,12 +25,13 @@ from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 
 from efe_ray import checkpoint as ckpt
+from efe_ray.evaluation.predict import evaluate, predict
 from efe_ray.rl.policy import deterministic_action, policy_state
 
 RESULT_KEYS = {
     "efe_loss": "losses/efe",
     "risk": "losses/risk",
-    "ambiguity": "losses/ambiguity",
+    "entropy": "losses/entropy",
     "forward_kl": "losses/forward_kl",
     "rl_term": "losses/rl_term",
     "loss": "losses/total",
@@ -97,7 +98,7 @@ class EFEPPO(PPO):
     def evaluate_held_out(self) -> dict[str, float]:
         """Held-out cell accuracy and exact-grid rate, with the policy's refinement."""
         env = local_env(self)
-        scores = env.learner.evaluate(env.eval_tasks, delta_fn=lambda t: self.policy_delta(env, t))
+        scores = evaluate(env.learner, env.eval_tasks, delta_fn=lambda t: self.policy_delta(env, t))
         return {"eval/cell_acc": scores["cell_acc"], "eval/exact": scores["exact"],
                 "eval/outputs": scores["outputs"]}
 
@@ -122,7 +123,7 @@ class EFEPPO(PPO):
 
         out = {}
         for task in env.eval_tasks[:count]:
-            pred = env.learner.predict(task, self.policy_delta(env, task))[0]
+            pred = predict(env.learner, task, self.policy_delta(env, task))[0]
             out[f"eval/{task.task_id}"] = task_picture(task.test[0].input, pred, task.test[0].output)
         return out
 
@@ -135,7 +136,8 @@ class EFEPPO(PPO):
         # synced from it after every update).
         weights = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
         policy = policy_state(self.get_module(DEFAULT_MODULE_ID), weights)
-        ckpt.save(checkpoint_dir, env.learner.state_dict(), env.cfg, env.train_tasks, env_stats=stats, policy=policy)
+        state = {**env.learner.state_dict(), **env.sampler.state_dict()}  # the sampler's RNG travels too
+        ckpt.save(checkpoint_dir, state, env.cfg, env.train_tasks, env_stats=stats, policy=policy)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         super().load_checkpoint(checkpoint_dir)

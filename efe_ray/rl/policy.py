@@ -108,7 +108,8 @@ def load_policy(checkpoint_dir: str | Path) -> Callable[[Task, EFELearner], np.n
 
     def refine(task: Task, learner: EFELearner) -> np.ndarray:
         ctrl = control_vector(0.0, stats.get("running_loss", 0.0), stats.get("mask_ratio", 1.0),
-                              learner.curriculum.easy_share, learner.steps, stats.get("acc_after", 0.0))
+                              stats.get("easy_share", cfg.learner.easy_share_later),  # older checkpoints: after epoch 1
+                              learner.steps, stats.get("acc_after", 0.0))
         return refiner.delta(deterministic_action(module, observation(learner, task, ctrl)))
 
     return refine

@@ -1,0 +1,104 @@
+"""Helpers of bench/learner_step.py: where the GPU time of a step goes, and a bare Qwen2 loop.
+
+Not run on its own: ``python bench/learner_step.py --profile`` prints :func:`kernel_breakdown`
+(GPU kernel time per step by kind, the GPU-busy share of the wall time, the top kernels), and
+``--compare --bare`` times :func:`bare_qwen_step_time` (Qwen alone: the reference a learner step
+is measured against).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from efe_ray.config import ExperimentConfig
+
+
+def profiler_activities(device: torch.device) -> list:
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    return acts
+
+
+KERNEL_KINDS = (  # (kind, substrings of the kernel name), first match wins
+    ("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
+    ("optimizer", ("adam",)),
+    ("matmul", ("gemm", "sm90_xmma", "cutlass", "nvjet", "matmul", "ampere_", "sm80_")),
+    ("norms/grad-norm", ("norm",)),
+    ("copy/cast", ("copy", "convert", "cast", "to_copy")),
+    ("reduce", ("reduce",)),
+    ("elementwise", ("elementwise", "vectorized", "triton_", "pointwise", "foreach")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    for kind, keys in KERNEL_KINDS:
+        if any(k in low for k in keys):
+            return kind
+    return "other"
+
+
+def kernel_breakdown(profiler, wall_s: float, steps: int) -> str:
+    """GPU kernel time per step by kind, the GPU-busy share of the wall time, and the top kernels."""
+    per_kind: dict[str, float] = {}
+    per_name: dict[str, list] = {}
+    for evt in profiler.key_averages():
+        us = getattr(evt, "device_time_total", 0.0) if evt.device_type == torch.autograd.DeviceType.CUDA else 0.0
+        if us <= 0 or getattr(evt, "is_user_annotation", False) or "#" in evt.key:
+            continue  # a range around kernels (e.g. "Optimizer.step#AdamW.step"), not a kernel
+        kind = kernel_kind(evt.key)
+        per_kind[kind] = per_kind.get(kind, 0.0) + us
+        per_name[evt.key] = [per_name.get(evt.key, [0.0, 0])[0] + us, evt.count]
+    busy = sum(per_kind.values()) / 1e6
+    lines = [f"  wall {1000 * wall_s / steps:.1f} ms/step, GPU kernels {1000 * busy / steps:.1f} ms/step "
+             f"({100 * busy / wall_s:.0f}% busy), {sum(c for _, c in per_name.values()) / steps:.0f} kernels/step"]
+    for kind, us in sorted(per_kind.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {kind:16s} {us / 1000 / steps:8.2f} ms/step  {100 * us / 1e6 / busy:5.1f}%")
+    lines.append("  top kernels (ms/step, launches/step):")
+    for name, (us, count) in sorted(per_name.items(), key=lambda kv: -kv[1][0])[:12]:
+        lines.append(f"    {us / 1000 / steps:7.2f} {count / steps:6.0f}  {name[:110]}")
+    return "\n".join(lines)
+
+
+def bare_qwen_step_time(shape: dict, precision: str, args, device: torch.device) -> tuple[float, float]:
+    """(s/step, peak MiB) of a bare Qwen2Model loop of ``shape`` (PromptConfig overrides): random tokens (batch 1,
+    ``--max-tokens``), mean-pooled output, fused AdamW, SDPA, autocast as ``precision``.
+
+    The reference the learner step is measured against: Qwen alone, nothing of this project.
+    """
+    from efe_ray.models.prompt import load_qwen_body
+
+    p = ExperimentConfig().prompt
+    for k, v in shape.items():
+        setattr(p, k, v)
+    p.max_tokens = args.max_tokens
+    model, tokenizer = load_qwen_body(p)  # the learner's Qwen2Model of that shape, SDPA attention
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    model = model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    ids = torch.randint(0, tokenizer.vocab_size, (1, args.max_tokens), device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model(input_ids=ids, use_cache=False).last_hidden_state.mean(1).float().pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - start) / args.steps
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    return seconds, peak

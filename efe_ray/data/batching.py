@@ -1,0 +1,225 @@
+"""From training tasks to a learner step's inputs: samples, curriculum, rehearsal, masks, tensors.
+
+A :class:`TaskSampler` holds the task list, the curriculum and the numpy RNG that draws everything
+random about training data. For one step on a task, :meth:`TaskSampler.batch` draws
+
+- ``learner.batch_size`` leave-one-out views of the task: one known pair is the query, up to
+  :data:`MAX_DEMOS` of the others are the demonstrations, all under one random augmentation
+  per view (``learner.augment``);
+- ``learner.rehearsal`` single views of other tasks of the list, drawn uniformly, so that an
+  episode of steps on one task does not overwrite what was learned on the others;
+
+and returns them as a :class:`Batch`. The batch builds its tensors only when asked
+(:meth:`Batch.tensors`), so that the learner can queue the prompt encoder's GPU kernels first
+and let them run while the host builds the rest.
+
+Tensors of a batch of ``N = B + R`` views on a canvas of side ``S`` (``agent.canvas`` by default,
+or any smaller side that every grid of the batch fits):
+
+- ``canvas`` (N, S, S) long: the query inputs, padded with ``OUTSIDE`` (10);
+- ``target`` (N, S, S) long: the query outputs, padded the same way;
+- ``loss_mask`` (N, S, S) float: the cells the loss scores: the target's cells plus a one-cell
+  border of ``OUTSIDE`` (over the larger of input and output), so the agent learns where the
+  output ends;
+- ``target_mask`` (N, S, S) float: the target's own cells;
+- ``features`` (N, 15) float: the numeric task features of each view's demos and query input.
+
+A view's target (its query output) is never part of its demonstrations, its prompt text or its
+features (docs/design.md, invariant 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from efe_ray.config import LearnerConfig
+from efe_ray.data.augment import Augmentation
+from efe_ray.data.features import task_features
+from efe_ray.data.serialize import prompt_text
+from efe_ray.data.task import Pair, Task
+from efe_ray.device import upload
+from efe_ray.models.agent import to_canvas
+
+MAX_DEMOS = 4
+"""At most this many demonstrations go into one prompt."""
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """One (demonstrations, query) view of a task, as the models see it (after augmentation)."""
+
+    demos: tuple[Pair, ...]
+    """Demonstration pairs (augmented)."""
+    query: np.ndarray
+    """Query input (augmented), (H, W)."""
+    target: np.ndarray | None
+    """Query output (augmented) where known, (H', W')."""
+    aug: Augmentation
+    """The augmentation applied; ``aug.invert`` undoes it on a prediction."""
+
+    def prompt_text(self) -> str:
+        """The text the prompt encoder reads: the demonstrations and the query input."""
+        return prompt_text(self.demos, self.query)
+
+
+def known_pairs(task: Task) -> tuple[Pair, ...]:
+    """Every pair of the task whose output is known (demonstrations and answered tests)."""
+    return task.train + tuple(p for p in task.test if p.output is not None)
+
+
+def task_difficulty(task: Task) -> float:
+    """A cheap difficulty score: output cells, doubled where the output size differs from the input."""
+    pairs = known_pairs(task)
+    cells = np.mean([p.output.size for p in pairs])
+    resized = np.mean([p.output.shape != p.input.shape for p in pairs])
+    return float(cells * (1.0 + resized))
+
+
+class Curriculum:
+    """Easy-task share ``first`` during the first epoch, ``later`` after; an epoch = len(tasks) draws."""
+
+    def __init__(self, tasks: list[Task], first: float, later: float):
+        self.tasks = tasks
+        self.first, self.later = first, later
+        scores = np.array([task_difficulty(t) for t in tasks])
+        median = float(np.median(scores))
+        self.easy = [i for i, s in enumerate(scores) if s <= median]
+        self.hard = [i for i, s in enumerate(scores) if s > median] or self.easy
+        self.draws = 0
+
+    @property
+    def epoch(self) -> int:
+        """Completed passes over the task list."""
+        return self.draws // len(self.tasks)
+
+    @property
+    def easy_share(self) -> float:
+        """The current probability of drawing an easy task."""
+        return self.first if self.epoch == 0 else self.later
+
+    def sample(self, rng: np.random.Generator) -> Task:
+        """Draw the next task."""
+        pool = self.easy if rng.random() < self.easy_share else self.hard
+        self.draws += 1
+        return self.tasks[int(pool[rng.integers(len(pool))])]
+
+
+@dataclass(frozen=True, eq=False)
+class BatchTensors:
+    """A batch's tensors on one device (shapes in the module docstring)."""
+
+    canvas: torch.Tensor
+    """(N, S, S) long query inputs."""
+    target: torch.Tensor
+    """(N, S, S) long query outputs."""
+    loss_mask: torch.Tensor
+    """(N, S, S) float: target cells plus the OUTSIDE border."""
+    target_mask: torch.Tensor
+    """(N, S, S) float: target cells."""
+    features: torch.Tensor
+    """(N, 15) float numeric task features."""
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """One learner step's views: ``samples`` of task ``task_id`` first, then ``rehearsal``."""
+
+    task_id: str
+    """The task the step is on (the key of its cached prompt embedding and step count)."""
+    samples: tuple[Sample, ...]
+    """The task's own leave-one-out views (B)."""
+    rehearsal: tuple[tuple[str, Sample], ...]
+    """(task id, view) of other tasks (R)."""
+    side: int
+    """Canvas side S of the tensors."""
+
+    def prompt_texts(self) -> list[str]:
+        """Prompt texts of the task's own views (B)."""
+        return [s.prompt_text() for s in self.samples]
+
+    def tensors(self, device: torch.device) -> BatchTensors:
+        """The batch's tensors on ``device`` (pinned, non-blocking uploads on CUDA)."""
+        every = list(self.samples) + [s for _, s in self.rehearsal]
+        loss_mask = np.zeros((len(every), self.side, self.side), dtype=np.float32)  # (N, S, S)
+        target_mask = np.zeros_like(loss_mask)
+        for i, s in enumerate(every):
+            (ht, wt), (hi, wi) = s.target.shape, s.query.shape
+            loss_mask[i, : max(ht, hi) + 1, : max(wt, wi) + 1] = 1.0
+            target_mask[i, :ht, :wt] = 1.0
+        feats = np.stack([task_features(s.demos, s.query) for s in every]).astype(np.float32)  # (N, 15)
+        return BatchTensors(
+            canvas=upload(np.stack([to_canvas(s.query, self.side) for s in every]), device),
+            target=upload(np.stack([to_canvas(s.target, self.side) for s in every]), device),
+            loss_mask=upload(loss_mask, device), target_mask=upload(target_mask, device),
+            features=upload(feats, device))
+
+
+class TaskSampler:
+    """Tasks, curriculum and the numpy RNG of training data: tasks and batches of views."""
+
+    def __init__(self, tasks: list[Task], cfg: LearnerConfig, side: int,
+                 seed: int | np.random.SeedSequence | None = None):
+        """``side``: the agent's canvas (the default side of a batch); ``seed``: ``cfg.seed`` if None."""
+        if not tasks:
+            raise ValueError("a task sampler needs at least one task")
+        for t in tasks:
+            if len(known_pairs(t)) < 2:
+                raise ValueError(f"task {t.task_id!r} ({t.source}) has fewer than 2 known pairs")
+        self.tasks, self.cfg, self.side = list(tasks), cfg, side
+        self.rng = np.random.default_rng(cfg.seed if seed is None else seed)
+        self.curriculum = Curriculum(self.tasks, cfg.easy_share_first_epoch, cfg.easy_share_later)
+
+    def sample_task(self) -> Task:
+        """The next training task, from the curriculum."""
+        return self.curriculum.sample(self.rng)
+
+    def make_samples(self, task: Task, n: int) -> list[Sample]:
+        """``n`` leave-one-out views of ``task``, each under its own random augmentation."""
+        pairs = known_pairs(task)
+        out = []
+        for _ in range(n):
+            q = int(self.rng.integers(len(pairs)))
+            others = [p for i, p in enumerate(pairs) if i != q]
+            order = self.rng.permutation(len(others))[:MAX_DEMOS]
+            aug = Augmentation.random(self.rng) if self.cfg.augment else Augmentation.identity()
+            demos = tuple(aug.apply_pair(others[i]) for i in order)
+            out.append(Sample(demos, aug.apply(pairs[q].input), aug.apply(pairs[q].output), aug))
+        return out
+
+    def rehearsal_samples(self, task: Task) -> list[tuple[str, Sample]]:
+        """``rehearsal`` single views of other tasks of the list, drawn uniformly."""
+        others = [t for t in self.tasks if t.task_id != task.task_id]
+        if not others or self.cfg.rehearsal == 0:
+            return []
+        picks = self.rng.integers(len(others), size=self.cfg.rehearsal)
+        return [(others[i].task_id, self.make_samples(others[i], 1)[0]) for i in picks]
+
+    def batch(self, task: Task, side: int | None = None) -> Batch:
+        """A step's batch on ``task``: ``batch_size`` views of it and the rehearsal views.
+
+        ``side``: the canvas side of its tensors (default: the agent's canvas); every grid of the
+        batch must fit it, and it must not exceed the agent's canvas.
+        """
+        side = self.side if side is None else side
+        if not 1 <= side <= self.side:
+            raise ValueError(f"batch canvas side {side} must lie in 1..{self.side} (agent.canvas)")
+        samples = self.make_samples(task, self.cfg.batch_size)
+        return Batch(task.task_id, tuple(samples), tuple(self.rehearsal_samples(task)), side)
+
+    def state_dict(self) -> dict:
+        """The RNG and the curriculum's position (safe for ``torch.load(weights_only=True)``)."""
+        s = self.rng.bit_generator.state
+        rng = {"bit_generator": s["bit_generator"], "state": str(s["state"]["state"]),
+               "inc": str(s["state"]["inc"]), "has_uint32": int(s["has_uint32"]), "uinteger": int(s["uinteger"])}
+        return {"rng": rng, "curriculum_draws": self.curriculum.draws}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (extra keys, such as a learner's, are ignored)."""
+        d = state["rng"]
+        self.rng.bit_generator.state = {
+            "bit_generator": d["bit_generator"], "state": {"state": int(d["state"]), "inc": int(d["inc"])},
+            "has_uint32": d["has_uint32"], "uinteger": d["uinteger"]}
+        self.curriculum.draws = int(state["curriculum_draws"])

@@ -1,0 +1,136 @@
+"""A trained learner at work: prompts for the policy, predictions, held-out scores, adaptation.
+
+- :func:`observe`: a task's prompt embedding and features (its canonical view), what the RL
+  policy sees; no test output is read.
+- :func:`predict_logits` / :func:`predict`: per-cell log-probabilities, and the output grids read
+  off the canvas, for a task's test inputs (optionally refined by a prompt delta, under an
+  augmentation that is undone after).
+- :func:`evaluate`: the held-out scores of training (``eval/cell_acc``, ``eval/exact``), with the
+  definitions of efe_ray/evaluation/scoring.py: a prediction of the wrong shape scores 0.
+- :func:`adapt`: test-time adaptation, on a copy of the learner with a fresh optimizer, trained
+  on the task's own demonstrations only (leave-one-out views, no rehearsal of any other task).
+
+No gradient flows here except in :func:`adapt`; nothing imports Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import zlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from efe_ray.data.augment import Augmentation
+from efe_ray.data.batching import MAX_DEMOS, TaskSampler
+from efe_ray.data.features import task_features
+from efe_ray.data.serialize import prompt_text
+from efe_ray.data.task import Pair, Task
+from efe_ray.device import upload
+from efe_ray.evaluation.scoring import score_task, summarise
+from efe_ray.learner import EFELearner
+from efe_ray.models.agent import from_canvas, to_canvas
+from efe_ray.refine import delta_tensor
+
+DeltaFn = Callable[[Task], "np.ndarray | None"]
+"""``delta_fn(task) -> (P,) prompt delta or None``: a refinement per task (the trained policy)."""
+
+
+@torch.no_grad()
+def observe(learner: EFELearner, task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt (P,), features (15,)) of the task's canonical view, detached, for the RL policy.
+
+    The view is the task's demonstrations and its first test input; no output of a test pair is
+    read. The learner's cached Qwen embedding of the task is used where there is one.
+    """
+    demos, query = task.train[:MAX_DEMOS], task.test[0].input
+    feats = torch.as_tensor(task_features(demos, query), device=learner.device)[None]  # (1, 15)
+    with learner.autocast():
+        text = learner.text_cache.get(task.task_id)
+        if learner.prompt.qwen is not None and text is None:
+            text = learner.prompt.encode_text([prompt_text(demos, query)])[0]
+        prompt = learner.prompt.fuse(None if text is None else text[None], feats)  # (1, P)
+    return prompt[0].float().cpu().numpy(), feats[0].cpu().numpy()
+
+
+@torch.no_grad()
+def predict_logits(learner: EFELearner, demos: tuple[Pair, ...], queries: list[np.ndarray],
+                   delta: np.ndarray | None = None) -> torch.Tensor:
+    """Class log-probabilities (B, S, S, 11) for query inputs given one task's demonstrations."""
+    learner.agent.eval()
+    learner.prompt.eval()
+    demos = demos[:MAX_DEMOS]
+    feats = upload(np.stack([task_features(demos, q) for q in queries]), learner.device)  # (B, 15)
+    canvas = upload(np.stack([to_canvas(q, learner.agent_cfg.canvas) for q in queries]), learner.device)
+    with learner.autocast():
+        text_emb = None
+        if learner.prompt.qwen is not None:
+            text_emb = learner.prompt.encode_text([prompt_text(demos, q) for q in queries])  # (B, P)
+        prompt = learner.prompt.fuse(text_emb, feats)  # (B, P)
+        delta_t = delta_tensor(delta, len(queries), learner.device)
+        logits = learner.agent(canvas, prompt if delta_t is None else prompt + delta_t)  # (B, S, S, 11)
+    return torch.log_softmax(logits.float(), -1)
+
+
+def predict(learner: EFELearner, task: Task, delta: np.ndarray | None = None,
+            aug: Augmentation | None = None) -> list[np.ndarray]:
+    """Predicted output grid for each test input, under augmentation ``aug`` (undone after)."""
+    aug = aug or Augmentation.identity()
+    demos = tuple(aug.apply_pair(p) for p in task.train)
+    queries = [aug.apply(p.input) for p in task.test]
+    pred = predict_logits(learner, demos, queries, delta).argmax(-1).cpu().numpy()  # (B, S, S)
+    return [aug.invert(from_canvas(c)) for c in pred]
+
+
+def evaluate(learner: EFELearner, tasks: list[Task], delta_fn: DeltaFn | None = None) -> dict[str, float]:
+    """Held-out scores of the test outputs of ``tasks`` (scoring.py's definitions).
+
+    ``cell_acc``: the mean over outputs of the share of target cells the predicted grid gets
+    right, 0 where its shape is wrong; ``exact``: the share of outputs predicted exactly;
+    ``outputs``: how many were scored (test outputs that are known).
+    """
+    scores = []
+    for task in tasks:
+        grids = predict(learner, task, delta_fn(task) if delta_fn is not None else None)
+        scores.append(score_task(task.task_id, [(g, g) for g in grids], [p.output for p in task.test],
+                                 [p.input for p in task.test]))
+    summary = summarise(scores)
+    return {"cell_acc": summary.cell_acc, "exact": summary.output_score, "outputs": float(summary.outputs)}
+
+
+def task_seed(seed: int, task_id: str) -> np.random.SeedSequence:
+    """A seed sequence from the global seed and the task id (independent of task order)."""
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(task_id.encode())])
+
+
+@contextlib.contextmanager
+def private_torch_rng(device: torch.device, seed: int | None = None) -> Iterator[None]:
+    """Run a block with torch's global RNG forked (and optionally seeded), restored afterwards."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
+def adapt(learner: EFELearner, task: Task, steps: int, seed: int = 0) -> tuple[EFELearner, list[float]]:
+    """(adapted copy, loss per step): ``steps`` learner steps on ``task``'s demonstrations only.
+
+    The learner is deep-copied and left untouched; the copy gets a fresh optimizer and scaler (no
+    moments from the training run). Its batches come from a sampler over this one task, without
+    its test pairs, so there is nothing to rehearse: every view is a leave-one-out view of the
+    demonstrations. The sampler and torch's RNG (forked: the caller's is unchanged) are seeded
+    from ``(seed, task_id)``. Needs at least 2 demonstrations that fit the agent's canvas.
+    """
+    adapted = copy.deepcopy(learner)
+    adapted.reset_optimizer()
+    ss = task_seed(seed, task.task_id)
+    demos_only = Task(task.task_id, train=task.train, test=(), source=task.source)
+    sampler = TaskSampler([demos_only], learner.cfg, learner.agent_cfg.canvas, seed=ss.spawn(2)[1])
+    losses = []
+    with private_torch_rng(adapted.device, int(ss.generate_state(1)[0])):
+        for _ in range(steps):
+            losses.append(adapted.step(sampler.batch(demos_only))["loss"])
+    return adapted, losses

@@ -182,10 +182,15 @@ def test_a_model_that_is_not_causal_gets_the_padding_mask(tiny_prompt):
 
 
 def test_a_max_tokens_without_room_for_text_is_refused(tiny_prompt):
-    with pytest.raises(ValueError, match=r"prompt.max_tokens=2 leaves no room for text: the tokenizer adds 2"):
-        QwenHybridPrompt(tiny_prompt(max_tokens=2))
-    enc = QwenHybridPrompt(tiny_prompt(max_tokens=3)).tokenize(["0123", "Q"], torch.device("cpu"))
-    assert enc["input_ids"].tolist() == [[1, 7, 2], [1, 18, 2]]  # <bos>, the last character, <eos>
+    from efe_ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"max_tokens: must be >= 16"):
+        tiny_prompt(max_tokens=2)
+    enc = QwenHybridPrompt(tiny_prompt(max_tokens=16)).tokenize(["0123456789012345678", "Q"], torch.device("cpu"))
+    ids = enc["input_ids"].tolist()
+    # <bos>, the last 14 characters (truncation keeps the query end), <eos>; the short text is padded
+    assert ids[0] == [1] + [4 + int(c) for c in "56789012345678"] + [2]
+    assert ids[1][:3] == [1, 18, 2] and enc["attention_mask"].tolist()[1] == [1, 1, 1] + [0] * 13
 
 
 def test_sdpa_priority_keeps_every_kernel_as_a_fallback_and_restores_the_flags():

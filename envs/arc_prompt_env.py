@@ -126,7 +126,8 @@ class ArcPromptEnv(gym.Env):
 
     def _build_learner(self, seed: int) -> tuple[EFELearner, TaskSampler]:
         lcfg = dataclasses.replace(self.cfg.learner, seed=seed)
-        learner = EFELearner(self.cfg.prompt, self.cfg.agent, lcfg, self.device)
+        learner = EFELearner(self.cfg.prompt, self.cfg.agent, lcfg, self.device,
+                             task_ids=tuple(t.task_id for t in self.train_tasks))
         return learner, TaskSampler(self.train_tasks, lcfg, self.cfg.agent.canvas)
 
     # -- observation --------------------------------------------------------------------------

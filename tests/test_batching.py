@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from efe_ray.config import LearnerConfig
-from efe_ray.data.batching import MAX_DEMOS, Curriculum, TaskSampler, known_pairs, task_difficulty
+from efe_ray.data.batching import FAR_WEIGHT, MAX_DEMOS, Curriculum, TaskSampler, known_pairs, task_difficulty
 from efe_ray.data.features import task_features
 from efe_ray.data.synthetic import synthetic_tasks
 from efe_ray.data.task import Pair, Task, as_grid
@@ -36,31 +36,55 @@ def test_views_are_leave_one_out_and_rehearsal_comes_from_other_tasks():
 def test_batch_tensors_and_masks():
     task = Task("t", (Pair(as_grid([[1, 2, 3]]), as_grid([[4], [5]])), Pair(as_grid([[7]]), as_grid([[8]]))), ())
     sampler = TaskSampler([task], LearnerConfig(batch_size=6, rehearsal=3, augment=False), side=5)
-    batch = sampler.batch(task)
+    assert sampler.batch(task).side == 3  # by default the largest grid of a view: the 1x3 input
+    batch = sampler.batch(task, side=5)
     assert batch.rehearsal == ()  # no other task to rehearse
     t = batch.tensors(CPU)
     assert t.canvas.shape == t.target.shape == t.loss_mask.shape == (6, 5, 5) and t.features.shape == (6, 15)
     assert t.canvas.dtype == t.target.dtype == torch.long and t.loss_mask.dtype == torch.float32
+    assert t.view.tolist() == [0] * 6
     for i, s in enumerate(batch.samples):
-        if s.query.shape == (1, 3):  # input 1x3, output 2x1: scored over 3x4 (the larger extent + a border)
-            assert t.loss_mask[i].sum() == 12 and t.loss_mask[i, :3, :4].all()
+        assert s.side == 3
+        if s.query.shape == (1, 3):  # input 1x3, output 2x1: weight 1 over 3x4 (the larger extent + a border)
+            assert t.loss_mask[i].sum() == 12 and t.loss_mask[i, :3, :4].eq(1).all()
             assert t.target_mask[i].sum() == 2 and t.target_mask[i, :2, :1].all()
             assert t.target[i, :2, 0].tolist() == [4, 5] and (t.target[i, :, 1:] == OUTSIDE).all()
-        else:
-            assert t.loss_mask[i].sum() == 4 and t.target_mask[i].sum() == 1
+        else:  # 1x1 -> 1x1: weight 1 on 2x2, FAR_WEIGHT on the rest of the view's 3x3 square, 0 beyond
+            assert t.loss_mask[i, :2, :2].eq(1).all() and t.target_mask[i].sum() == 1
+            assert t.loss_mask[i].sum().item() == pytest.approx(4 + 5 * FAR_WEIGHT)
+            assert t.loss_mask[i, 3:].sum() == 0 and t.loss_mask[i, :, 3:].sum() == 0
         np.testing.assert_array_equal(t.features[i].numpy(), task_features(s.demos, s.query))
+
+
+def test_views_carry_their_d8_transform():
+    tasks = synthetic_tasks(side=4, seed=0)
+    sampler = TaskSampler(tasks, LearnerConfig(batch_size=16, rehearsal=4, augment_colours=False), side=6)
+    batch = sampler.batch(tasks[0])
+    t = batch.tensors(CPU)
+    every = list(batch.samples) + [s for _, s in batch.rehearsal]
+    assert t.view.tolist() == [s.aug.d8 for s in every] and len(set(t.view.tolist())) > 1
+    assert all(s.aug.colours == tuple(range(10)) for s in every)  # colours stay: augment_colours=False
+    assert batch.task_ids() == [tasks[0].task_id] * 16 + [k for k, _ in batch.rehearsal]
+
+
+def test_rehearsal_window_draws_tasks_of_similar_size():
+    small = synthetic_tasks(side=3, seed=0, prefix="s")
+    large = synthetic_tasks(side=20, seed=0, prefix="l")
+    sampler = TaskSampler(small + large, LearnerConfig(batch_size=2, rehearsal=40, rehearsal_window=2), side=30)
+    batch = sampler.batch(small[0])
+    assert {k for k, _ in batch.rehearsal} <= {t.task_id for t in small[1:]}
+    assert batch.side == 3  # no 20x20 grid in the batch: the canvas stays small
 
 
 def test_a_smaller_canvas_is_a_batch_parameter():
     tasks = synthetic_tasks(side=4, seed=0)
     sampler = TaskSampler(tasks, LearnerConfig(batch_size=2, rehearsal=1), side=6)
-    assert sampler.batch(tasks[0]).tensors(CPU).canvas.shape == (3, 6, 6)
-    small = sampler.batch(tasks[0], side=4).tensors(CPU)
-    assert small.canvas.shape == small.target.shape == (3, 4, 4)
-    with pytest.raises(ValueError, match=r"batch canvas side 7 must lie in 1..6 \(agent.canvas\)"):
+    assert sampler.batch(tasks[0]).tensors(CPU).canvas.shape == (3, 4, 4)
+    assert sampler.batch(tasks[0], side=6).tensors(CPU).canvas.shape == (3, 6, 6)
+    with pytest.raises(ValueError, match=r"batch canvas side 7 must lie in 4..6"):
         sampler.batch(tasks[0], side=7)
-    with pytest.raises(ValueError, match="does not fit the 3x3 canvas"):
-        sampler.batch(tasks[0], side=3).tensors(CPU)
+    with pytest.raises(ValueError, match=r"batch canvas side 3 must lie in 4..6"):
+        sampler.batch(tasks[0], side=3)
 
 
 def test_curriculum_easy_share_by_epoch():

@@ -42,7 +42,7 @@ def test_every_shipped_preset_builds():
         # the list: each was accepted and reached Ray before
         ({"rl": {"gamma": 5}}, "rl.gamma: must be >= 0 and <= 1, got 5.0"),
         ({"env": {"device": "banana"}}, "env.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'banana'"),
-        ({"tune": {"metric": "bogus"}}, "tune.metric: 'bogus' is not one of 'eval/cell_acc', 'eval/exact'"),
+        ({"tune": {"metric": "bogus"}}, "tune.metric: 'bogus' is not one of 'eval/score', 'eval/cell_acc', 'eval/exact'"),
         ({"tune": {"max_concurrent": -1}}, "tune.max_concurrent: must be >= 0 and <= 100000, got -1"),
         ({"learner": {"weight_decay": -5}}, "learner.weight_decay: must be >= 0 and <= 1, got -5.0"),
         ({"agent": {"canvas": 100}}, "agent.canvas: must be >= 1 and <= 30, got 100"),

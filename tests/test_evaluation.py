@@ -239,7 +239,7 @@ def _fake_trial(root: Path, name: str, values: list, ckpts: list[int], nested: b
     trial.mkdir(parents=True)
     lines = []
     for v in values:
-        lines.append(json.dumps({"eval": {"cell_acc": v}} if nested else {"eval/cell_acc": v, "other": 1}))
+        lines.append(json.dumps({"eval": {"score": v}} if nested else {"eval/score": v, "other": 1}))
     (trial / "result.json").write_text("\n".join(lines) + "\n{truncated")
     for n in ckpts:
         (trial / f"checkpoint_{n:06d}").mkdir()

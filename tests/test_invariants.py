@@ -196,8 +196,8 @@ def test_targets_passed_to_the_loss_are_long(make_learner, monkeypatch):
     monkeypatch.setattr(learner, "efe_loss", spy)
     learner.step(sampler.batch(sampler.tasks[0]))
     learner.step(sampler.batch(sampler.tasks[2]), np.zeros(32, np.float32))
-    # class indices 0..10 (10 = OUTSIDE) on (batch + rehearsal, 6, 6) canvases
-    assert [(dtype, hi, shape) for dtype, _, hi, shape in seen] == [(torch.int64, 10, (16, 6, 6))] * 2
+    # class indices 0..10 (10 = OUTSIDE) on (batch + rehearsal, S, S) canvases, S the 4x4 tasks' side
+    assert [(dtype, hi, shape) for dtype, _, hi, shape in seen] == [(torch.int64, 10, (16, 4, 4))] * 2
     assert all(lo >= 0 for _, lo, _, _ in seen)
     assert to_canvas(np.zeros((2, 3), np.int32), 6).dtype == np.int64
     logits, ones = torch.randn(2, 3, 3, 11), torch.ones(2, 3, 3)
@@ -256,7 +256,11 @@ def test_observe_returns_plain_numpy(make_learner):
 # 6. Clipping only on unscaled gradients
 
 
-def clipped_step(make_learner, precision: str, grad_clip: float = 1.0):
+LIMIT = 0.1
+"""A clip limit below the tiny learner's first gradient norm (about 0.8)."""
+
+
+def clipped_step(make_learner, precision: str, grad_clip: float = LIMIT):
     """(metrics, the global gradient norm the optimizer used) of one step; fp16 at scale 2**16."""
     learner, sampler = make_learner(precision=precision, grad_clip=grad_clip, seed=0)
     if precision == "fp16":
@@ -269,18 +273,18 @@ def clipped_step(make_learner, precision: str, grad_clip: float = 1.0):
 
 
 def test_clipping_sees_unscaled_gradients(make_learner):
-    """Clipping scaled gradients to 1 and unscaling after would leave a norm of 1/65536; clipping
-    after unscale_ leaves exactly the limit, with the reported norms at fp32's magnitude."""
+    """Clipping scaled gradients to the limit and unscaling after would leave a norm of limit/65536;
+    clipping after unscale_ leaves exactly the limit, with the reported norms at fp32's magnitude."""
     m16, used16 = clipped_step(make_learner, "fp16")
     m32, used32 = clipped_step(make_learner, "fp32")
     norm16 = math.hypot(m16["agent_grad_norm"], m16["qwen_grad_norm"])
     norm32 = math.hypot(m32["agent_grad_norm"], m32["qwen_grad_norm"])
     assert m16["skipped"] == 0.0 and 0.5 < norm16 / norm32 < 2.0  # unscaled, not x65536
-    assert norm16 > 1.0 and norm32 > 1.0  # over the limit, so clipped...
-    assert used16 == pytest.approx(1.0, rel=1e-4) and used32 == pytest.approx(1.0, rel=1e-4)  # ...to it
+    assert norm16 > 2 * LIMIT and norm32 > 2 * LIMIT  # over the limit, so clipped...
+    assert used16 == pytest.approx(LIMIT, rel=1e-4) and used32 == pytest.approx(LIMIT, rel=1e-4)  # ...to it
 
 
 def test_no_clipping_when_disabled(make_learner):
     metrics, used = clipped_step(make_learner, "fp16", grad_clip=0.0)
     assert used == pytest.approx(math.hypot(metrics["agent_grad_norm"], metrics["qwen_grad_norm"]), rel=1e-5)
-    assert used > 1.0
+    assert used > 2 * LIMIT

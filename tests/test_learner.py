@@ -50,7 +50,7 @@ def run_learning(objective: str, max_steps: int, stop_at: float | None):
         history.append(learner.step(sampler.batch(tasks[i % len(tasks)])))
         if (i + 1) % 50 == 0:
             evals.append((i + 1, evaluate(learner, held_out)))
-            if stop_at is not None and evals[-1][1]["cell_acc"] >= stop_at:
+            if stop_at is not None and evals[-1][1]["cell_acc"] >= stop_at and evals[-1][1]["exact"] >= 0.5:
                 break
     return history, evals
 

@@ -252,21 +252,49 @@ def test_agent_output_shape(tiny_agent):
 
 
 def test_a_smaller_canvas_embeds_every_shared_cell_as_the_full_one(tiny_agent):
-    """Each cell's class and coordinate embeddings (the transformer's input) are the same on a
-    4x4 canvas as on the agent's 6x6 one; the logits may differ (the larger canvas adds cells to
-    attend to), so only the shapes are compared there."""
+    """Each cell's input embedding (class, coordinates, 3x3 neighbourhood, prompt and view) is the
+    same on a 4x4 canvas as on the agent's 6x6 one; the logits may differ (the larger canvas adds
+    cells to attend to), so only the shapes are compared there."""
     torch.manual_seed(0)
     agent = GridAgent(tiny_agent(), prompt_dim=32).eval()
     grids = [np.arange(6).reshape(2, 3) % 10, np.full((4, 1), 7)]
-    prompt = torch.randn(2, 32)
-    inputs = []
-    agent.body.register_forward_pre_hook(lambda mod, args: inputs.append(args[0]))
+    prompt, view = torch.randn(2, 32), torch.tensor([0, 5])
+    embedded = {}
     with torch.no_grad():
         for side in (6, 4):
-            out = agent(torch.as_tensor(np.stack([to_canvas(g, side) for g in grids])), prompt)
-            assert out.shape == (2, side, side, 11)
-    full, small = (x[:, 1:].reshape(2, s, s, -1) for x, s in zip(inputs, (6, 4)))  # (2, S, S, D), no prompt token
-    torch.testing.assert_close(small, full[:, :4, :4], rtol=0, atol=0)
+            canvas = torch.as_tensor(np.stack([to_canvas(g, side) for g in grids]))
+            assert agent(canvas, prompt, view).shape == (2, side, side, 11)
+            x = agent._embed(canvas[None], prompt[None], view[None])[0]  # (2, 1+S*S, D)
+            embedded[side] = x[:, 1:].reshape(2, side, side, -1)
+    torch.testing.assert_close(embedded[4], embedded[6][:, :4, :4], rtol=0, atol=0)
+
+
+def test_copies_compute_what_each_single_agent_computes(tiny_agent):
+    """Copy i of a stacked agent gives copy i's inputs the logits the one-copy agent gives them, and
+    a loss on one copy leaves every other copy's gradients at zero."""
+    torch.manual_seed(1)
+    agent = GridAgent(tiny_agent(passes=2), prompt_dim=8)
+    stacked = agent.stacked(3)
+    with torch.no_grad():
+        for p in stacked.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # the copies drift apart, as in adaptation
+    canvas = torch.randint(0, 11, (3, 2, 5, 5))
+    prompt, view = torch.randn(3, 2, 8), torch.randint(0, 8, (3, 2))
+    out = stacked(canvas, prompt, view)
+    single = GridAgent(tiny_agent(passes=2), prompt_dim=8)
+    with torch.no_grad():
+        for (name, mine), theirs in zip(stacked.named_parameters(), single.parameters()):
+            if name == "coord_emb":
+                theirs.copy_(mine[:, 1:2])
+            elif name == "stem":
+                theirs.copy_(mine.view(3, -1, *mine.shape[1:])[1])
+            else:
+                theirs.copy_(mine[1:2])
+        torch.testing.assert_close(single(canvas[1], prompt[1], view[1]), out[1].detach(), rtol=1e-4, atol=1e-5)
+    out[0].sum().backward()
+    for name, p in stacked.named_parameters():
+        grad = p.grad.transpose(0, 1) if name == "coord_emb" else p.grad.view(3, -1) if name == "stem" else p.grad
+        assert grad[1:].abs().max() == 0, name
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ def test_predict_logits_are_log_probabilities_on_the_canvas(make_learner):
     learner, sampler = make_learner()
     task = sampler.tasks[0]
     logp = predict_logits(learner, task.train, [p.input for p in task.test] * 2)
-    assert logp.shape == (2, 6, 6, 11)
-    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 6, 6))
+    assert logp.shape == (2, 4, 4, 11)  # the side of the task's largest grid, not the agent's 6
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 4, 4))
     grids = predict(learner, task)
     assert len(grids) == 1 and grids[0].ndim == 2
 
@@ -37,9 +37,11 @@ def test_held_out_cell_accuracy_is_scorings(make_learner, monkeypatch):
     learner, _ = make_learner()
     scores = evaluate(learner, [task])
     assert cell_accuracy(answers[1], target_b) == 0.0
-    assert scores == {"cell_acc": pytest.approx((0.75 + 0.0) / 2), "exact": 0.0, "outputs": 2.0}
+    assert scores == {"cell_acc": pytest.approx((0.75 + 0.0) / 2), "exact": 0.0, "outputs": 2.0,
+                      "score": pytest.approx(0.0 + 0.375 / 1000)}
     answers[0] = target_a
-    assert evaluate(learner, [task]) == {"cell_acc": pytest.approx(0.5), "exact": 0.5, "outputs": 2.0}
+    assert evaluate(learner, [task]) == {"cell_acc": pytest.approx(0.5), "exact": 0.5, "outputs": 2.0,
+                                         "score": pytest.approx(0.5 + 0.5 / 1000)}
 
 
 def test_adaptation_trains_on_the_tasks_demonstrations_only(make_learner, monkeypatch):

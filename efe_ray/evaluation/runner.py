@@ -1,14 +1,16 @@
 """Run a predictor over tasks, serially in-process or fanned out as Ray tasks.
 
 A predictor is any picklable callable ``task -> [(attempt_1, attempt_2), ...]`` (the baselines)
-or ``task -> Prediction`` (the model, which adds a note). :func:`run_task` calls it on one task
-and never lets one task sink the run: an exception is recorded in :attr:`TaskResult.error`
-(type and message) and the task gets **no** attempts, so a failure can never be scored as an
+or ``task -> Prediction`` (the model, which adds a note, the attempts of ablated methods and the
+test inputs it could not answer). A predictor with ``groups(tasks)`` and ``predict_group(tasks)``
+(the model) answers groups of tasks at once: a group is then the unit of work. :func:`run_unit`
+never lets one unit sink the run: an exception is recorded in :attr:`TaskResult.error` (type and
+message) of each of its tasks, which get **no** attempts, so a failure can never be scored as an
 answer (efe_ray/evaluation/report.py scores it 0 and counts it as an error).
 
-:func:`run_parallel` ships the predictor to the object store once and runs one Ray task per ARC
-task with ``num_cpus_per_task`` CPUs and ``num_gpus_per_task`` GPUs (fractions allowed: 0.25 puts
-four tasks on one GPU). It joins a running cluster with ``address`` (e.g. ``"auto"`` or
+:func:`run_parallel` ships the predictor to the object store once and runs one Ray task per unit
+with ``num_cpus_per_task`` CPUs and ``num_gpus_per_task`` GPUs (fractions allowed: 0.25 puts
+four units on one GPU). It joins a running cluster with ``address`` (e.g. ``"auto"`` or
 ``"ray://host:10001"``), or starts a local Ray if none is running (and shuts it down after).
 Results come back in the order of ``tasks``; a Ray task that fails outside the predictor (a worker
 killed, an argument that cannot be unpickled) is recorded with its root cause
@@ -21,7 +23,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,7 @@ from tqdm import tqdm
 from efe_ray.data.task import Task, as_grid
 
 __all__ = ["Predictor", "TaskResult", "failed", "root_cause", "run", "run_parallel", "run_serial", "run_task",
-           "worker_gpu_ids"]
+           "run_unit", "units", "worker_gpu_ids"]
 
 Predictor = Callable[[Task], Any]
 """``task -> list[(attempt_1, attempt_2)]`` or an object with ``attempts`` (and ``note``)."""
@@ -62,6 +64,10 @@ class TaskResult:
     unanswered: tuple[int, ...] = ()
     """Test inputs whose attempts are a stand-in, not the predictor's answer (e.g. larger than the
     model's canvas): scored as unsolved, with cell accuracy 0."""
+    methods: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    """Attempts of the predictor's other (ablated) methods, by name, like :attr:`attempts`."""
+    info: dict = field(default_factory=dict)
+    """The predictor's per-task numbers, if any."""
 
 
 def failed(task: Task, error: BaseException, seconds: float = 0.0, trace: str = "") -> TaskResult:
@@ -69,42 +75,72 @@ def failed(task: Task, error: BaseException, seconds: float = 0.0, trace: str = 
     return TaskResult(task.task_id, [], seconds, error=f"{type(error).__name__}: {error}", traceback=trace)
 
 
+def _checked(task: Task, attempts: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    attempts = list(attempts)
+    if len(attempts) != len(task.test):
+        raise ValueError(f"predictor returned {len(attempts)} attempt pairs for {len(task.test)} test inputs")
+    return [(as_grid(a1, "predicted grid"), as_grid(a2, "predicted grid")) for a1, a2 in attempts]
+
+
+def _result(task: Task, out: Any, seconds: float) -> TaskResult:
+    """A predictor's output for ``task`` as a :class:`TaskResult` (a malformed output is a failure)."""
+    try:
+        methods = {name: _checked(task, a) for name, a in (getattr(out, "methods", None) or {}).items()}
+        return TaskResult(task.task_id, _checked(task, getattr(out, "attempts", out)), seconds,
+                          str(getattr(out, "note", "") or ""), unanswered=tuple(getattr(out, "unanswered", ())),
+                          methods=methods, info=dict(getattr(out, "info", None) or {}))
+    except Exception as err:  # recorded, scored 0, reported
+        return failed(task, err, seconds, traceback.format_exc())
+
+
 def run_task(fn: Predictor, task: Task) -> TaskResult:
     """Run ``fn`` on ``task``; a failure becomes :attr:`TaskResult.error`, with no attempts."""
+    return run_unit(fn, [task])[0]
+
+
+def units(fn: Predictor, tasks: Sequence[Task]) -> list[list[int]]:
+    """The units of work: ``fn.groups(tasks)`` for a group predictor, else one task each."""
+    grouping = getattr(fn, "groups", None)
+    return grouping(list(tasks)) if callable(grouping) else [[i] for i in range(len(tasks))]
+
+
+def run_unit(fn: Predictor, tasks: Sequence[Task]) -> list[TaskResult]:
+    """Run ``fn`` on one unit (a group for a group predictor); a failure fails every task of it."""
     start = time.perf_counter()
     try:
-        out = fn(task)
-        note = str(getattr(out, "note", "") or "")
-        attempts = list(getattr(out, "attempts", out))
-        if len(attempts) != len(task.test):
-            raise ValueError(f"predictor returned {len(attempts)} attempt pairs for {len(task.test)} test inputs")
-        attempts = [(as_grid(a1, "predicted grid"), as_grid(a2, "predicted grid")) for a1, a2 in attempts]
-        return TaskResult(task.task_id, attempts, time.perf_counter() - start, note)
-    except Exception as err:  # one bad task must not sink the evaluation; recorded, scored 0, reported
-        return failed(task, err, time.perf_counter() - start, traceback.format_exc())
+        group = getattr(fn, "predict_group", None)
+        outs = group(list(tasks)) if callable(group) else [fn(t) for t in tasks]
+        if len(outs) != len(tasks):
+            raise ValueError(f"predictor returned {len(outs)} predictions for {len(tasks)} tasks")
+    except Exception as err:  # one bad unit must not sink the evaluation; recorded, scored 0, reported
+        trace = traceback.format_exc()
+        return [failed(t, err, time.perf_counter() - start, trace) for t in tasks]
+    seconds = (time.perf_counter() - start) / max(len(tasks), 1)
+    return [_result(t, out, seconds) for t, out in zip(tasks, outs)]
 
 
 def run_serial(tasks: Sequence[Task], fn: Predictor, *, progress: bool = True, desc: str = "eval") -> list[TaskResult]:
-    """Run ``fn`` on every task in this process, in order."""
+    """Run ``fn`` on every unit of ``tasks`` in this process; results in the order of ``tasks``."""
+    results: dict[int, TaskResult] = {}
     with _bar(len(tasks), desc, progress) as bar:
-        results = []
-        for task in tasks:
-            results.append(run_task(fn, task))
-            bar.update()
-    return results
+        for unit in units(fn, tasks):
+            for i, r in zip(unit, run_unit(fn, [tasks[i] for i in unit])):
+                results[i] = r
+            bar.update(len(unit))
+    return [results[i] for i in range(len(tasks))]
 
 
 def _bar(total: int, desc: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, disable=not enabled)
 
 
-def _remote_run(fn: Predictor, task: Task) -> TaskResult:
-    """Body of the Ray task: note the assigned GPUs (for device choice), then :func:`run_task`."""
+def _remote_run(fn: Predictor, tasks: list[Task]) -> list[TaskResult]:
+    """Body of the Ray task: note the assigned GPUs (for device choice), then :func:`run_unit`."""
     import ray
 
     global _WORKER_GPUS
     _WORKER_GPUS = list(ray.get_gpu_ids())
-    return run_task(fn, task)
+    return run_unit(fn, tasks)
 
 
 def run_parallel(tasks: Sequence[Task], fn: Predictor, *, address: str | None = None,
@@ -133,23 +169,26 @@ def run_parallel(tasks: Sequence[Task], fn: Predictor, *, address: str | None = 
         remote = ray.remote(_remote_run).options(num_cpus=num_cpus_per_task, num_gpus=num_gpus_per_task,
                                                  max_retries=1)
         fn_ref = ray.put(fn)
-        limit = max_in_flight if max_in_flight and max_in_flight > 0 else len(tasks)
+        work = units(fn, tasks)
+        limit = max_in_flight if max_in_flight and max_in_flight > 0 else len(work)
         results: dict[int, TaskResult] = {}
-        pending: dict[Any, int] = {}
-        next_i = 0
+        pending: dict[Any, list[int]] = {}
+        next_u = 0
         with _bar(len(tasks), desc, progress) as bar:
-            while next_i < len(tasks) or pending:
-                while next_i < len(tasks) and len(pending) < limit:
-                    pending[remote.remote(fn_ref, tasks[next_i])] = next_i
-                    next_i += 1
+            while next_u < len(work) or pending:
+                while next_u < len(work) and len(pending) < limit:
+                    unit = work[next_u]
+                    pending[remote.remote(fn_ref, [tasks[i] for i in unit])] = unit
+                    next_u += 1
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
-                    i = pending.pop(ref)
+                    unit = pending.pop(ref)
                     try:
-                        results[i] = ray.get(ref)
+                        got = ray.get(ref)
                     except ray.exceptions.RayError as err:  # e.g. the worker died twice (out of memory)
-                        results[i] = failed(tasks[i], root_cause(err), trace=str(err))
-                    bar.update()
+                        got = [failed(tasks[i], root_cause(err), trace=str(err)) for i in unit]
+                    results.update(zip(unit, got))
+                    bar.update(len(unit))
         return [results[i] for i in range(len(tasks))]
     finally:
         if started:

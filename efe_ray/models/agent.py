@@ -137,7 +137,8 @@ class GridAgent(nn.Module):
         """A new agent of ``copies`` copies of this one-copy agent's weights (same device)."""
         if self.copies != 1:
             raise ValueError(f"stacked() copies a one-copy agent; this one has {self.copies}")
-        out = GridAgent(self.cfg, self.prompt_dim, copies).to(self.coord_emb.device)
+        with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: leave the RNG be
+            out = GridAgent(self.cfg, self.prompt_dim, copies).to(self.coord_emb.device)
         with torch.no_grad():
             for (name, mine), theirs in zip(self.named_parameters(), out.parameters()):
                 if name == "coord_emb":

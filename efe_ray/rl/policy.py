@@ -42,12 +42,28 @@ MODULE_CLASS = DefaultPPOTorchRLModule
 @torch.no_grad()
 def deterministic_action(module, obs: np.ndarray) -> np.ndarray:
     """The mean action of a PPO Gaussian policy for one observation, clipped to [-1, 1]."""
+    return _action(module, obs, None)
+
+
+@torch.no_grad()
+def sampled_action(module, obs: np.ndarray, seed: int) -> np.ndarray:
+    """An action drawn from the PPO policy's Gaussian for one observation (torch's RNG seeded with
+    ``seed`` in a fork, the caller's left as it was), clipped to [-1, 1]."""
+    return _action(module, obs, seed)
+
+
+def _action(module, obs: np.ndarray, seed: int | None) -> np.ndarray:
     device = next(module.parameters()).device
     batch = {Columns.OBS: torch.as_tensor(obs, dtype=torch.float32, device=device)[None]}
     out = module.forward_inference(batch)
-    dist_cls = module.get_inference_action_dist_cls()
-    dist = dist_cls.from_logits(out[Columns.ACTION_DIST_INPUTS]).to_deterministic()
-    return np.clip(dist.sample()[0].float().cpu().numpy(), -1.0, 1.0)
+    dist = module.get_inference_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
+    if seed is None:
+        action = dist.to_deterministic().sample()
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            action = dist.sample()
+    return np.clip(action[0].float().cpu().numpy(), -1.0, 1.0)
 
 
 def _box(space: gym.spaces.Box) -> dict[str, torch.Tensor]:
@@ -106,10 +122,18 @@ def load_policy(checkpoint_dir: str | Path) -> Callable[[Task, EFELearner], np.n
     stats = meta.get("env_stats", {})
     refiner = PromptRefiner(cfg.env.action_dim, cfg.prompt.prompt_dim, cfg.env.action_scale, cfg.learner.seed)
 
-    def refine(task: Task, learner: EFELearner) -> np.ndarray:
-        ctrl = control_vector(0.0, stats.get("running_loss", 0.0), stats.get("mask_ratio", 1.0),
+    def refine(task: Task, learner: EFELearner, *, feedback: tuple[float, float, float] | None = None,
+               seed: int | None = None) -> np.ndarray:
+        """The policy's delta for ``task``. ``feedback``: ``(progress, loss, accuracy)`` of a
+        search in progress, in place of the training run's statistics in the control vector
+        (efe_ray/evaluation/search.py proposes deltas in closed loop this way); ``seed``: draw the
+        action from the policy's Gaussian instead of taking its mean."""
+        progress, loss, acc = feedback or (0.0, stats.get("running_loss", 0.0), stats.get("acc_after", 0.0))
+        ctrl = control_vector(progress, loss, stats.get("mask_ratio", 1.0),
                               stats.get("easy_share", cfg.learner.easy_share_later),  # older checkpoints: after epoch 1
-                              learner.steps, stats.get("acc_after", 0.0))
-        return refiner.delta(deterministic_action(module, observation(learner, task, ctrl)))
+                              learner.steps, acc)
+        obs = observation(learner, task, ctrl)
+        action = deterministic_action(module, obs) if seed is None else sampled_action(module, obs, seed)
+        return refiner.delta(action)
 
     return refine

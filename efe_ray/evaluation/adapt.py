@@ -1,0 +1,126 @@
+"""Test-time adaptation of many tasks at once: copies of the agent, each trained on one task's own
+demonstrations.
+
+For a group of tasks, :func:`adapt` makes ``M`` copies of the checkpoint's agent
+(:meth:`GridAgent.stacked`), one per (task, prompt delta) pair, and trains them together with a
+fresh AdamW (no moments from the training run) for ``steps`` steps. Each step, every copy sees
+``views`` leave-one-out views of its own task (efe_ray/evaluation/views.py: drawn uniformly from
+all demonstrations under all D8 transforms, never a test pair, never another task), with its
+delta added to the prompt; the loss is the training loss (efe_ray/efe.py), averaged over the
+agent's passes and summed over copies, so copies do not share gradients. The learning rate warms
+up for the first tenth of the steps and then follows a cosine to zero. Everything stays on the
+device: no host synchronisation inside the loop.
+
+The prompt encoder is not adapted: the views' prompts are computed once (constants here), which is
+what makes the batched step cheap. Copies of tasks with different squares share the group's
+largest square: smaller ones are padded with OUTSIDE, which their loss weights leave out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from efe_ray.efe import efe_loss
+from efe_ray.evaluation.views import ViewSet
+from efe_ray.learner import EFELearner
+from efe_ray.models.agent import OUTSIDE, GridAgent
+
+__all__ = ["Stacked", "adapt", "stack_views"]
+
+
+@dataclass(frozen=True, eq=False)
+class Stacked:
+    """Several tasks' view sets padded to one square: (tasks, views, S, S) tensors and view counts."""
+
+    canvas: torch.Tensor
+    """(K, V, S, S) long."""
+    view: torch.Tensor
+    """(K, V) long."""
+    prompt: torch.Tensor
+    """(K, V, P) float."""
+    count: torch.Tensor
+    """(K,) long: how many of the V views of each task are real."""
+    target: torch.Tensor | None = None
+    """(K, V, S, S) long."""
+    weight: torch.Tensor | None = None
+    """(K, V, S, S) float loss weights (0 on padding)."""
+    target_mask: torch.Tensor | None = None
+    """(K, V, S, S) float."""
+
+
+def _pad(x: torch.Tensor, views: int, side: int, value: float) -> torch.Tensor:
+    """(N, S', S') -> (views, side, side), padded with ``value``."""
+    s = x.shape[-1]
+    x = F.pad(x, (0, side - s, 0, side - s), value=value)
+    return F.pad(x, (0, 0, 0, 0, 0, views - x.shape[0]), value=value)
+
+
+def stack_views(sets: list[ViewSet]) -> Stacked:
+    """Pad the view sets of several tasks to their largest square and view count, and stack them."""
+    side = max(s.canvas.shape[-1] for s in sets)
+    views = max(len(s) for s in sets)
+
+    def stack(get, value) -> torch.Tensor:
+        return torch.stack([_pad(get(s), views, side, value) for s in sets])
+
+    prompt = torch.stack([F.pad(s.prompt, (0, 0, 0, views - len(s))) for s in sets])  # (K, V, P)
+    view = torch.stack([F.pad(s.view, (0, views - len(s))) for s in sets])  # (K, V)
+    count = torch.tensor([len(s) for s in sets], device=prompt.device)
+    has_targets = all(s.target is not None for s in sets)
+    return Stacked(
+        stack(lambda s: s.canvas, OUTSIDE), view, prompt, count,
+        stack(lambda s: s.target, OUTSIDE) if has_targets else None,
+        stack(lambda s: s.weight, 0.0) if has_targets else None,
+        stack(lambda s: s.target_mask, 0.0) if has_targets else None)
+
+
+def adapt(learner: EFELearner, demos: Stacked, copy_task: torch.Tensor, copy_delta: torch.Tensor, *,
+          steps: int, lr: float, views: int, seed: int = 0) -> tuple[GridAgent, torch.Tensor]:
+    """(adapted copies, loss per step (steps,) on the device) for ``M = len(copy_task)`` copies.
+
+    ``demos``: the tasks' leave-one-out views, stacked; ``copy_task`` (M,) long: the task of each
+    copy; ``copy_delta`` (M, P): its prompt delta. The checkpoint's agent is left untouched.
+    """
+    cfg = learner.cfg
+    m = len(copy_task)
+    agent = learner.agent.stacked(m).train()
+    device = copy_task.device
+    fused = device.type == "cuda"
+    opt = torch.optim.AdamW(agent.parameters(), lr=lr, weight_decay=0.0, fused=fused)
+    warm = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: min(1.0, (t + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(t, steps) / max(steps, 1))))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    rows = copy_task[:, None].expand(m, views)  # (M, k)
+    count = demos.count[copy_task].float()[:, None]  # (M, 1)
+    losses = torch.zeros(steps, device=device)
+    for step in range(steps):
+        pick = (torch.rand((m, views), generator=gen, device=device) * count).long()  # (M, k) view indices
+        prompt = demos.prompt[rows, pick] + copy_delta[:, None, :]  # (M, k, P)
+        with learner.autocast():
+            passes = agent(demos.canvas[rows, pick], prompt, demos.view[rows, pick], all_passes=True)
+        target, weight, mask = demos.target[rows, pick], demos.weight[rows, pick], demos.target_mask[rows, pick]
+        loss = torch.stack([efe_loss(x.flatten(0, 1), target.flatten(0, 1), weight.flatten(0, 1),
+                                     mask.flatten(0, 1), eps=cfg.label_eps, objective=cfg.objective).loss
+                            for x in passes]).mean() * m  # the sum over copies of each copy's mean
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses[step] = loss.detach() / m
+    return agent.eval(), losses
+
+
+@torch.no_grad()
+def log_probs(agent: GridAgent, views: Stacked, copy_task: torch.Tensor, copy_delta: torch.Tensor,
+              learner: EFELearner) -> torch.Tensor:
+    """(M, V, S, S, 11) float32 class log-probabilities of each copy on its task's views."""
+    agent.eval()
+    rows = copy_task  # (M,)
+    with learner.autocast():
+        logits = agent(views.canvas[rows], views.prompt[rows] + copy_delta[:, None, :], views.view[rows])
+    return torch.log_softmax(logits.float(), -1)

@@ -1,0 +1,121 @@
+"""A task's views as tensors: leave-one-out views of its demonstrations, and views of its test inputs.
+
+Prediction and test-time adaptation see a task under D8 transforms (efe_ray/data/augment.py; no
+colour permutation: the agent is told the transform, never a permutation). For every transform
+``a`` of ``augs``:
+
+- **leave-one-out views** (:func:`demo_views`): each demonstration ``j`` is the query, the other
+  demonstrations (up to ``MAX_DEMOS``) are the prompt's demonstrations, all under ``a``; its output
+  is the target. These are what adaptation trains on and what the prompt search scores;
+- **test views** (:func:`test_views`): each test input is the query, every demonstration is a
+  prompt demonstration. No test output is read: there is none (tasks arrive blinded).
+
+Every view of a task lives on the task's square (:func:`task_side`: the side of its largest
+demonstration grid or test input), so that candidates are scored over the same cells as the loss
+was computed on (efe_ray/data/batching.py). Prompts are computed once, without gradient: the
+prompt encoder is not adapted, so the views' prompts are constants of adaptation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from efe_ray.data.augment import Augmentation
+from efe_ray.data.batching import MAX_DEMOS, Batch, Sample, view_side
+from efe_ray.data.features import task_features
+from efe_ray.data.task import Task
+from efe_ray.device import upload
+from efe_ray.learner import EFELearner
+from efe_ray.models.agent import to_canvas
+
+__all__ = ["ViewSet", "d8_views", "demo_views", "task_side", "test_views"]
+
+TEXT_CHUNK = 64
+"""Prompt texts per Qwen forward pass."""
+
+
+def d8_views(k: int) -> list[Augmentation]:
+    """The first ``k`` D8 transforms (identity first), colours unchanged."""
+    return Augmentation.all_d8()[:k]
+
+
+def task_side(task: Task) -> int:
+    """The side of a task's square: its largest demonstration grid or test input."""
+    return max(view_side(task.train, p.input) for p in task.test)
+
+
+@dataclass(frozen=True, eq=False)
+class ViewSet:
+    """N views of one task on its ``side`` x ``side`` square (targets only for demonstration views)."""
+
+    canvas: torch.Tensor
+    """(N, S, S) long queries, padded with OUTSIDE."""
+    view: torch.Tensor
+    """(N,) long D8 transform of each view."""
+    prompt: torch.Tensor
+    """(N, P) float prompt embeddings (no gradient)."""
+    augs: tuple[Augmentation, ...]
+    """The augmentation of each view."""
+    query: tuple[int, ...]
+    """Which demonstration (or test input) each view's query is."""
+    target: torch.Tensor | None = None
+    """(N, S, S) long targets (demonstration views)."""
+    weight: torch.Tensor | None = None
+    """(N, S, S) float loss weights (demonstration views; efe_ray/data/batching.py)."""
+    target_mask: torch.Tensor | None = None
+    """(N, S, S) float target cells (demonstration views)."""
+
+    def __len__(self) -> int:
+        return len(self.augs)
+
+
+@torch.no_grad()
+def _prompts(learner: EFELearner, task_id: str, samples: list[Sample], features: torch.Tensor) -> torch.Tensor:
+    """(N, P) float32 prompts of ``samples`` (Qwen in chunks), with the task's embedding if any."""
+    learner.prompt.eval()
+    with learner.autocast():
+        text = None
+        if learner.prompt.qwen is not None:
+            texts = [s.prompt_text() for s in samples]
+            text = torch.cat([learner.prompt.encode_text(texts[i: i + TEXT_CHUNK])
+                              for i in range(0, len(texts), TEXT_CHUNK)])
+        prompt = learner.prompt.fuse(text, features, [task_id] * len(samples))
+    return prompt.float()
+
+
+def demo_views(learner: EFELearner, task: Task, augs: list[Augmentation]) -> ViewSet | None:
+    """Leave-one-out views of ``task``'s demonstrations under each of ``augs`` (None with fewer
+    than two demonstrations: no view has both a query and a demonstration)."""
+    n = len(task.train)
+    if n < 2:
+        return None
+    side = task_side(task)
+    samples, query = [], []
+    for aug in augs:
+        for j in range(n):
+            others = tuple(aug.apply_pair(p) for i, p in enumerate(task.train) if i != j)[:MAX_DEMOS]
+            samples.append(Sample(others, aug.apply(task.train[j].input), aug.apply(task.train[j].output), aug))
+            query.append(j)
+    t = Batch(task.task_id, tuple(samples), (), side).tensors(learner.device)
+    return ViewSet(t.canvas, t.view, _prompts(learner, task.task_id, samples, t.features), tuple(s.aug for s in samples),
+                   tuple(query), t.target, t.loss_mask, t.target_mask)
+
+
+def test_views(learner: EFELearner, task: Task, augs: list[Augmentation]) -> ViewSet:
+    """Views of every test input of ``task`` under each of ``augs`` (demonstrations as the prompt's)."""
+    side = task_side(task)
+    samples, query = [], []
+    for aug in augs:
+        demos = tuple(aug.apply_pair(p) for p in task.train)[:MAX_DEMOS]
+        for i, p in enumerate(task.test):
+            samples.append(Sample(demos, aug.apply(p.input), None, aug))
+            query.append(i)
+    dev = learner.device
+    canvas = upload(np.stack([to_canvas(s.query, side) for s in samples]), dev)  # (N, S, S)
+    feats = upload(np.stack([task_features(s.demos, s.query) for s in samples]).astype(np.float32), dev)
+    view = upload(np.array([s.aug.d8 for s in samples], dtype=np.int64), dev)
+    return ViewSet(canvas, view, _prompts(learner, task.task_id, samples, feats), tuple(s.aug for s in samples), tuple(query))
+

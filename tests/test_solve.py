@@ -1,0 +1,122 @@
+"""Answering tasks (efe_ray/evaluation/solve.py, adapt.py, search.py): adaptation on each task's own
+demonstrations solves a task the untrained agent cannot, copies of a group learn independently,
+no test output is ever read, the checkpoint and the caller's RNG are left alone, and the ablated
+methods come from the same pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from efe_ray.data.task import Pair, Task, as_grid, blind
+from efe_ray.evaluation.adapt import adapt, stack_views
+from efe_ray.evaluation.search import demo_log_lik, gradient_search, policy_search
+from efe_ray.evaluation.solve import SolveSettings, solve_group
+from efe_ray.evaluation import views as views_mod
+from efe_ray.evaluation.views import d8_views, demo_views, task_side
+
+MAPPING = np.array([0, 4, 5, 6, 4, 5, 6, 7, 8, 9])
+"""Colour 1 -> 4, 2 -> 5, 3 -> 6: a rule the agent can only learn from the demonstrations."""
+
+
+def colour_map_task(task_id: str, seed: int, demos: int = 4) -> Task:
+    rng = np.random.default_rng(seed)
+    grids = [rng.integers(1, 4, (3, 3)) for _ in range(demos + 1)]
+    pairs = tuple(Pair(as_grid(g), as_grid(MAPPING[g])) for g in grids)
+    return Task(task_id, pairs[:demos], pairs[demos:])
+
+
+@pytest.fixture
+def learner(make_learner):
+    torch.manual_seed(0)
+    learner, _ = make_learner(agent={"canvas": 6, "d_model": 32, "num_layers": 1, "num_heads": 2})
+    return learner
+
+
+def solved(solution, task) -> bool:
+    return any(np.array_equal(a, task.test[0].output) for a in solution.methods["model"][0])
+
+
+def test_adaptation_on_the_demonstrations_solves_what_the_untrained_agent_cannot(learner):
+    task = colour_map_task("map", seed=1)
+    settings = SolveSettings(augmentations=1, search="none", seed=0)
+    before = solve_group(learner, None, [task], settings)[0]
+    after = solve_group(learner, None, [task], SolveSettings(augmentations=1, search="none", tta_steps=150,
+                                                              tta_lr=3e-3, tta_views=16, seed=0))[0]
+    assert not solved(before, task) and solved(after, task)
+    first, last = after.info["tta_loss"]
+    assert last < 0.2 * first
+
+
+def test_copies_of_a_group_adapt_each_to_its_own_task(learner):
+    """Two tasks in one group: each copy is trained on its own task's views only, so adapting a
+    group gives each task what adapting it alone gives (same views, same seed)."""
+    a, b = colour_map_task("a", seed=1), colour_map_task("b", seed=2)
+    augs = d8_views(2)
+    views = [demo_views(learner, t, augs) for t in (a, b)]
+    together = stack_views(views)
+    copy_task = torch.tensor([0, 1])
+    zero = torch.zeros(2, learner.prompt.cfg.prompt_dim)
+    agent, losses = adapt(learner, together, copy_task, zero, steps=5, lr=1e-3, views=4, seed=3)
+    assert losses.shape == (5,) and torch.isfinite(losses).all()
+    alone, _ = adapt(learner, stack_views(views[:1]), torch.tensor([0]), zero[:1], steps=5, lr=1e-3, views=4, seed=3)
+    first = dict(agent.named_parameters())
+    for name, p in alone.named_parameters():
+        mine = first[name][:, :1] if name == "coord_emb" else first[name].view(2, -1)[:1] if name == "stem" else first[name][:1]
+        # The same draws reach copy 0 either way; float sums in batched products differ in order, and
+        # Adam's normalised step can turn such a difference in a near-zero gradient into up to 2 x lr
+        # per step: the copies agree to within that, and differ from the start by far more.
+        torch.testing.assert_close(mine.reshape(p.shape), p, rtol=0, atol=2 * 1e-3 * 5)
+
+
+def test_no_test_output_is_read_and_the_checkpoint_and_rng_are_left_alone(learner):
+    task = colour_map_task("map", seed=1)
+    garbage = Task("map", task.train, (Pair(task.test[0].input, as_grid([[9] * 7] * 7)),))
+    settings = SolveSettings(augmentations=2, tta_steps=3, tta_views=4, search="gradient", search_steps=2, seed=5)
+    weights = {k: v.clone() for k, v in learner.agent.state_dict().items()}
+    rng = torch.get_rng_state()
+    one = solve_group(learner, None, [task], settings)[0]
+    two = solve_group(learner, None, [garbage], settings)[0]
+    for (x, y), (u, v) in zip(one.methods["model"], two.methods["model"]):
+        assert np.array_equal(x, u) and np.array_equal(y, v)
+    assert torch.equal(rng, torch.get_rng_state())
+    assert all(torch.equal(weights[k], v) for k, v in learner.agent.state_dict().items())
+    views = views_mod.test_views(learner, blind(task), d8_views(2))
+    assert len(views) == 2 and views.target is None and task_side(task) == 3
+
+
+def test_ablations_come_from_the_same_pass_and_a_task_too_large_is_unanswered(learner):
+    tasks = [colour_map_task("map", seed=1), Task("big", (Pair(as_grid([[1] * 8] * 8), as_grid([[2]])),) * 2,
+                                               (Pair(as_grid([[1] * 8] * 8), None),))]
+    calls = []
+
+    def policy(task, learner, feedback=None, seed=None):
+        calls.append((task.task_id, feedback, seed))
+        return np.full(learner.prompt.cfg.prompt_dim, 0.01 * len(calls), dtype=np.float32)
+
+    settings = SolveSettings(augmentations=2, tta_steps=2, tta_views=4, search="best", search_rounds=3,
+                             search_steps=2, ablations=True)
+    answer, big = solve_group(learner, policy, tasks, settings)
+    assert set(answer.methods) == {"model", "model-no-tta", "model-old-voting", "model-no-search",
+                                   "model-policy-search", "model-gradient-search"}
+    assert answer.info["search"] in ("zero", "policy", "gradient")
+    assert set(answer.info["demo_log_lik"]) == {"zero", "policy", "gradient", "best"}
+    assert answer.info["demo_log_lik"]["best"] == max(answer.info["demo_log_lik"][k] for k in ("zero", "policy", "gradient"))
+    assert [c[0] for c in calls] == ["map"] * 3 and calls[0][1] is None and calls[1][1][0] == pytest.approx(1 / 3)
+    assert big.unanswered == (0,) and "canvas" in big.note  # an 8x8 task on a 6x6 canvas
+
+
+def test_searches_keep_their_best_proposal(learner):
+    task = colour_map_task("map", seed=1)
+    demos = stack_views([demo_views(learner, task, d8_views(1))])
+    zero = torch.zeros(1, learner.prompt.cfg.prompt_dim)
+    base = demo_log_lik(learner, demos, zero)
+    delta, ll = gradient_search(learner, demos, steps=5, lr=0.5)
+    assert ll >= base and torch.allclose(demo_log_lik(learner, demos, delta), ll, atol=1e-4)
+    p = learner.prompt.cfg.prompt_dim
+    proposals = iter([np.zeros(p), np.ones(p) * 3, np.ones(p) * -3])
+    delta, ll = policy_search(learner, lambda *a, **k: next(proposals).astype(np.float32), [task], demos,
+                              rounds=3, seed=0)
+    options = [demo_log_lik(learner, demos, torch.full((1, p), v)) for v in (0.0, 3.0, -3.0)]
+    assert ll == pytest.approx(float(max(options)), abs=1e-4)

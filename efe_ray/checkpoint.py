@@ -158,10 +158,11 @@ def _field(meta: dict, key: str, kind: type, where: Path) -> Any:
 
 
 def load_exported(folder: str | os.PathLike, meta: dict, map_location: str | torch.device = "cpu") -> dict:
-    """``{"agent": {...}, "prompt": {...}, "steps": int, "lrs": {...}, "weights_only": True}`` of an
-    exported folder: every shard checked against its SHA-256 and loaded weights-only, its tensors
-    exactly those its metadata lists, each weight present once, floating-point ones cast back to
-    fp32 (parameters are always fp32: docs/design.md, invariant 3)."""
+    """``{"agent": {...}, "prompt": {...}, "steps": int, "lrs": {...}, "weights_only": True}`` (and
+    ``task_ids`` where the source's learner state had them) of an exported folder: every shard
+    checked against its SHA-256 and loaded weights-only, its tensors exactly those its metadata
+    lists, each weight present once, floating-point ones cast back to fp32 (parameters are always
+    fp32: docs/design.md, invariant 3)."""
     folder = Path(folder)
     where = folder / META_FILE
     weights: dict[str, dict[str, torch.Tensor]] = {m: {} for m in WEIGHT_MODULES}
@@ -177,8 +178,9 @@ def load_exported(folder: str | os.PathLike, meta: dict, map_location: str | tor
             if module not in weights or not isinstance(tensor, torch.Tensor) or sub in weights[module]:
                 raise CheckpointError(f"{folder / name}: entry {key!r} is not a weight or repeats one")
             weights[module][sub] = tensor.float() if tensor.is_floating_point() else tensor
-    return {**weights, "steps": _field(meta, "steps", int, where), "lrs": dict(_field(meta, "lrs", dict, where)),
-            WEIGHTS_ONLY: True}
+    extra = {"task_ids": list(_field(meta, "task_ids", list, where))} if "task_ids" in meta else {}
+    return {**weights, **extra, "steps": _field(meta, "steps", int, where),
+            "lrs": dict(_field(meta, "lrs", dict, where)), WEIGHTS_ONLY: True}
 
 
 def learner_bytes(folder: str | os.PathLike, meta: dict) -> tuple[bytes, str]:

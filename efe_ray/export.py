@@ -187,6 +187,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: str = "
         "source": str(folder), "source_learner_sha256": meta["learner_sha256"],
         "steps": int(state["steps"]), "lrs": {k: float(v) for k, v in state["lrs"].items()},
         "weights": sum(t.numel() for t in tensors.values()),
+        **({"task_ids": list(state["task_ids"])} if "task_ids" in state else {}),  # what builds a task table
         "shards": [{"file": n, "sha256": hashlib.sha256(s.blob).hexdigest(), "bytes": len(s.blob),
                     "tensors": s.tensors} for n, s in zip(names, shards)],
     }

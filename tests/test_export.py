@@ -145,6 +145,17 @@ def test_metadata_policy_and_trained_tasks_travel(source, exported):
     assert meta["weights"] == sum(t.numel() for m in ("agent", "prompt") for t in ckpt.load(folder)[0][m].values())
 
 
+def test_task_ids_that_build_the_learner_travel_with_the_weights(source, exported, tmp_path):
+    folder, _, learner = source
+    meta = ckpt.read_meta(folder)
+    cfg = ckpt.load(folder)[1]
+    ckpt.save(tmp_path / "ck", {**learner.state_dict(), "task_ids": ["t1", "t2"]}, cfg, [],
+              env_stats=meta["env_stats"])
+    exp.export(tmp_path / "ck", tmp_path / "ex", "bf16", 4)
+    assert ckpt.load(tmp_path / "ex")[0]["task_ids"] == ["t1", "t2"]
+    assert "task_ids" not in ckpt.load(exported("bf16"))[0]  # none in the source, none made up
+
+
 # ------------------------------------------------------------------------------ evaluate
 
 

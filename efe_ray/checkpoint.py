@@ -13,6 +13,14 @@ Files, written atomically (temporary file, fsync, rename) into a checkpoint fold
 RLlib's own files sit beside these in the same folder. They are pickles, so nothing that evaluates
 a checkpoint reads them: evaluation rebuilds the policy from ``efe_policy.pt``
 (efe_ray/rl/policy.py). Nothing here imports Ray.
+
+An **exported** folder (``python -m efe_ray.export``) holds only what evaluation needs, in files
+small enough to carry: the weights of the agent and the prompt encoder (no optimizer, caches or
+RNG) in bf16 or fp32, split into shards ``weights-<i>-of-<n>.pt`` (flat ``{"agent.<name>" |
+"prompt.<name>": tensor}`` dicts), ``efe_policy.pt`` if the source had one, and ``efe_meta.json``
+with ``format`` :data:`EXPORT_FORMAT`, each shard's SHA-256 and tensor names, the dtype, the
+source and its learner's SHA-256. :func:`load` reads both kinds; for an exported folder the state
+is weights only (:func:`is_weights_only`), cast back to fp32.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import json
 import os
 import pickle  # only for the error type that torch's weights-only loader raises
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,6 +42,12 @@ LEARNER_FILE = "efe_learner.pt"
 POLICY_FILE = "efe_policy.pt"
 META_FILE = "efe_meta.json"
 FORMAT = 1
+EXPORT_FORMAT = "weights-1"
+"""The ``format`` of an exported folder's metadata."""
+WEIGHT_MODULES = ("agent", "prompt")
+"""The learner's modules whose weights an exported folder carries (a shard key is ``<module>.<name>``)."""
+WEIGHTS_ONLY = "weights_only"
+"""Marks the state :func:`load` returns for an exported folder (:meth:`EFELearner.load_weights` loads it)."""
 
 
 class CheckpointError(RuntimeError):
@@ -101,9 +116,20 @@ def read_meta(folder: str | os.PathLike) -> dict:
         raise CheckpointError(f"{folder}: not an efe_ray checkpoint (no {META_FILE})") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: corrupt metadata ({err})") from err
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unsupported format {meta.get('format')!r} (expected {FORMAT})")
+    if meta.get("format") not in (FORMAT, EXPORT_FORMAT):
+        raise CheckpointError(f"{path}: unsupported format {meta.get('format')!r} (expected {FORMAT} "
+                              f"or {EXPORT_FORMAT!r})")
     return meta
+
+
+def is_exported(meta: dict) -> bool:
+    """Whether ``meta`` (from :func:`read_meta`) describes an exported folder."""
+    return meta.get("format") == EXPORT_FORMAT
+
+
+def is_weights_only(state: dict) -> bool:
+    """Whether a state from :func:`load` holds weights only (an exported folder's)."""
+    return state.get(WEIGHTS_ONLY) is True
 
 
 def _read_tensors(path: Path, sha256: str, map_location: str | torch.device) -> dict:
@@ -121,11 +147,65 @@ def _read_tensors(path: Path, sha256: str, map_location: str | torch.device) -> 
 
 
 def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict, ExperimentConfig, dict]:
-    """(learner state, config, metadata) of a checkpoint folder, verified against its hash."""
+    """(learner state, config, metadata) of a checkpoint folder, verified against its hash; for an
+    exported folder the state is weights only (:func:`load_exported`)."""
     meta = read_meta(folder)
-    state = _read_tensors(Path(folder) / LEARNER_FILE, meta["learner_sha256"], map_location)
+    if is_exported(meta):
+        state = load_exported(folder, meta, map_location)
+    else:
+        state = _read_tensors(Path(folder) / LEARNER_FILE, meta["learner_sha256"], map_location)
     cfg = from_dict(ExperimentConfig, meta["config"])
     return state, cfg, meta
+
+
+def _field(meta: dict, key: str, kind: type, where: Path) -> Any:
+    """``meta[key]``, which must be a ``kind`` (CheckpointError naming the file and field otherwise)."""
+    value = meta.get(key)
+    if not isinstance(value, kind):
+        raise CheckpointError(f"{where}: field {key!r} is {value!r}, expected a {kind.__name__}")
+    return value
+
+
+def load_exported(folder: str | os.PathLike, meta: dict, map_location: str | torch.device = "cpu") -> dict:
+    """``{"agent": {...}, "prompt": {...}, "steps": int, "lrs": {...}, "weights_only": True}`` (and
+    ``task_ids`` where the source's learner state had them) of an exported folder: every shard
+    checked against its SHA-256 and loaded weights-only, its tensors exactly those its metadata
+    lists, each weight present once, floating-point ones cast back to fp32 (parameters are always
+    fp32: docs/design.md, invariant 3)."""
+    folder = Path(folder)
+    where = folder / META_FILE
+    weights: dict[str, dict[str, torch.Tensor]] = {m: {} for m in WEIGHT_MODULES}
+    for shard in _field(meta, "shards", list, where):
+        name = shard.get("file") if isinstance(shard, dict) else None
+        if not isinstance(name, str) or Path(name).name != name or name.startswith("."):
+            raise CheckpointError(f"{where}: field 'shards' names {name!r}, not a file of this folder")
+        tensors = _read_tensors(folder / name, _field(shard, "sha256", str, where), map_location)
+        if not isinstance(tensors, dict) or list(tensors) != _field(shard, "tensors", list, where):
+            raise CheckpointError(f"{folder / name}: holds other entries than {META_FILE} lists for it")
+        for key, tensor in tensors.items():
+            module, _, sub = key.partition(".")
+            if module not in weights or not isinstance(tensor, torch.Tensor) or sub in weights[module]:
+                raise CheckpointError(f"{folder / name}: entry {key!r} is not a weight or repeats one")
+            weights[module][sub] = tensor.float() if tensor.is_floating_point() else tensor
+    extra = {"task_ids": list(_field(meta, "task_ids", list, where))} if "task_ids" in meta else {}
+    return {**weights, **extra, "steps": _field(meta, "steps", int, where),
+            "lrs": dict(_field(meta, "lrs", dict, where)), WEIGHTS_ONLY: True}
+
+
+def learner_bytes(folder: str | os.PathLike, meta: dict) -> tuple[bytes, str]:
+    """(bytes, their SHA-256) that ``torch.load(weights_only=True)`` turns into the learner state
+    :func:`load` gives for ``folder`` (read again and verified, so a file changed since ``meta`` was
+    read is refused): the learner file of a trial checkpoint, the fp32 weights of an exported one."""
+    folder = Path(folder)
+    if is_exported(meta):
+        buf = io.BytesIO()
+        torch.save(load_exported(folder, meta), buf)
+        blob = buf.getvalue()
+        return blob, hashlib.sha256(blob).hexdigest()
+    blob = (folder / LEARNER_FILE).read_bytes()
+    if hashlib.sha256(blob).hexdigest() != meta["learner_sha256"]:
+        raise CheckpointError(f"{folder}/{LEARNER_FILE} changed while it was being loaded")
+    return blob, meta["learner_sha256"]
 
 
 def load_policy(folder: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict | None:

@@ -288,8 +288,9 @@ class TuneConfig(Checked):
     """ASHA: iterations before a trial may be stopped."""
     checkpoint_every: int = bounded(2, 1, 10**6)
     """Checkpoint every this many iterations (and at the end)."""
-    max_failures: int = bounded(2, 0, 100)
-    """Retries of a failed trial from its last checkpoint."""
+    max_failures: int = bounded(2, -1, 10**4)
+    """Retries of a trial after a transient fault, from its last checkpoint (-1: without limit).
+    Errors that retrying cannot fix (config, checkpoint, task, non-finite weights) are never retried."""
     metric: Literal["eval/score", "eval/cell_acc", "eval/exact"] = "eval/score"
     """Held-out metric Tune optimises (maximised): ``eval/score`` = exact-grid rate + cell accuracy / 1000
     (exact grids first, cell accuracy only to break ties), or either part alone."""

@@ -199,3 +199,15 @@ class EFELearner:
         self.steps, self.skipped_steps = int(state["steps"]), int(state["skipped_steps"])
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it to the GPU
         self.set_learning_rates(**(lrs if keep_lrs else state["lrs"]))
+
+    def load_weights(self, state: dict) -> None:
+        """Restore only the weights of a :meth:`state_dict` (``agent`` and ``prompt``, strictly; any
+        float dtype is copied into the fp32 parameters), its ``steps`` and ``lrs``, as an exported
+        checkpoint holds them (efe_ray/export.py): the optimizer and scaler start fresh, the text
+        cache and per-task counts empty; torch's RNG is left alone."""
+        self.agent.load_state_dict(state["agent"])
+        self.prompt.load_state_dict(state["prompt"])
+        self.text_cache, self.task_steps = {}, {}
+        self.steps, self.skipped_steps = int(state["steps"]), 0
+        self.reset_optimizer()
+        self.set_learning_rates(**state["lrs"])

@@ -16,7 +16,6 @@ The same seed gives the same predictions whatever the group order or worker.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from efe_ray.checkpoint import LEARNER_FILE, CheckpointError
+from efe_ray.checkpoint import is_weights_only, learner_bytes
 from efe_ray.checkpoint import load as load_checkpoint
 from efe_ray.config import ExperimentConfig
 from efe_ray.data.task import Task
@@ -103,7 +102,10 @@ def build_learner(state: dict, cfg: ExperimentConfig, device: str | torch.device
     device = torch.device(device)
     with private_torch_rng(device):
         learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device, task_ids=tuple(state.get("task_ids", ())))
-        learner.load_state_dict(state)
+        if is_weights_only(state):  # an exported folder: weights only, the optimizer stays fresh
+            learner.load_weights(state)
+        else:
+            learner.load_state_dict(state)
     return learner
 
 
@@ -174,10 +176,8 @@ class ModelPredictor:
         """
         s = self.settings
         loaded = load_model(self.checkpoint, device=device or s.device, use_policy=s.use_policy)
-        blob = (Path(self.checkpoint) / LEARNER_FILE).read_bytes()
-        if hashlib.sha256(blob).hexdigest() != loaded.meta["learner_sha256"]:
-            raise CheckpointError(f"{self.checkpoint}/{LEARNER_FILE} changed while it was being loaded")
-        self._shipped = {"learner": np.frombuffer(blob, dtype=np.uint8), "sha256": loaded.meta["learner_sha256"],
+        blob, sha256 = learner_bytes(self.checkpoint, loaded.meta)
+        self._shipped = {"learner": np.frombuffer(blob, dtype=np.uint8), "sha256": sha256,
                          "cfg": loaded.cfg, "meta": loaded.meta, "policy": loaded.policy,
                          "policy_note": loaded.policy_note}
         self._loaded = loaded

@@ -46,7 +46,7 @@ def test_every_shipped_preset_builds():
         ({"tune": {"max_concurrent": -1}}, "tune.max_concurrent: must be >= 0 and <= 100000, got -1"),
         ({"learner": {"weight_decay": -5}}, "learner.weight_decay: must be >= 0 and <= 1, got -5.0"),
         ({"agent": {"canvas": 100}}, "agent.canvas: must be >= 1 and <= 30, got 100"),
-        ({"tune": {"max_failures": -1}}, "tune.max_failures: must be >= 0 and <= 100, got -1"),
+        ({"tune": {"max_failures": -2}}, "tune.max_failures: must be >= -1 and <= 10000, got -2"),
         # search dimensions obey the bounds of the fields they fill
         ({"tune": {"agent_lr": [2, 3]}}, "tune.agent_lr[0] (fills learner.agent_lr): must be > 0 and <= 1, got 2.0"),
         ({"tune": {"qwen_lr": [1e-4, 5]}}, "tune.qwen_lr[1] (fills learner.qwen_lr): must be > 0 and <= 1, got 5.0"),

@@ -30,7 +30,8 @@ from efe_ray.data.batching import TaskSampler
 from efe_ray.data.synthetic import synthetic_tasks
 from efe_ray.evaluate import EXIT_LEAKAGE
 from efe_ray.evaluate import main as evaluate_main
-from efe_ray.evaluation.model import ModelPredictor, ModelSettings, load_model, predict_task
+from efe_ray.evaluation.model import ModelPredictor, ModelSettings, load_model
+from efe_ray.evaluation.solve import SolveSettings, solve_group
 from efe_ray.evaluation.predict import predict_logits
 from efe_ray.learner import EFELearner
 
@@ -97,8 +98,9 @@ def test_fp32_export_predicts_exactly_as_the_checkpoint(source, exported):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     for task in _eval_tasks():
         assert torch.equal(_logits(original, task), _logits(loaded, task))
-        for p, q in zip(predict_task(original, task, tta_steps=2, augmentations=3, seed=4).attempts,
-                        predict_task(loaded, task, tta_steps=2, augmentations=3, seed=4).attempts):
+        settings = SolveSettings(tta_steps=2, tta_views=2, augmentations=3, search_steps=2, seed=4)
+        for p, q in zip(solve_group(original, None, [task], settings)[0].methods["model"],
+                        solve_group(loaded, None, [task], settings)[0].methods["model"]):
             np.testing.assert_array_equal(p[0], q[0])
             np.testing.assert_array_equal(p[1], q[1])
     # Weights only: a fresh optimizer at the trial's learning rate, no caches; the step count travels.
@@ -191,7 +193,7 @@ def test_a_prepared_predictor_ships_the_verified_exported_weights(exported, tmp_
 
     copy = tmp_path / "exported"
     shutil.copytree(exported("bf16"), copy)
-    predictor = ModelPredictor(copy, ModelSettings(augmentations=2, use_policy=False, device="cpu"))
+    predictor = ModelPredictor(copy, ModelSettings(SolveSettings(augmentations=2), use_policy=False, device="cpu"))
     predictor.prepare(device="cpu")
     shipped = pickle.dumps(predictor)  # what the Ray workers receive
     task = _eval_tasks()[0]

@@ -155,3 +155,21 @@ def test_batch_features():
     assert b.shape == (2, NUM_FEATURES) and b.dtype == np.float32
     np.testing.assert_array_equal(b[1], task_features(*items[1]))
     assert batch_features([]).shape == (0, NUM_FEATURES)
+
+
+def test_augmented_features_are_the_raw_ones_with_axes_swapped_on_a_transpose():
+    """What the sampler's feature cache relies on: under any D8 transform and colour permutation,
+    a view's features are its unaugmented features, height and width swapped where the transform
+    transposes the grids."""
+    from efe_ray.data.augment import Augmentation
+    from efe_ray.data.features import swap_axes
+    from efe_ray.data.synthetic import synthetic_tasks
+
+    rng = np.random.default_rng(0)
+    for task in synthetic_tasks(side=5, seed=3) + synthetic_tasks(side=3, seed=4):
+        raw = task_features(task.train, task.test[0].input)
+        for _ in range(12):
+            aug = Augmentation.random(rng)
+            seen = task_features([aug.apply_pair(p) for p in task.train], aug.apply(task.test[0].input))
+            expected = swap_axes(raw) if aug.swaps_axes else raw
+            np.testing.assert_allclose(seen, expected, rtol=0, atol=1e-7)

@@ -55,11 +55,18 @@ D8_NAMES: tuple[str, ...] = (
 
 
 def _geometric(grid: np.ndarray, d8: int) -> np.ndarray:
-    """Apply the geometric transform ``d8`` to ``grid``: transpose if ``d8 >= 4``, then rot90."""
+    """Apply the geometric transform ``d8`` to ``grid``: transpose if ``d8 >= 4``, then rot90 (a view;
+    ``np.rot90(g, k)`` spelled as slices, which skip its axis bookkeeping on this hot path)."""
     k, t = d8 % 4, d8 // 4
     if t:
         grid = grid.T
-    return np.rot90(grid, k)
+    if k == 0:
+        return grid
+    if k == 1:
+        return grid.T[::-1]
+    if k == 2:
+        return grid[::-1, ::-1]
+    return grid.T[:, ::-1]
 
 
 def _inverse_d8(d8: int) -> int:
@@ -171,10 +178,10 @@ class Augmentation:
 
         The result is ``(H, W)`` or, when :attr:`swaps_axes`, ``(W, H)``.
         """
-        g = as_grid(grid)  # (H, W)
-        g = _geometric(g, self.d8)  # (H, W) or (W, H)
-        lut = np.asarray(self.colours, dtype=np.int64)  # (10,)
-        return np.ascontiguousarray(lut[g], dtype=np.int64)
+        g = _geometric(as_grid(grid), self.d8)  # (H, W) or (W, H)
+        if self.colours == IDENTITY_COLOURS:
+            return np.ascontiguousarray(g, dtype=np.int64)
+        return np.ascontiguousarray(np.asarray(self.colours, dtype=np.int64)[g])
 
     def invert(self, grid: np.ndarray) -> np.ndarray:
         """Undo :meth:`apply`: ``invert(apply(g)) == g`` for every grid ``g``.

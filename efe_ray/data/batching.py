@@ -41,7 +41,7 @@ import torch
 
 from efe_ray.config import LearnerConfig
 from efe_ray.data.augment import Augmentation
-from efe_ray.data.features import task_features
+from efe_ray.data.features import swap_axes, task_features
 from efe_ray.data.serialize import prompt_text
 from efe_ray.data.task import Pair, Task
 from efe_ray.device import upload
@@ -66,6 +66,9 @@ class Sample:
     """Query output (augmented) where known, (H', W')."""
     aug: Augmentation
     """The augmentation applied; ``aug.invert`` undoes it on a prediction."""
+    features: np.ndarray | None = None
+    """Its ``(15,)`` numeric features where already known (they depend on the augmentation only
+    through a transpose: efe_ray/data/features.py); computed from the view when None."""
 
     def prompt_text(self) -> str:
         """The text the prompt encoder reads: the demonstrations and the query input."""
@@ -177,7 +180,8 @@ class Batch:
             loss_mask[i, : s.side, : s.side] = FAR_WEIGHT
             loss_mask[i, : max(ht, hi) + 1, : max(wt, wi) + 1] = 1.0
             target_mask[i, :ht, :wt] = 1.0
-        feats = np.stack([task_features(s.demos, s.query) for s in every]).astype(np.float32)  # (N, 15)
+        feats = np.stack([s.features if s.features is not None else task_features(s.demos, s.query)
+                          for s in every]).astype(np.float32)  # (N, 15)
         return BatchTensors(
             canvas=upload(np.stack([to_canvas(s.query, self.side) for s in every]), device),
             target=upload(np.stack([to_canvas(s.target, self.side) for s in every]), device),
@@ -203,6 +207,7 @@ class TaskSampler:
         sides = [max(view_side(known_pairs(t), t.train[0].input), 1) for t in self.tasks]
         self.by_size = sorted(range(len(self.tasks)), key=lambda i: (sides[i], self.tasks[i].task_id))
         self.rank = {self.tasks[i].task_id: r for r, i in enumerate(self.by_size)}  # id -> place in by_size
+        self._features: dict[tuple, np.ndarray] = {}  # (task id, query, demos) -> unaugmented features
 
     def sample_task(self) -> Task:
         """The next training task, from the curriculum."""
@@ -219,7 +224,11 @@ class TaskSampler:
             aug = (Augmentation.random(self.rng, colours=self.cfg.augment_colours) if self.cfg.augment
                    else Augmentation.identity())
             demos = tuple(aug.apply_pair(others[i]) for i in order)
-            out.append(Sample(demos, aug.apply(pairs[q].input), aug.apply(pairs[q].output), aug))
+            key = (task.task_id, q, frozenset(int(i) for i in order))  # features ignore the demos' order
+            if key not in self._features:
+                self._features[key] = task_features([others[i] for i in order], pairs[q].input)
+            feats = swap_axes(self._features[key]) if aug.swaps_axes else self._features[key]
+            out.append(Sample(demos, aug.apply(pairs[q].input), aug.apply(pairs[q].output), aug, feats))
         return out
 
     def rehearsal_samples(self, task: Task) -> list[tuple[str, Sample]]:

@@ -129,6 +129,19 @@ def task_features(demos: Sequence[Pair], query: np.ndarray) -> np.ndarray:
     return feats
 
 
+AXIS_PAIRS: tuple[tuple[int, int], ...] = ((0, 1), (2, 3), (4, 5), (12, 13))
+"""Features that trade places when a view's grids are transposed (height <-> width)."""
+
+
+def swap_axes(feats: np.ndarray) -> np.ndarray:
+    """The features of the same view with every grid transposed (or turned by 90 degrees): the
+    height and width features trade places; the others are unchanged. ``(15,)`` -> ``(15,)``."""
+    out = feats.copy()
+    for a, b in AXIS_PAIRS:
+        out[a], out[b] = feats[b], feats[a]
+    return out
+
+
 def batch_features(items: Sequence[tuple[Sequence[Pair], np.ndarray]]) -> np.ndarray:
     """Stack :func:`task_features` over ``(demos, query)`` items: a ``(B, 15)`` float32 array."""
     if len(items) == 0:

@@ -3,6 +3,7 @@ tests/test_solve.py)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,3 +40,17 @@ def test_held_out_cell_accuracy_is_scorings(make_learner, monkeypatch):
     answers[0] = target_a
     assert evaluate(learner, [task]) == {"cell_acc": pytest.approx(0.5), "exact": 0.5, "outputs": 2.0,
                                          "score": pytest.approx(0.5 + 0.5 / 1000)}
+
+
+def test_observe_takes_the_last_demonstration_as_query_when_a_task_has_no_test_input(make_learner):
+    """An evaluation task trained on blinded has no test pair left (data.transductive): the policy's
+    observation then reads its last demonstration's input as the query, never an output."""
+    from efe_ray.data.features import task_features
+    from efe_ray.evaluation.predict import observe
+
+    learner, sampler = make_learner()
+    full = sampler.tasks[0]
+    demos_only = Task(full.task_id, full.train, ())
+    prompt, feats = observe(learner, demos_only)
+    assert prompt.shape == (learner.prompt.cfg.prompt_dim,) and np.isfinite(prompt).all()
+    np.testing.assert_array_equal(feats, task_features(full.train[:-1], full.train[-1].input))

@@ -39,10 +39,15 @@ DeltaFn = Callable[[Task], "np.ndarray | None"]
 def observe(learner: EFELearner, task: Task) -> tuple[np.ndarray, np.ndarray]:
     """(prompt (P,), features (15,)) of the task's canonical view, detached, for the RL policy.
 
-    The view is the task's demonstrations and its first test input; no output of a test pair is
-    read. The learner's cached Qwen embedding of the task is used where there is one.
+    The view is the task's demonstrations and its first test input (a task without test inputs,
+    such as an evaluation task trained on blinded: its last demonstration's input, the others as
+    demonstrations); no output of a test pair is read. The learner's cached Qwen embedding of the
+    task is used where there is one.
     """
-    demos, query = task.train[:MAX_DEMOS], task.test[0].input
+    if task.test:
+        demos, query = task.train[:MAX_DEMOS], task.test[0].input
+    else:
+        demos, query = task.train[:-1][:MAX_DEMOS], task.train[-1].input
     feats = torch.as_tensor(task_features(demos, query), device=learner.device)[None]  # (1, 15)
     with learner.autocast():
         text = learner.text_cache.get(task.task_id)

@@ -117,14 +117,15 @@ def _pct(x: float, scored: bool) -> str:
 
 def format_table(methods: Sequence[MethodResult]) -> str:
     """A fixed-width table: one row per method."""
-    head = (f"{'method':<14} {'task score':>10} {'output score':>12} {'cell acc':>9} {'tasks':>6} {'outputs':>8} "
+    w = max([14] + [len(m.name) for m in methods])
+    head = (f"{'method':<{w}} {'task score':>10} {'output score':>12} {'cell acc':>9} {'tasks':>6} {'outputs':>8} "
             f"{'solved':>7} {'no answer':>9} {'errors':>6}")
     lines = [head, "-" * len(head)]
     for m in methods:
         s = m.summary
         ok = s.outputs > 0
         lines.append(
-            f"{m.name:<14} {_pct(s.task_score, ok):>10} {_pct(s.output_score, ok):>12} {_pct(s.cell_acc, ok):>9} "
+            f"{m.name:<{w}} {_pct(s.task_score, ok):>10} {_pct(s.output_score, ok):>12} {_pct(s.cell_acc, ok):>9} "
             f"{s.tasks:>6} {s.outputs:>8} {s.solved_outputs:>7} {m.unanswered_outputs:>9} {len(m.errors):>6}"
         )
     if methods:

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The ARC pipeline of one GPU lease: Ray Tune trials across the GPUs, continued with --resume in a
+# later command, trials per hour on all GPUs against one, then python -m efe_ray.evaluate with
+# test-time adaptation on ARC-AGI-1 and ARC-AGI-2 evaluation, fanned out over the GPUs. Each stage
+# fits one device command (10 minutes); results go to $OUT as a few small files.
+#
+#   bash bench/arc_lease.sh train     # main search on GPUs 0..G-2, no-transduction ablation on the last
+#   bash bench/arc_lease.sh resume    # both searches continue from their checkpoints (--resume)
+#   bash bench/arc_lease.sh scale     # trials per hour: the arc search on all G GPUs, then on one
+#   bash bench/arc_lease.sh evaluate  # exports (bf16 shards), evaluations, baselines, ablations
+#   bash bench/arc_lease.sh pack      # one archive of reports, TensorBoard files and exports in $OUT
+#
+# Environment: RUNS (experiment folders; default /root/arc_runs), OUT (results; default ./arc_out),
+# TRAIN_S / RESUME_S (time budgets of the two training commands), TTA_STEPS, DRY=1 (the same commands
+# on the CPU with tiny models and budgets: what tests the script before a lease).
+# bench/arc_results.py turns what comes back into bench/arc_results.json and the table of RESULTS.md.
+set -uo pipefail
+stage=${1:?usage: bash bench/arc_lease.sh train|resume|scale|evaluate|pack}
+RUNS=${RUNS:-/root/arc_runs}
+OUT=${OUT:-$PWD/arc_out}
+mkdir -p "$RUNS" "$OUT"
+LOG="$OUT/lease.log"
+say() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
+
+if [[ "${DRY:-0}" == 1 ]]; then  # tiny models, few tasks, CPU: the pipeline's logic, not its numbers
+  G=2; GPU=0; TRAIN_S=${TRAIN_S:-40}; RESUME_S=${RESUME_S:-20}; TTA_STEPS=${TTA_STEPS:-3}
+  TINY=(--set agent.d_model=32 --set agent.num_layers=1 --set agent.num_heads=2 --set prompt.hidden_size=32
+        --set prompt.num_layers=1 --set prompt.num_heads=2 --set prompt.num_kv_heads=1
+        --set prompt.intermediate_size=64 --set prompt.prompt_dim=32 --set prompt.max_tokens=1024
+        --set learner.batch_size=8 --set learner.rehearsal=8 --set learner.precision=fp32
+        --set data.max_train_tasks=30 --set data.max_eval_tasks=5 --set rl.train_batch_size=16
+        --set rl.minibatch_size=8 --set tune.checkpoint_every=1 --set tune.cpus_per_trial=1 --set env.action_dim=8)
+  RES=(--gpus-per-trial 0 --num-cpus 2); EVAL=(--limit 6 --tta-views 2 --search-steps 2 --search-rounds 2)
+  SCALE_ITERS=1
+else
+  G=$(python3 -c "import torch; print(torch.cuda.device_count())"); GPU=1
+  TRAIN_S=${TRAIN_S:-300}; RESUME_S=${RESUME_S:-120}; TTA_STEPS=${TTA_STEPS:-400}
+  TINY=(); RES=(); EVAL=(); SCALE_ITERS=2
+  ((G >= 2)) || { say "need at least 2 GPUs, found $G"; exit 2; }
+fi
+MAIN_GPUS=$(seq -s, 0 $((G - 2)))   # the main search: every GPU but the last
+LAST=$((G - 1))                     # the ablation: no evaluation demonstrations, on the last GPU
+ABLATION=(--set data.transductive=false --set data.eval_source=synthetic-eval --set tune.num_samples=1
+          --set learner.agent_lr=0.002 --set learner.qwen_lr=0.0003 --set learner.reward_scale=5)
+tune() { python3 -m efe_ray.tune --storage-path "$RUNS" --no-dashboard "$@"; }
+dev() { if ((GPU)); then echo "CUDA_VISIBLE_DEVICES=$1"; else echo "CUDA_VISIBLE_DEVICES="; fi; }
+ok() { [[ $1 == 0 || $1 == 124 ]]; }  # 124: the time budget ended the search, which --resume continues
+started=$(date +%s)
+# Every stage's wall time and GPU count, for the GPU-minutes of bench/arc_results.py.
+trap 'echo "{\"stage\": \"$stage\", \"seconds\": $(( $(date +%s) - started )), \"gpus\": $G}" >> "$OUT/stages.jsonl"' EXIT
+
+case $stage in
+train)
+  say "train: main search on GPUs $MAIN_GPUS ($((G - 1)) trials), ablation on GPU $LAST, ${TRAIN_S}s"
+  env $(dev "$MAIN_GPUS") python3 -m efe_ray.tune --preset arc --name arc --storage-path "$RUNS" --no-dashboard \
+    --num-samples $((G - 1)) --time-budget-s "$TRAIN_S" "${TINY[@]}" "${RES[@]}" > "$OUT/train_main.log" 2>&1 &
+  main=$!
+  env $(dev "$LAST") python3 -m efe_ray.tune --preset arc --name arc-no-transduction --storage-path "$RUNS" \
+    --no-dashboard --time-budget-s "$TRAIN_S" "${ABLATION[@]}" "${TINY[@]}" "${RES[@]}" > "$OUT/train_ablation.log" 2>&1 &
+  abl=$!
+  wait $main; rc_main=$?; wait $abl; rc_abl=$?
+  say "train: main exit $rc_main, ablation exit $rc_abl"; tail -n 12 "$OUT/train_main.log" | tee -a "$LOG"
+  ok $rc_main && ok $rc_abl ;;
+resume)
+  say "resume: both searches continue for ${RESUME_S}s"
+  env $(dev "$MAIN_GPUS") python3 -m efe_ray.tune --resume --name arc --storage-path "$RUNS" --no-dashboard \
+    --time-budget-s "$RESUME_S" > "$OUT/resume_main.log" 2>&1 &
+  main=$!
+  env $(dev "$LAST") python3 -m efe_ray.tune --resume --name arc-no-transduction --storage-path "$RUNS" \
+    --no-dashboard --time-budget-s "$RESUME_S" > "$OUT/resume_ablation.log" 2>&1 &
+  abl=$!
+  wait $main; rc_main=$?; wait $abl; rc_abl=$?
+  say "resume: main exit $rc_main, ablation exit $rc_abl"; tail -n 12 "$OUT/resume_main.log" | tee -a "$LOG"
+  ok $rc_main && ok $rc_abl ;;
+scale)
+  # Trials per hour of the arc search: G trials on G GPUs at once, then 2 trials one after the other on one.
+  all=$(seq -s, 0 $((G - 1)))
+  t0=$(date +%s.%N)
+  env $(dev "$all") python3 -m efe_ray.tune --preset arc --name scale-all --storage-path "$RUNS" --no-dashboard \
+    --num-samples "$G" --iterations "$SCALE_ITERS" "${TINY[@]}" "${RES[@]}" > "$OUT/scale_all.log" 2>&1; rc1=$?
+  t1=$(date +%s.%N)
+  env $(dev 0) python3 -m efe_ray.tune --preset arc --name scale-one --storage-path "$RUNS" --no-dashboard \
+    --num-samples 2 --iterations "$SCALE_ITERS" "${TINY[@]}" "${RES[@]}" > "$OUT/scale_one.log" 2>&1; rc2=$?
+  t2=$(date +%s.%N)
+  python3 - "$G" "$t0" "$t1" "$t2" "$rc1" "$rc2" <<'PY' | tee -a "$LOG" "$OUT/scale.json"
+import json, sys
+g, t0, t1, t2, rc1, rc2 = int(sys.argv[1]), *map(float, sys.argv[2:5]), int(sys.argv[5]), int(sys.argv[6])
+all_rate, one_rate = g / (t1 - t0) * 3600, 2 / (t2 - t1) * 3600
+print(json.dumps({"gpus": g, "trials_all": g, "seconds_all": round(t1 - t0, 1), "trials_one": 2,
+                  "seconds_one": round(t2 - t1, 1), "trials_per_hour_all": round(all_rate, 1),
+                  "trials_per_hour_one": round(one_rate, 1), "ratio": round(all_rate / one_rate, 2),
+                  "exit_codes": [rc1, rc2]}))
+PY
+  [[ $rc1 == 0 && $rc2 == 0 ]] ;;
+evaluate)
+  set -e
+  for name in arc arc-no-transduction; do
+    python3 -m efe_ray.export --checkpoint "$RUNS/$name" --out "$RUNS/export-$name" --dtype bf16 2>&1 | tee -a "$LOG"
+  done
+  share() { if ((GPU)); then echo "--gpus-per-task 0.5 --workers $((2 * $1))"; else echo "--workers 0"; fi; }
+  say "evaluate: ARC-AGI-1 evaluation with adaptation, ablations and baselines; the no-transduction checkpoint beside it"
+  env $(dev "$MAIN_GPUS") python3 -m efe_ray.evaluate --quiet --tta-steps "$TTA_STEPS" "${EVAL[@]}" \
+    --checkpoint "$RUNS/export-arc" --split arc1-eval --ablations --baselines --drop-leaked $(share $((G - 1))) \
+    --out "$OUT/arc1-eval" > "$OUT/eval_arc1.log" 2>&1 &
+  main=$!
+  env $(dev "$LAST") python3 -m efe_ray.evaluate --quiet --tta-steps "$TTA_STEPS" "${EVAL[@]}" \
+    --checkpoint "$RUNS/export-arc-no-transduction" --split arc1-eval --drop-leaked $(share 1) \
+    --out "$OUT/arc1-eval-no-transduction" > "$OUT/eval_ablation.log" 2>&1 &
+  abl=$!
+  set +e; wait $main; rc1=$?; wait $abl; rc2=$?; set -e
+  say "evaluate: ARC-AGI-1 exit $rc1, no-transduction exit $rc2"; tail -n 14 "$OUT/eval_arc1.log" | tee -a "$LOG"
+  all=$(seq -s, 0 $((G - 1)))
+  say "evaluate: ARC-AGI-2 evaluation with adaptation; ARC-AGI-1 training (the fit, no adaptation)"
+  env $(dev "$all") python3 -m efe_ray.evaluate --quiet --tta-steps "$TTA_STEPS" "${EVAL[@]}" \
+    --checkpoint "$RUNS/export-arc" --split arc2-eval --baselines --drop-leaked $(share "$G") \
+    --out "$OUT/arc2-eval" > "$OUT/eval_arc2.log" 2>&1 || true
+  env $(dev "$all") python3 -m efe_ray.evaluate --quiet --tta-steps 0 "${EVAL[@]}" \
+    --checkpoint "$RUNS/export-arc" --split arc1-train --baselines --allow-leakage $(share "$G") \
+    --out "$OUT/arc1-train" > "$OUT/eval_train.log" 2>&1 || true
+  tail -n 8 "$OUT/eval_arc2.log" "$OUT/eval_train.log" | tee -a "$LOG"
+  [[ $rc1 == 0 || $rc1 == 4 ]] ;;
+pack)
+  # What comes back (at most 8 files of 16 MiB): reports and logs, TensorBoard files, the exports.
+  tar czf "$OUT/reports.tgz" -C "$OUT" --exclude='*.tgz' --exclude='submission_*' . 2>/dev/null
+  (cd "$RUNS" && find arc arc-no-transduction -name 'events.out.tfevents*' -o -name 'result.json' \
+    -o -name 'params.json' | tar czf "$OUT/tensorboard.tgz" -T -)
+  tar czf "$OUT/exports.tgz" -C "$RUNS" export-arc export-arc-no-transduction
+  ls -la "$OUT"/*.tgz | tee -a "$LOG" ;;
+*) echo "unknown stage $stage" >&2; exit 2 ;;
+esac

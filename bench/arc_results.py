@@ -1,0 +1,99 @@
+"""Turn what bench/arc_lease.sh brought back into bench/arc_results.json and the ARC table of RESULTS.md.
+
+Run, after unpacking ``reports.tgz`` into a folder::
+
+    python bench/arc_results.py FOLDER --card "NVIDIA H100 80GB HBM3 x4" --revision abc1234 \\
+        --date 2026-11-28 [--write bench/arc_results.json]
+
+``FOLDER`` holds the evaluation folders the lease wrote (``arc1-eval``, ``arc1-eval-no-transduction``,
+``arc2-eval``, ``arc1-train``, each with its ``report.json``) and ``stages.jsonl``. Prints one record
+per (split, method) and a Markdown table; with ``--write``, the records go to the JSON file (the
+format the issue asks for: ``split``, ``method``, ``pass2_task``, ``pass2_output`` and
+``cell_acc`` in percent, ``card``, ``revision``, ``date``, ``train_gpu_min``, ``eval_gpu_min``,
+``commands``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RUNS = {
+    # folder -> (split, {method in report -> method in the table})
+    "arc1-eval": ("arc1-eval", None),
+    "arc1-eval-no-transduction": ("arc1-eval", {"model": "model-no-transduction"}),
+    "arc2-eval": ("arc2-eval", None),
+    "arc1-train": ("arc1-train", {"model": "model-no-tta"}),
+}
+
+
+def gpu_minutes(folder: Path) -> tuple[float | None, float | None]:
+    """(training, evaluation) GPU-minutes: each stage's wall time times the GPUs it held
+    (``stages.jsonl``, written by bench/arc_lease.sh)."""
+    path = folder / "stages.jsonl"
+    if not path.exists():
+        return None, None
+    stages = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def minutes(names: tuple[str, ...]) -> float:
+        return round(sum(s["seconds"] * s["gpus"] for s in stages if s["stage"] in names) / 60, 1)
+
+    return minutes(("train", "resume")), minutes(("evaluate",))
+
+
+def records(folder: Path, card: str, revision: str, date: str) -> list[dict]:
+    train_min, eval_min = gpu_minutes(folder)
+    out = []
+    for sub, (split, rename) in RUNS.items():
+        path = folder / sub / "report.json"
+        if not path.exists():
+            continue
+        report = json.loads(path.read_text())
+        s = report["settings"]
+        command = (f"python -m efe_ray.evaluate --checkpoint {s.get('checkpoint')} --split {split} "
+                   f"--tta-steps {s.get('tta_steps')} --augmentations {s.get('augmentations')} "
+                   f"--search {s.get('search')}" + (" --ablations" if s.get("ablations") else ""))
+        for name, m in report["methods"].items():
+            if rename is not None and name not in rename:
+                continue
+            out.append({
+                "split": split, "method": (rename or {}).get(name, name),
+                "pass2_task": round(100 * m["task_score"], 2), "pass2_output": round(100 * m["output_score"], 2),
+                "cell_acc": round(100 * m["cell_acc"], 2), "tasks": m["tasks"], "outputs": m["outputs"],
+                "solved_outputs": m["solved_outputs"], "card": card, "revision": revision, "date": date,
+                "train_gpu_min": train_min, "eval_gpu_min": eval_min, "commands": [command],
+            })
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| split | method | tasks solved (pass@2) | outputs solved | cell acc |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['split']} | {r['method']} | {r['pass2_task']:.2f}% | {r['solved_outputs']} / "
+                     f"{r['outputs']} ({r['pass2_output']:.2f}%) | {r['cell_acc']:.1f}% |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("folder", type=Path)
+    p.add_argument("--card", required=True)
+    p.add_argument("--revision", required=True)
+    p.add_argument("--date", required=True)
+    p.add_argument("--write", type=Path)
+    args = p.parse_args(argv)
+    rows = records(args.folder, args.card, args.revision, args.date)
+    if not rows:
+        print(f"no report.json under {args.folder}")
+        return 1
+    print(table(rows))
+    if args.write:
+        args.write.write_text(json.dumps(rows, indent=1) + "\n")
+        print(f"wrote {args.write} ({len(rows)} records)")
+    print("command: python bench/arc_results.py " + " ".join(argv or []))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

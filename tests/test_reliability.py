@@ -31,7 +31,7 @@ def results(path):
 def test_kill_9_then_resume_continues_from_checkpoints_and_fails_a_corrupt_trial_once(tmp_path, capsys):
     iterations = 10
     cmd = [sys.executable, "-m", "efe_ray.tune", *SMOKE, "--iterations", str(iterations),
-           "--set", "tune.max_failures=-1", "--storage-path", str(tmp_path), "--name", "crash"]
+           "--set", "tune.max_failures=100", "--storage-path", str(tmp_path), "--name", "crash"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     try:
@@ -62,7 +62,7 @@ def test_kill_9_then_resume_continues_from_checkpoints_and_fails_a_corrupt_trial
     assert any(r["iterations_since_restore"] < r["training_iteration"] for r in rows)
     # ... and so did the learner (a fresh learner would have counted fewer steps).
     assert rows[-1]["learner/steps"] == iterations * STEPS_PER_ITER
-    # The corrupt trial failed once (tune.max_failures=-1 would retry forever), with the cause.
+    # The corrupt trial failed once (tune.max_failures=100 would retry it 100 times), with the cause.
     assert open(os.path.join(corrupt, "error.txt")).read().count("Failure #") == 1
     assert "1 finished, 1 failed" in out
     assert f"failed trial {os.path.basename(corrupt)}: CheckpointError: " in out

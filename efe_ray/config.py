@@ -212,9 +212,6 @@ class EnvConfig(Checked):
     """Largest norm of a prompt delta produced by an action on the unit cube."""
     device: str = matching("auto", r"auto|cpu|cuda(:\d+)?", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     """"auto" (a GPU only if Ray assigned one), "cpu", or "cuda[:N]"."""
-    fail_at_step: int = bounded(0, 0, 10**9)
-    """Fault injection for reliability tests: raise in the env step when the learner reaches this
-    step (0: never). A trial restored from a checkpoint does not fail again."""
 
 
 @dataclass

@@ -164,11 +164,11 @@ def experiment_config(args: argparse.Namespace, folder: Path) -> ExperimentConfi
                         share_gpus=False if args.gpus_per_trial is not None else None)
 
 
-def param_space(cfg: ExperimentConfig) -> dict:
+def param_space(cfg: ExperimentConfig, env_cls: type | None = None) -> dict:
     """RLlib config dict with Tune's distributions placed inside the env's experiment config."""
     from efe_ray.rl.config import ppo_config
 
-    base = ppo_config(cfg).to_dict()
+    base = ppo_config(cfg, env_cls).to_dict()
     experiment = to_dict(cfg)
     for path, dist in search_space(cfg).items():
         experiment = merge(experiment, {path: dist})
@@ -176,7 +176,9 @@ def param_space(cfg: ExperimentConfig) -> dict:
     return base
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, env_cls: type | None = None) -> int:
+    """The command; its exit status. ``env_cls``: the env class trials train in (default
+    ArcPromptEnv; tests pass a subclass that injects faults)."""
     args = parse_args(argv)
     storage = Path(args.storage_path).resolve()
     try:
@@ -209,12 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume:
             save_config(folder, to_dict(cfg))
         write_skipped_tasks(folder, cfg)
-        return run(args, cfg, folder)
+        return run(args, cfg, folder, env_cls)
     finally:
         lock.release()
 
 
-def run(args: argparse.Namespace, cfg: ExperimentConfig, folder: Path) -> int:
+def run(args: argparse.Namespace, cfg: ExperimentConfig, folder: Path, env_cls: type | None = None) -> int:
     """Start (or join) Ray, run the search in ``folder`` and print its summary; the exit status."""
     # Tune's newer console output prints each trial's entire RLlib config; the classic reporter
     # shows the searched values and our metrics as columns.
@@ -240,7 +242,7 @@ def run(args: argparse.Namespace, cfg: ExperimentConfig, folder: Path) -> int:
             check_resources(ppo_config(cfg), cfg.tune)
             keep = 1 if args.keep_checkpoints is None else args.keep_checkpoints
             tuner = (search.restored_tuner(folder) if args.resume
-                     else search.new_tuner(param_space(cfg), cfg, folder, keep))
+                     else search.new_tuner(param_space(cfg, env_cls), cfg, folder, keep))
             outcome = search.run_search(tuner, cfg, folder, args.time_budget_s)
         finally:
             ray.shutdown()

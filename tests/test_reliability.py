@@ -13,6 +13,7 @@ import time
 import pytest
 
 from efe_ray.tune import main as tune_main
+from tests.fault_injection import FailingEnv
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def test_kill_9_then_resume_continues_from_checkpoints_and_fails_a_corrupt_trial
 
 def test_a_failing_trial_is_retried_from_its_last_checkpoint(tmp_path, capsys):
     rc = tune_main([*SMOKE, "--iterations", "4", "--storage-path", str(tmp_path), "--name", "retry",
-                    "--set", "env.fail_at_step=40", "--set", "tune.max_failures=1"])
+                    "--set", "tune.max_failures=1"], env_cls=FailingEnv)
     assert rc == 0
     for rows in results(tmp_path / "retry"):
         assert rows[-1]["training_iteration"] == 4
@@ -86,7 +87,7 @@ def test_a_failing_trial_is_retried_from_its_last_checkpoint(tmp_path, capsys):
 
 def test_summary_names_trials_that_failed_for_good(tmp_path, capsys):
     rc = tune_main([*SMOKE, "--iterations", "4", "--storage-path", str(tmp_path), "--name", "fail",
-                    "--set", "env.fail_at_step=40", "--set", "tune.max_failures=0"])
+                    "--set", "tune.max_failures=0"], env_cls=FailingEnv)
     assert rc == 1
     out = capsys.readouterr().out
     assert "2 failed" in out

@@ -31,9 +31,11 @@ from ray.rllib.core.columns import Columns
 from efe_ray import checkpoint as ckpt
 from efe_ray.config import ExperimentConfig, from_dict
 from efe_ray.data.task import Task
+from efe_ray.evaluation.predict import DeltaFn
 from efe_ray.learner import EFELearner
 from efe_ray.refine import PromptRefiner
-from envs.arc_prompt_env import control_vector, observation
+from envs.observation import Controls, observation
+from envs.trainee import Trainee
 
 MODULE_CLASS = DefaultPPOTorchRLModule
 """The only RLlib module class :func:`build_module` rebuilds (what ``ppo_config`` trains)."""
@@ -48,6 +50,12 @@ def deterministic_action(module, obs: np.ndarray) -> np.ndarray:
     dist_cls = module.get_inference_action_dist_cls()
     dist = dist_cls.from_logits(out[Columns.ACTION_DIST_INPUTS]).to_deterministic()
     return np.clip(dist.sample()[0].float().cpu().numpy(), -1.0, 1.0)
+
+
+def refinement(module, trainee: Trainee) -> DeltaFn:
+    """``task -> (P,) prompt delta``: the policy's deterministic action on the observation the env
+    gives at the start of an episode on ``task``, mapped by the trainee's refiner."""
+    return lambda task: trainee.refiner.delta(deterministic_action(module, trainee.observation(task)))
 
 
 def _box(space: gym.spaces.Box) -> dict[str, torch.Tensor]:
@@ -104,12 +112,12 @@ def load_policy(checkpoint_dir: str | Path) -> Callable[[Task, EFELearner], np.n
     meta = ckpt.read_meta(checkpoint_dir)
     cfg = from_dict(ExperimentConfig, meta["config"])
     stats = meta.get("env_stats", {})
+    controls = Controls.from_stats(stats)
+    easy_share = stats.get("easy_share", cfg.learner.easy_share_later)  # older checkpoints: after epoch 1
     refiner = PromptRefiner(cfg.env.action_dim, cfg.prompt.prompt_dim, cfg.env.action_scale, cfg.learner.seed)
 
     def refine(task: Task, learner: EFELearner) -> np.ndarray:
-        ctrl = control_vector(0.0, stats.get("running_loss", 0.0), stats.get("mask_ratio", 1.0),
-                              stats.get("easy_share", cfg.learner.easy_share_later),  # older checkpoints: after epoch 1
-                              learner.steps, stats.get("acc_after", 0.0))
+        ctrl = controls.vector(0.0, easy_share, learner.steps)
         return refiner.delta(deterministic_action(module, observation(learner, task, ctrl)))
 
     return refine

@@ -273,6 +273,11 @@ class TuneConfig(Checked):
     """Retries of a failed trial from its last checkpoint."""
     metric: Literal["eval/cell_acc", "eval/exact"] = "eval/cell_acc"
     """Held-out metric Tune optimises (maximised): mean cell accuracy or the exact-grid rate."""
+    seed: int = bounded(0, 0, SEED_MAX)
+    """Seed of the search (``--seed``): Tune's sampling of the trials' values, and in every trial
+    PPO (policy initialisation, exploration, minibatches) and the learner and its sampler (it
+    fills learner.seed). The same seed repeats a search's trial configs and, on CPU, their
+    per-iteration metrics; the tasks themselves follow data.seed."""
 
 
 @dataclass

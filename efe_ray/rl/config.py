@@ -7,6 +7,10 @@ Everything that touches RLlib's configuration API is here (Ray is pinned to 2.60
   process (``num_env_runners=0``), which holds the trial's CPU and GPU share;
 - the callbacks that put the learner's metrics and the held-out scores into each iteration's
   result (efe_ray/rl/callbacks.py);
+- the seed: ``learner.seed`` (in a search, ``tune.seed``) seeds RLlib too, i.e. Python's, numpy's
+  and torch's global RNGs as the env runner and PPO's learner are built (policy initialisation,
+  exploration, minibatch shuffles). The env's seeded first reset does not restart its learner
+  (envs/arc_prompt_env.py), so a trial restored from a checkpoint keeps the restored one.
 """
 
 from __future__ import annotations
@@ -41,4 +45,5 @@ def ppo_config(cfg: ExperimentConfig, env_cls: type[ArcPromptEnv] | None = None)
         )
         .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[rl.hidden, rl.hidden], vf_share_layers=False))
         .callbacks(TrialMetrics)
+        .debugging(seed=cfg.learner.seed)
     )

@@ -27,9 +27,10 @@ import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS
 
-from efe_ray.evaluation.predict import evaluate, predict
+from efe_ray.evaluation.predict import DeltaFn, evaluate, predict
 from efe_ray.rl.images import task_picture
 from efe_ray.rl.policy import refinement
+from envs.trainee import Trainee
 
 MEANS = {
     "efe_loss": "losses/efe",
@@ -88,7 +89,7 @@ class TrialMetrics(RLlibCallback):
         result["node_id"] = ray.get_runtime_context().get_node_id()
 
 
-def held_out_pictures(trainee, refine, count: int = 3) -> dict[str, np.ndarray]:
+def held_out_pictures(trainee: Trainee, refine: DeltaFn, count: int = 3) -> dict[str, np.ndarray]:
     """(H, W, 3) uint8 pictures, query | prediction | target, of the first held-out tasks' first test."""
     out = {}
     for task in trainee.eval_tasks[:count]:

@@ -5,17 +5,18 @@ Run::
     python bench/ray_overhead.py                       # default preset, CPU
     python bench/ray_overhead.py --preset gpu --device cuda --iterations 4
 
-(a) a bare loop like the original script: ``learner.step(sampler.batch(task), delta)`` with random deltas, one
-task per 8 steps; (b) the same learner inside ArcPromptEnv under RLlib PPO (``num_env_runners=0``),
-counting learner steps per second of ``algo.train()`` (sampling, PPO update, metrics; held-out
-evaluation switched off). Prints both rates, the ratio b/a, and the command line.
+(a) a bare loop over the same Trainee the env would get (envs/trainee.py):
+``learner.step(sampler.batch(task), delta)`` with random deltas, one task per episode; (b) the
+same under RLlib PPO: ArcPromptEnv in the algorithm process (``num_env_runners=0``), counting
+learner steps per second of ``algo.train()`` (sampling, PPO update, the per-step metrics
+callbacks; held-out evaluation pushed past the timed iterations). Prints both rates, the ratio
+b/a, and the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 
@@ -33,15 +34,10 @@ def sync(device: torch.device) -> None:
 
 def bare_loop(cfg: ExperimentConfig, steps: int, warmup: int, device: torch.device) -> float:
     """Learner steps per second of a plain loop."""
-    from efe_ray.data.batching import TaskSampler
-    from efe_ray.data.sources import resolve_tasks
-    from efe_ray.learner import EFELearner
-    from efe_ray.refine import PromptRefiner
+    from envs.trainee import build_trainee
 
-    train, _ = resolve_tasks(cfg.data, cfg.agent.canvas)
-    learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device)
-    sampler = TaskSampler(train, cfg.learner, cfg.agent.canvas)
-    refiner = PromptRefiner(cfg.env.action_dim, cfg.prompt.prompt_dim, cfg.env.action_scale)
+    trainee = build_trainee(cfg)
+    learner, sampler, refiner = trainee.learner, trainee.sampler, trainee.refiner
     rng = np.random.default_rng(0)
     task = None
     for i in range(warmup + steps):
@@ -59,7 +55,7 @@ def through_rllib(cfg: ExperimentConfig, iterations: int, device: torch.device) 
     """Learner steps per second of ``algo.train()`` with the env in the algorithm process."""
     import ray
 
-    from efe_ray.rl.algorithm import EFEPPO, local_env
+    from efe_ray.rl.algorithm import EFEPPO
     from efe_ray.rl.config import ppo_config
 
     gpus = 1 if device.type == "cuda" else 0
@@ -68,13 +64,13 @@ def through_rllib(cfg: ExperimentConfig, iterations: int, device: torch.device) 
         pc = ppo_config(cfg).learners(num_learners=0, num_gpus_per_learner=gpus)
         algo = EFEPPO(config=pc)
         algo.train()  # warm-up (and the first held-out evaluation)
-        env = local_env(algo)
+        learner = algo.trainee.learner
         sync(device)
-        steps0, start = env.learner.steps, time.perf_counter()
+        steps0, start = learner.steps, time.perf_counter()
         for _ in range(iterations):
             algo.train()
         sync(device)
-        rate = (env.learner.steps - steps0) / (time.perf_counter() - start)
+        rate = (learner.steps - steps0) / (time.perf_counter() - start)
         algo.stop()
         return rate
     finally:
@@ -93,8 +89,6 @@ def main(argv: list[str] | None = None) -> None:
     cfg = dataclasses.replace(cfg, rl=dataclasses.replace(cfg.rl, eval_every=10_000),
                               env=dataclasses.replace(cfg.env, device=args.device))
     device = torch.device(args.device)
-    torch.set_num_threads(cfg.tune.cpus_per_trial)
-    os.environ["EFE_TORCH_THREADS"] = str(cfg.tune.cpus_per_trial)
     steps = args.iterations * cfg.rl.train_batch_size
     a = bare_loop(cfg, steps, warmup=cfg.rl.train_batch_size, device=device)
     b = through_rllib(cfg, args.iterations, device)

@@ -228,9 +228,6 @@ class EnvConfig(Checked):
     """Largest norm of a prompt delta produced by an action on the unit cube."""
     device: str = matching("auto", r"auto|cpu|cuda(:\d+)?", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     """"auto" (a GPU only if Ray assigned one), "cpu", or "cuda[:N]"."""
-    fail_at_step: int = bounded(0, 0, 10**9)
-    """Fault injection for reliability tests: raise in the env step when the learner reaches this
-    step (0: never). A trial restored from a checkpoint does not fail again."""
 
 
 @dataclass
@@ -294,6 +291,11 @@ class TuneConfig(Checked):
     metric: Literal["eval/score", "eval/cell_acc", "eval/exact"] = "eval/score"
     """Held-out metric Tune optimises (maximised): ``eval/score`` = exact-grid rate + cell accuracy / 1000
     (exact grids first, cell accuracy only to break ties), or either part alone."""
+    seed: int = bounded(0, 0, SEED_MAX)
+    """Seed of the search (``--seed``): Tune's sampling of the trials' values, and in every trial
+    PPO (policy initialisation, exploration, minibatches) and the learner and its sampler (it
+    fills learner.seed). The same seed repeats a search's trial configs and, on CPU, their
+    per-iteration metrics; the tasks themselves follow data.seed."""
 
 
 @dataclass

@@ -6,6 +6,7 @@ Run::
     python -m efe_ray.tune --preset gpu          # trials per GPU chosen from their estimated peak memory
     python -m efe_ray.tune --preset gpu --gpus-per-trial 0.5   # a fixed share, checked against memory
     python -m efe_ray.tune --set learner.precision=bf16 --num-samples 4
+    python -m efe_ray.tune --seed 7                # another seed: other trials (the same seed repeats a search)
     python -m efe_ray.tune --resume --storage-path runs --name my-search
     python -m efe_ray.tune --resume              # the newest experiment under --storage-path
 
@@ -14,7 +15,8 @@ What to expect: Tune's progress table while trials run (one row per trial with i
 trials finished, were stopped early by ASHA, failed (with the root cause) or are unfinished, the
 best trial's config and held-out cell accuracy, the storage path, the ``tensorboard --logdir``
 command, the Ray dashboard's address and, when something is left to do, the ``--resume`` command.
-On a 2-core CPU the default search takes a few minutes.
+On a 2-core CPU the default search takes a few minutes. Two searches with the same ``--seed``
+(default 0) sample the same trials and, on CPU, report the same values at every iteration.
 
 Everything is checked before Ray starts: the preset and overrides (unknown keys, bad values), the
 task files, the model path, whether the cluster has the GPUs that trials ask for, and whether the
@@ -45,7 +47,7 @@ from tuning.preflight import preflight
 from tuning.presets import build_config, preset_names, search_space
 
 EXPERIMENT_OPTIONS = ("preset", "overrides", "num_samples", "iterations", "gpus_per_trial", "cpus_per_trial",
-                      "keep_checkpoints")
+                      "keep_checkpoints", "seed")
 """Options that shape an experiment; a resumed one keeps those it was started with."""
 
 
@@ -60,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (tune.gpus_per_trial; "
                    "turns tune.share_gpus off)")
     p.add_argument("--cpus-per-trial", type=int, help="CPUs per trial (tune.cpus_per_trial)")
+    p.add_argument("--seed", type=int, help="seed of the search: trial sampling, PPO, each trial's learner and "
+                   "sampler (tune.seed; default 0)")
     p.add_argument("--storage-path", default="runs", help="where trials, checkpoints and TensorBoard files go")
     p.add_argument("--name", default=None, help="experiment folder name (default: efe-<preset>-<time>)")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto or host:port)")
@@ -159,16 +163,16 @@ def experiment_config(args: argparse.Namespace, folder: Path) -> ExperimentConfi
               "default preset (the trials keep the settings the experiment was started with)", file=sys.stderr)
     return build_config(args.preset or "default", args.overrides or [], num_samples=args.num_samples,
                         iterations=args.iterations, gpus_per_trial=args.gpus_per_trial,
-                        cpus_per_trial=args.cpus_per_trial,
+                        cpus_per_trial=args.cpus_per_trial, seed=args.seed,
                         # an explicit share is kept (and checked), not replaced by the memory plan
                         share_gpus=False if args.gpus_per_trial is not None else None)
 
 
-def param_space(cfg: ExperimentConfig) -> dict:
+def param_space(cfg: ExperimentConfig, env_cls: type | None = None) -> dict:
     """RLlib config dict with Tune's distributions placed inside the env's experiment config."""
     from efe_ray.rl.config import ppo_config
 
-    base = ppo_config(cfg).to_dict()
+    base = ppo_config(cfg, env_cls).to_dict()
     experiment = to_dict(cfg)
     for path, dist in search_space(cfg).items():
         experiment = merge(experiment, {path: dist})
@@ -176,7 +180,9 @@ def param_space(cfg: ExperimentConfig) -> dict:
     return base
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, env_cls: type | None = None) -> int:
+    """The command; its exit status. ``env_cls``: the env class trials train in (default
+    ArcPromptEnv; tests pass a subclass that injects faults)."""
     args = parse_args(argv)
     storage = Path(args.storage_path).resolve()
     try:
@@ -209,12 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume:
             save_config(folder, to_dict(cfg))
         write_skipped_tasks(folder, cfg)
-        return run(args, cfg, folder)
+        return run(args, cfg, folder, env_cls)
     finally:
         lock.release()
 
 
-def run(args: argparse.Namespace, cfg: ExperimentConfig, folder: Path) -> int:
+def run(args: argparse.Namespace, cfg: ExperimentConfig, folder: Path, env_cls: type | None = None) -> int:
     """Start (or join) Ray, run the search in ``folder`` and print its summary; the exit status."""
     # Tune's newer console output prints each trial's entire RLlib config; the classic reporter
     # shows the searched values and our metrics as columns.
@@ -240,7 +246,7 @@ def run(args: argparse.Namespace, cfg: ExperimentConfig, folder: Path) -> int:
             check_resources(ppo_config(cfg), cfg.tune)
             keep = 1 if args.keep_checkpoints is None else args.keep_checkpoints
             tuner = (search.restored_tuner(folder) if args.resume
-                     else search.new_tuner(param_space(cfg), cfg, folder, keep))
+                     else search.new_tuner(param_space(cfg, env_cls), cfg, folder, keep))
             outcome = search.run_search(tuner, cfg, folder, args.time_budget_s)
         finally:
             ray.shutdown()

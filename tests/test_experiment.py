@@ -80,7 +80,7 @@ def test_a_new_search_does_not_reuse_an_experiment_folder(tmp_path, capsys):
 
 def test_resume_keeps_the_experiments_own_settings(tmp_path, capsys):
     for option in (["--iterations", "3"], ["--set", "learner.agent_lr=0.001"], ["--preset", "smoke"],
-                   ["--keep-checkpoints", "0"]):
+                   ["--keep-checkpoints", "0"], ["--seed", "3"]):
         with pytest.raises(SystemExit) as stop:
             parse_args(["--resume", *option])
         assert stop.value.code == 2
@@ -94,3 +94,17 @@ def test_resume_of_a_folder_without_an_experiment_is_refused(tmp_path, capsys):
     (tmp_path / "exp").mkdir()
     assert tune_main(["--resume", "--name", "exp", "--storage-path", str(tmp_path)]) == 2
     assert f"--resume: {tmp_path / 'exp'} holds no experiment to continue" in capsys.readouterr().err
+
+
+def test_the_seed_is_the_searchs_and_a_learner_seed_of_its_own_is_refused(tmp_path, capsys):
+    from tuning.presets import build_config
+
+    cfg = build_config("smoke", ["tune.seed=4"], seed=None)
+    assert cfg.tune.seed == cfg.learner.seed == 4
+    cfg = build_config("smoke", ["tune.seed=4"], seed=9)  # --seed overrides the key
+    assert cfg.tune.seed == cfg.learner.seed == 9
+    assert tune_main([*SMOKE, "--set", "learner.seed=3", "--storage-path", str(tmp_path)]) == 2
+    assert ("error: --set learner.seed=3 sets learner.seed: a search seeds every trial's learner with tune.seed; "
+            "set that instead (--seed N or --set tune.seed=N)") in capsys.readouterr().err
+    assert tune_main([*SMOKE, "--seed", "-1", "--storage-path", str(tmp_path)]) == 2
+    assert "tune.seed: must be >= 0 and <= 4.29497e+09, got -1" in capsys.readouterr().err

@@ -7,7 +7,8 @@ from ray.tune.error import TuneError
 from efe_ray.checkpoint import CheckpointError
 from efe_ray.config import ConfigError
 from efe_ray.rl.faults import error_chain, is_retryable, root_cause
-from envs.arc_prompt_env import InjectedFault, NonFiniteWeightsError
+from envs.arc_prompt_env import NonFiniteWeightsError
+from tests.fault_injection import InjectedFault
 
 
 def trial_error(cause: BaseException | None, last_line: str) -> RayTaskError:
@@ -43,15 +44,15 @@ def test_a_wrapped_config_error_is_found_behind_the_wrapper():
 
 
 def test_transient_errors_are_retried_with_the_raised_error_as_cause():
-    fault = InjectedFault("injected failure at learner step 40 (env.fail_at_step)")
-    error = trial_error(fault, f"envs.arc_prompt_env.InjectedFault: {fault}")
+    fault = InjectedFault("injected failure at learner step 40")
+    error = trial_error(fault, f"tests.fault_injection.InjectedFault: {fault}")
     assert is_retryable(error)
     assert root_cause(error) == f"InjectedFault: {fault}"
 
 
 @pytest.mark.parametrize("cause,retryable", [
     (NonFiniteWeightsError("learner weight agent.head.weight (1 of 352 values) is not finite at learner step 9"), False),
-    (InjectedFault("injected failure at learner step 40 (env.fail_at_step)"), True),
+    (InjectedFault("injected failure at learner step 40"), True),
 ])
 def test_an_env_error_rllib_rethrows_bare_is_read_from_the_traceback(cause, retryable):
     # RLlib's env runner does `raise RuntimeError from e`; the RuntimeError is rebuilt in the

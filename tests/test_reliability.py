@@ -13,6 +13,7 @@ import time
 import pytest
 
 from efe_ray.tune import main as tune_main
+from tests.fault_injection import FailingEnv
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def results(path):
 def test_kill_9_then_resume_continues_from_checkpoints_and_fails_a_corrupt_trial_once(tmp_path, capsys):
     iterations = 10
     cmd = [sys.executable, "-m", "efe_ray.tune", *SMOKE, "--iterations", str(iterations),
-           "--set", "tune.max_failures=-1", "--storage-path", str(tmp_path), "--name", "crash"]
+           "--set", "tune.max_failures=100", "--storage-path", str(tmp_path), "--name", "crash"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     try:
@@ -62,7 +63,7 @@ def test_kill_9_then_resume_continues_from_checkpoints_and_fails_a_corrupt_trial
     assert any(r["iterations_since_restore"] < r["training_iteration"] for r in rows)
     # ... and so did the learner (a fresh learner would have counted fewer steps).
     assert rows[-1]["learner/steps"] == iterations * STEPS_PER_ITER
-    # The corrupt trial failed once (tune.max_failures=-1 would retry forever), with the cause.
+    # The corrupt trial failed once (tune.max_failures=100 would retry it 100 times), with the cause.
     assert open(os.path.join(corrupt, "error.txt")).read().count("Failure #") == 1
     assert "1 finished, 1 failed" in out
     assert f"failed trial {os.path.basename(corrupt)}: CheckpointError: " in out
@@ -76,7 +77,7 @@ def test_kill_9_then_resume_continues_from_checkpoints_and_fails_a_corrupt_trial
 
 def test_a_failing_trial_is_retried_from_its_last_checkpoint(tmp_path, capsys):
     rc = tune_main([*SMOKE, "--iterations", "4", "--storage-path", str(tmp_path), "--name", "retry",
-                    "--set", "env.fail_at_step=40", "--set", "tune.max_failures=1"])
+                    "--set", "tune.max_failures=1"], env_cls=FailingEnv)
     assert rc == 0
     for rows in results(tmp_path / "retry"):
         assert rows[-1]["training_iteration"] == 4
@@ -86,7 +87,7 @@ def test_a_failing_trial_is_retried_from_its_last_checkpoint(tmp_path, capsys):
 
 def test_summary_names_trials_that_failed_for_good(tmp_path, capsys):
     rc = tune_main([*SMOKE, "--iterations", "4", "--storage-path", str(tmp_path), "--name", "fail",
-                    "--set", "env.fail_at_step=40", "--set", "tune.max_failures=0"])
+                    "--set", "tune.max_failures=0"], env_cls=FailingEnv)
     assert rc == 1
     out = capsys.readouterr().out
     assert "2 failed" in out

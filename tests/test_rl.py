@@ -1,4 +1,5 @@
-"""The environment and the RLlib layer: env checker, checkpoints that carry the learner, pre-flight."""
+"""The environment and the RLlib layer: env checker, the trainee handed in, per-step metrics,
+checkpoints that carry the learner, pre-flight."""
 
 import gymnasium as gym
 import numpy as np
@@ -8,7 +9,9 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from efe_ray.config import ConfigError, to_dict
-from envs.arc_prompt_env import CTRL_DIM, ArcPromptEnv
+from envs.arc_prompt_env import ArcPromptEnv
+from envs.observation import CTRL_DIM
+from envs.trainee import build_trainee
 from tuning.presets import build_config
 
 SMOKE = build_config("smoke")
@@ -21,6 +24,20 @@ def make_env():
 def test_env_passes_gymnasium_checker():
     env = make_env()
     check_env(env.unwrapped)
+
+
+def test_a_seeded_reset_does_not_restart_the_learner_it_was_handed():
+    trainee = build_trainee(SMOKE)
+    env = ArcPromptEnv(trainee=trainee)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    weights = {k: v.clone() for k, v in trainee.learner.agent.state_dict().items()}
+    rng = trainee.sampler.rng.bit_generator.state
+    env.reset(seed=0)  # as RLlib's first reset after a checkpoint was restored
+    assert env.trainee is trainee and trainee.learner.steps == 1
+    assert all(torch.equal(weights[k], v) for k, v in trainee.learner.agent.state_dict().items())
+    assert trainee.sampler.rng.bit_generator.state != rng  # it drew the next task, from where it was
+    assert trainee.controls.episodes == 2
 
 
 def test_env_spaces_observation_and_info():
@@ -41,9 +58,37 @@ def test_env_spaces_observation_and_info():
                 "qwen_grad_norm", "agent_grad_norm"} <= set(info)
         assert reward == pytest.approx(info["reward"])
         assert obs[p] == pytest.approx(steps / SMOKE.env.steps_per_episode)  # progress in the control vector
+        assert info["steps"] == steps and info["episodes"] == 1 and info["curriculum_epoch"] == 0
     assert steps == SMOKE.env.steps_per_episode
-    drained = env.unwrapped.drain_metrics()
-    assert drained["steps"] == steps and drained["steps_this_iter"] == steps
+
+
+def test_per_step_metrics_reach_the_metrics_logger_as_iteration_means_and_counters():
+    from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+    from efe_ray.rl.callbacks import STEPS_THIS_ITER, TrialMetrics
+
+    class Episode:  # what the callback reads of RLlib's episode
+        def __init__(self, info):
+            self.info = info
+
+        def get_infos(self, index):
+            assert index == -1
+            return self.info
+
+    env = ArcPromptEnv(trainee=build_trainee(SMOKE))
+    env.reset(seed=0)
+    infos = [env.step(env.action_space.sample())[-1] for _ in range(3)]
+    logger, callback = MetricsLogger(root=True), TrialMetrics()
+    for info in infos:
+        callback.on_episode_step(episode=Episode(info), metrics_logger=logger)
+    reduced = {k: float(v) for k, v in logger.reduce().items()}  # what RLlib reports for the iteration
+    assert reduced["losses/efe"] == pytest.approx(np.mean([i["efe_loss"] for i in infos]))
+    assert reduced["charts/reward"] == pytest.approx(np.mean([i["reward"] for i in infos]))
+    assert reduced["learner/steps"] == 3 and reduced[STEPS_THIS_ITER] == 3
+    callback.on_episode_step(episode=Episode(infos[-1]), metrics_logger=logger)
+    again = {k: float(v) for k, v in logger.reduce().items()}
+    assert again[STEPS_THIS_ITER] == 1  # per iteration: afresh after each reduce
+    assert again["losses/efe"] == pytest.approx(infos[-1]["efe_loss"])
 
 
 def test_env_rejects_unknown_config_keys():
@@ -62,12 +107,12 @@ def ray_local():
 
 @pytest.mark.slow
 def test_checkpoint_round_trip_restores_learner_bit_for_bit(ray_local, tmp_path):
-    from efe_ray.rl.algorithm import EFEPPO, local_env
+    from efe_ray.rl.algorithm import EFEPPO
     from efe_ray.rl.config import ppo_config
 
     algo = EFEPPO(config=ppo_config(SMOKE))
     algo.train()
-    saved = local_env(algo).learner
+    saved = algo.trainee.learner
     algo.save_checkpoint(str(tmp_path))  # RLlib's files + ours
     want = {k: v.clone() for k, v in saved.agent.state_dict().items()}
     want.update({f"p.{k}": v.clone() for k, v in saved.prompt.state_dict().items()})
@@ -77,7 +122,7 @@ def test_checkpoint_round_trip_restores_learner_bit_for_bit(ray_local, tmp_path)
 
     fresh = EFEPPO(config=ppo_config(SMOKE))
     fresh.load_checkpoint(str(tmp_path))
-    got = local_env(fresh).learner
+    got = fresh.trainee.learner
     have = dict(got.agent.state_dict())
     have.update({f"p.{k}": v for k, v in got.prompt.state_dict().items()})
     assert want.keys() == have.keys()
@@ -96,7 +141,7 @@ def test_policy_rebuilt_from_weights_acts_exactly_like_rllibs_own_checkpoint(ray
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     from efe_ray import checkpoint as ckpt
-    from efe_ray.rl.algorithm import EFEPPO, local_env
+    from efe_ray.rl.algorithm import EFEPPO
     from efe_ray.rl.config import ppo_config
     from efe_ray.rl.policy import build_module, deterministic_action
 
@@ -104,9 +149,9 @@ def test_policy_rebuilt_from_weights_acts_exactly_like_rllibs_own_checkpoint(ray
     algo.train()
     algo.train()
     algo.save_checkpoint(str(tmp_path))
-    env = local_env(algo)
-    tasks = env.train_tasks + env.eval_tasks
-    observations = [env.observation_for(t, progress) for t in tasks for progress in (0.0, 0.5)]
+    trainee = algo.trainee
+    tasks = trainee.train_tasks + trainee.eval_tasks
+    observations = [trainee.observation(t, progress) for t in tasks for progress in (0.0, 0.5)]
     algo.stop()
 
     state = ckpt.load_policy(tmp_path)  # hash-checked, torch.load(weights_only=True)
@@ -135,7 +180,7 @@ def test_preflight_rejects_gpu_request_the_cluster_cannot_meet(ray_local):
 
 @pytest.mark.slow
 def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(ray_local, tmp_path):
-    from efe_ray.rl.algorithm import EFEPPO, local_env
+    from efe_ray.rl.algorithm import EFEPPO
     from efe_ray.rl.config import ppo_config
 
     algo = EFEPPO(config=ppo_config(SMOKE))
@@ -144,7 +189,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(ray_local, tmp_p
         algo.train()
         folder = tmp_path / f"checkpoint_{i:06d}"
         algo.save_checkpoint(str(folder))
-        steps.append(local_env(algo).learner.steps)
+        steps.append(algo.trainee.learner.steps)
     algo.stop()
     learner_file = tmp_path / "checkpoint_000001" / "efe_learner.pt"
     learner_file.write_bytes(learner_file.read_bytes()[:1000])  # truncated, as by a crash mid-write
@@ -152,34 +197,35 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(ray_local, tmp_p
     fresh = EFEPPO(config=ppo_config(SMOKE))
     with pytest.warns(UserWarning, match="previous good checkpoint .*checkpoint_000000"):
         fresh.load_checkpoint(str(tmp_path / "checkpoint_000001"))
-    assert local_env(fresh).learner.steps == steps[0] < steps[1]
+    assert fresh.trainee.learner.steps == steps[0] < steps[1]
     fresh.stop()
 
 
 def test_a_nan_weight_stops_the_env_with_the_parameter_named():
     from envs.arc_prompt_env import NonFiniteWeightsError
 
-    env = make_env().unwrapped
+    learner = (trainee := build_trainee(SMOKE)).learner
+    env = ArcPromptEnv(trainee=trainee)
     env.reset(seed=0)
     env.step(env.action_space.sample())  # a normal step passes the check
-    assert env.learner.skipped_steps == 0
-    name, param = next(iter(env.learner.agent.named_parameters()))
+    assert learner.skipped_steps == 0
+    name, param = next(iter(learner.agent.named_parameters()))
     with torch.no_grad():
         param.view(-1)[0] = float("nan")
     with pytest.raises(NonFiniteWeightsError, match=rf"agent\.{name} \(1 of {param.numel()} values\) is not finite"):
         env.step(env.action_space.sample())
-    assert env.learner.skipped_steps == 1  # the step was skipped, then the weights were checked
+    assert learner.skipped_steps == 1  # the step was skipped, then the weights were checked
 
 
 @pytest.mark.slow
 def test_a_nan_weight_fails_the_trial_as_not_retryable(ray_local):
-    from efe_ray.rl.algorithm import EFEPPO, local_env
+    from efe_ray.rl.algorithm import EFEPPO
     from efe_ray.rl.config import ppo_config
     from efe_ray.rl.faults import is_retryable, root_cause
 
     algo = EFEPPO(config=ppo_config(SMOKE))
     algo.train()
-    name, param = next(iter(local_env(algo).learner.agent.named_parameters()))
+    name, param = next(iter(algo.trainee.learner.agent.named_parameters()))
     with torch.no_grad():
         param.view(-1)[0] = float("inf")
     with pytest.raises(Exception) as caught:

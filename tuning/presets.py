@@ -10,6 +10,9 @@ learner keys is obeyed, never overwritten by the search: it fixes that dimension
 becomes ``[v, v]``, the choices ``[v]``) and :func:`build_config` says so. When both a learner
 value and its search dimension are given, the one given later wins (``--set`` after the preset,
 in command-line order); both in one preset file is refused as ambiguous.
+
+``tune.seed`` (``--seed``) seeds the search and fills every trial's ``learner.seed``; a preset or
+``--set`` that gives ``learner.seed`` itself is refused (:func:`seed_trials`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from efe_ray.config import ConfigError, ExperimentConfig, from_dict, merge, search_dimensions
+from efe_ray.config import ConfigError, ExperimentConfig, TuneConfig, from_dict, merge, search_dimensions
 
 PRESET_DIR = Path(__file__).parent
 
@@ -115,6 +118,20 @@ def fix_explicit_dimensions(sources: Sequence[tuple[str, dict[str, Any]]], raw: 
     return raw
 
 
+def seed_trials(sources: Sequence[tuple[str, dict[str, Any]]], raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with ``learner.seed`` filled from ``tune.seed``: a search seeds every trial with its
+    own seed. A ``learner.seed`` in ``sources`` is refused rather than replaced."""
+    for name, source in sources:
+        if _has(source, "learner.seed"):
+            raise ConfigError(f"{name} sets learner.seed: a search seeds every trial's learner with tune.seed; "
+                              "set that instead (--seed N or --set tune.seed=N)")
+    tune = raw.get("tune") if isinstance(raw.get("tune"), dict) else {}
+    if "seed" not in tune:
+        return raw
+    seed = from_dict(TuneConfig, {"seed": tune["seed"]}, "tune").seed  # a bad seed is named as tune.seed
+    return merge(raw, {"learner.seed": seed})
+
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -135,7 +152,7 @@ def build_config(preset: str, overrides: Sequence[str] = (), say: Callable[[str]
     if tune_part:
         raw = merge(raw, {"tune": tune_part})
     notes: list[str] = []
-    cfg = from_dict(ExperimentConfig, fix_explicit_dimensions(sources, raw, notes.append))
+    cfg = from_dict(ExperimentConfig, seed_trials(sources, fix_explicit_dimensions(sources, raw, notes.append)))
     for note in notes:
         say(note)
     return cfg

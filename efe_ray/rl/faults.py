@@ -1,9 +1,9 @@
 """Trial failures: what caused them, and which ones a retry cannot fix.
 
-Tune restarts a failed trial from its last checkpoint up to ``tune.max_failures`` times (-1:
-forever). That helps with a lost node or a killed worker, but not with a deterministic error: a
-bad config value, an unreadable checkpoint, an invalid task file or a weight that is already NaN
-fail again on every restart. :data:`NON_RETRYABLE` lists those errors; :class:`NoRetryASHA`
+Tune restarts a failed trial from its last checkpoint up to ``tune.max_failures`` times. That
+helps with a lost node or a killed worker, but not with a deterministic error: a bad config value,
+an unreadable checkpoint, an invalid task file or a weight that is already NaN fail again on
+every restart. :data:`NON_RETRYABLE` lists those errors; :class:`NoRetryASHA`
 (ASHA plus one rule) ends such a trial as failed after its first occurrence.
 
 Tune offers no per-error retry policy. Its controller records the error (``error.pkl``), asks

@@ -31,9 +31,11 @@ from ray.rllib.core.columns import Columns
 from efe_ray import checkpoint as ckpt
 from efe_ray.config import ExperimentConfig, from_dict
 from efe_ray.data.task import Task
+from efe_ray.evaluation.predict import DeltaFn
 from efe_ray.learner import EFELearner
 from efe_ray.refine import PromptRefiner
-from envs.arc_prompt_env import control_vector, observation
+from envs.observation import Controls, observation
+from envs.trainee import Trainee
 
 MODULE_CLASS = DefaultPPOTorchRLModule
 """The only RLlib module class :func:`build_module` rebuilds (what ``ppo_config`` trains)."""
@@ -64,6 +66,12 @@ def _action(module, obs: np.ndarray, seed: int | None) -> np.ndarray:
             torch.manual_seed(seed)
             action = dist.sample()
     return np.clip(action[0].float().cpu().numpy(), -1.0, 1.0)
+
+
+def refinement(module, trainee: Trainee) -> DeltaFn:
+    """``task -> (P,) prompt delta``: the policy's deterministic action on the observation the env
+    gives at the start of an episode on ``task``, mapped by the trainee's refiner."""
+    return lambda task: trainee.refiner.delta(deterministic_action(module, trainee.observation(task)))
 
 
 def _box(space: gym.spaces.Box) -> dict[str, torch.Tensor]:
@@ -120,6 +128,8 @@ def load_policy(checkpoint_dir: str | Path) -> Callable[[Task, EFELearner], np.n
     meta = ckpt.read_meta(checkpoint_dir)
     cfg = from_dict(ExperimentConfig, meta["config"])
     stats = meta.get("env_stats", {})
+    controls = Controls.from_stats(stats)
+    easy_share = stats.get("easy_share", cfg.learner.easy_share_later)  # older checkpoints: after epoch 1
     refiner = PromptRefiner(cfg.env.action_dim, cfg.prompt.prompt_dim, cfg.env.action_scale, cfg.learner.seed)
 
     def refine(task: Task, learner: EFELearner, *, feedback: tuple[float, float, float] | None = None,
@@ -128,11 +138,11 @@ def load_policy(checkpoint_dir: str | Path) -> Callable[[Task, EFELearner], np.n
         search in progress, in place of the training run's statistics in the control vector
         (efe_ray/evaluation/search.py proposes deltas in closed loop this way); ``seed``: draw the
         action from the policy's Gaussian instead of taking its mean."""
-        progress, loss, acc = feedback or (0.0, stats.get("running_loss", 0.0), stats.get("acc_after", 0.0))
-        ctrl = control_vector(progress, loss, stats.get("mask_ratio", 1.0),
-                              stats.get("easy_share", cfg.learner.easy_share_later),  # older checkpoints: after epoch 1
-                              learner.steps, acc)
-        obs = observation(learner, task, ctrl)
+        now, progress = controls, 0.0
+        if feedback is not None:
+            progress, loss, acc = feedback
+            now = dataclasses.replace(controls, running_loss=loss, acc_after=acc)
+        obs = observation(learner, task, now.vector(progress, easy_share, learner.steps))
         action = deterministic_action(module, obs) if seed is None else sampled_action(module, obs, seed)
         return refiner.delta(action)
 

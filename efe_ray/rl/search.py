@@ -7,7 +7,8 @@ end that is always orderly (finished, interrupted, out of time, or with failed t
   ``CheckpointConfig(num_to_keep=K, checkpoint_score_attribute=metric)``: Ray 2.60 keeps the K
   best by the metric and never deletes the checkpoint it has just registered, so each trial keeps
   its K best plus its latest (what ``--resume`` restores from and ``evaluate`` reads).
-  Failures go to :class:`efe_ray.rl.faults.NoRetryASHA`.
+  Failures go to :class:`efe_ray.rl.faults.NoRetryASHA`. Tune samples the trials' values with
+  ``tune.seed`` (``BasicVariantGenerator(random_state=...)``): the same seed, the same trials.
 - **Ending**: Ctrl-C is Tune's own graceful stop (a last snapshot of the experiment state; the
   running trials stay unfinished, so ``--resume`` continues them). A time budget ends the search
   the same way (:class:`GracefulStop`), rather than through ``TuneConfig(time_budget_s)``, which
@@ -80,7 +81,7 @@ def new_tuner(param_space: dict, cfg: ExperimentConfig, folder: Path, keep_check
     )
     tune_config = tune.TuneConfig(metric=t.metric, mode="max", scheduler=scheduler, num_samples=t.num_samples,
                                   max_concurrent_trials=t.max_concurrent or None,
-                                  search_alg=BasicVariantGenerator(random_state=cfg.learner.seed))
+                                  search_alg=BasicVariantGenerator(random_state=cfg.tune.seed))
     return tune.Tuner(EFEPPO, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 

@@ -3,13 +3,16 @@
 Tune's own TensorBoard logger files every result under ``ray/tune/...``. This one (a drop-in
 subclass, so Tune does not add its default) writes the learner's metrics under their own tags
 (``losses/efe``, ``charts/mask_ratio``, ``grads/qwen``, ``eval/cell_acc``, ...), the grid
-pictures that EFEPPO puts under ``result["images"]`` as images, and leaves everything else
-(RLlib's own statistics) under ``ray/tune/...`` as before. The pictures are taken out of the
-result so that the JSON and CSV loggers don't store them.
+pictures that efe_ray/rl/callbacks.py puts under ``result["images"]`` as images, and leaves
+everything else (RLlib's own statistics) under ``ray/tune/...`` as before. The pictures are taken
+out of the result so that the JSON and CSV loggers don't store them.
 
 HParams: when a trial ends, Tune records its searched values with the metrics of its last result;
 its logger only knows the ``ray/tune/...`` ones. Here the namespaced metrics join them, the search
 metric first, so that the HParams tab compares trials on what the search optimises.
+
+Tune offers no public hook for either: as a subclass, this writes through its parent's per-trial
+writers (``_trial_writer``) and extends its ``_try_log_hparams``.
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def test_merge_and_overrides():
 
 
 def test_unknown_preset_and_bad_yaml(tmp_path):
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; known: default"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; known: arc, default"):
         load_preset("nope")
     bad = tmp_path / "bad.yaml"
     bad.write_text("learner: [unclosed")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 RUNS = {
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         args.write.write_text(json.dumps(rows, indent=1) + "\n")
         print(f"wrote {args.write} ({len(rows)} records)")
-    print("command: python bench/arc_results.py " + " ".join(argv or []))
+    print("command: python bench/arc_results.py " + " ".join(sys.argv[1:] if argv is None else argv))
     return 0
 
 

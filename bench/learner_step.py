@@ -51,6 +51,7 @@ from efe_ray.data.loaders import load_tasks  # noqa: E402
 from efe_ray.data.serialize import prompt_text  # noqa: E402
 from efe_ray.data.batching import MAX_DEMOS, TaskSampler, known_pairs  # noqa: E402
 from efe_ray.learner import EFELearner  # noqa: E402
+from tuning.presets import build_config  # noqa: E402
 
 from step_profile import bare_qwen_step_time, kernel_breakdown, profiler_activities  # noqa: E402  (bench/)
 
@@ -101,7 +102,7 @@ def train_flops_per_token(n_params: int, layers: int, width: int, seq: float) ->
 
 def run(shape: str, precision: str, args, device: torch.device) -> dict:
     """Time ``args.steps`` learner steps of one shape and precision; return the figures."""
-    cfg = ExperimentConfig()
+    cfg = build_config(args.preset) if args.preset else ExperimentConfig()
     for k, v in SHAPES[shape].items():
         setattr(cfg.prompt, k, v)
     cfg.prompt.max_tokens = args.max_tokens or cfg.prompt.max_tokens
@@ -117,9 +118,10 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
     tasks = pick_tasks(args.source, args.tasks, cfg.agent.canvas, args.min_tokens)
 
     t0 = time.perf_counter()
-    learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device=device)
+    learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device=device, task_ids=tuple(t.task_id for t in tasks))
     sampler = TaskSampler(tasks, cfg.learner, cfg.agent.canvas)
     build_s = time.perf_counter() - t0
+    cells: list[tuple[int, int]] = []  # (views, canvas side) of each timed step's batch
     tokens = [0]
     tokenize = learner.prompt.tokenize
 
@@ -151,10 +153,12 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
         task = tasks[(i // episode) % len(tasks)]
         sync()
         start = time.perf_counter()
-        m = learner.step(sampler.batch(task), delta)  # timed with the batch's sampling, as before
+        batch = sampler.batch(task)
+        m = learner.step(batch, delta)  # timed with the batch's sampling, as before
         sync()
         if i >= args.warmup:
             times.append((time.perf_counter() - start, m["qwen_fresh"] == 1.0))
+            cells.append((len(batch.samples) + len(batch.rehearsal), batch.side))
     if profiler is not None:
         profiler.__exit__(None, None, None)
         if args.trace:
@@ -170,14 +174,15 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
     agent_params = sum(x.numel() for x in learner.agent.parameters())
     fresh_steps = sum(1 for _, f in times if f)
     mean_seq = tokens[0] / max(fresh_steps * batch, 1)
-    cells_per_step = (batch + rehearsal) * (a.canvas * a.canvas + 1)
-    flops = (tokens[0] * train_flops_per_token(qwen_params, p.num_layers, p.hidden_size, mean_seq)
-             + len(times) * cells_per_step * train_flops_per_token(agent_params, a.num_layers, a.d_model,
-                                                                   a.canvas * a.canvas + 1))
+    # Each step's batch has its own canvas side S (its largest view): S*S+1 tokens per view, passes
+    # times over, and the forward without the refinement that prices the reward (a third of a step).
+    agent_flops = sum(n * (s * s + 1) * a.passes * train_flops_per_token(agent_params, a.num_layers, a.d_model, s * s + 1)
+                      * (1 + batch / n / 3) for n, s in cells)
+    flops = tokens[0] * train_flops_per_token(qwen_params, p.num_layers, p.hidden_size, mean_seq) + agent_flops
     peak = peak_tflops(device, precision)
     return {
         "shape": shape, "precision": precision, "steps_per_s": steps_per_s, "tasks_per_s": steps_per_s * batch,
-        "tokens_per_s": tokens[0] / total, "cells_per_s": steps_per_s * (batch + rehearsal) * a.canvas * a.canvas,
+        "tokens_per_s": tokens[0] / total, "cells_per_s": sum(n * s * s for n, s in cells) / total,
         "tflops": flops / total / 1e12, "mfu": (flops / total / 1e12 / peak) if peak else None,
         "peak_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
         "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "build_s": build_s,
@@ -192,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     defaults = ExperimentConfig()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=24, help="timed learner steps (default 24)")
+    ap.add_argument("--preset", default="", help="take the prompt, agent and learner configs from this preset "
+                    "(e.g. arc) instead of the defaults")
     ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     ap.add_argument("--precision", default=defaults.learner.precision, choices=["fp32", "tf32", "bf16", "fp16"],

@@ -104,6 +104,9 @@ def test_ablations_come_from_the_same_pass_and_a_task_too_large_is_unanswered(le
     assert set(answer.info["demo_log_lik"]) == {"zero", "policy", "gradient", "best"}
     assert answer.info["demo_log_lik"]["best"] == max(answer.info["demo_log_lik"][k] for k in ("zero", "policy", "gradient"))
     assert [c[0] for c in calls] == ["map"] * 3 and calls[0][1] is None and calls[1][1][0] == pytest.approx(1 / 3)
+    same = {"zero": "model-no-search", "policy": "model-policy-search", "gradient": "model-gradient-search"}
+    for (a, b), (c, d) in zip(answer.methods["model"], answer.methods[same[answer.info["search"]]]):
+        assert np.array_equal(a, c) and np.array_equal(b, d)  # the chosen search's adapted copy, not another
     assert big.unanswered == (0,) and "canvas" in big.note  # an 8x8 task on a 6x6 canvas
 
 

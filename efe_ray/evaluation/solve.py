@@ -116,7 +116,12 @@ def _solve(learner: EFELearner, policy: PolicyFn | None, tasks: list[Task], sett
                         "demo_log_lik": {n: round(v[i], 4) for n, v in likelihood.items() if n != "best_of"}}
             for i, t in enumerate(taught)}
     if settings.tta_steps > 0 and taught:
-        adapted, losses = _adapted(learner, taught, stacked, tests, deltas, variants, settings)
+        searched = [v for v in variants if v != "best"]
+        reuse = chosen == "best" and {"zero", "policy", "gradient"} & set(deltas) <= set(searched)
+        adapted, losses = _adapted(learner, taught, stacked, tests, deltas, searched if reuse else variants, settings)
+        if reuse:  # each task's best delta is one of the searches': its adapted copy is already there
+            adapted[("best", True)] = {t.task_id: adapted[(likelihood["best_of"][i], True)][t.task_id]
+                                       for i, t in enumerate(taught)}
         logp.update(adapted)
         for t in taught:
             info[t.task_id]["tta_loss"] = [round(float(losses[0]), 4), round(float(losses[-1]), 4)]

@@ -4,18 +4,19 @@
 # test-time adaptation on ARC-AGI-1 and ARC-AGI-2 evaluation, fanned out over the GPUs. Each stage
 # fits one device command (10 minutes); results go to $OUT as a few small files.
 #
-#   bash bench/arc_lease.sh train     # main search on GPUs 0..G-2, no-transduction ablation on the last
-#   bash bench/arc_lease.sh resume    # both searches continue from their checkpoints (--resume)
-#   bash bench/arc_lease.sh scale     # trials per hour: the arc search on all G GPUs, then on one
-#   bash bench/arc_lease.sh evaluate  # exports (bf16 shards), evaluations, baselines, ablations
-#   bash bench/arc_lease.sh pack      # one archive of reports, TensorBoard files and exports in $OUT
+#   bash bench/arc_lease.sh train      # main search on GPUs 0..G-2, no-transduction ablation on the last
+#   bash bench/arc_lease.sh resume     # both searches continue from their checkpoints (--resume)
+#   bash bench/arc_lease.sh eval-main  # bf16 exports; ARC-AGI-1 evaluation with adaptation, ablations, baselines
+#   bash bench/arc_lease.sh eval-more  # the no-transduction checkpoint; ARC-AGI-2 evaluation; the training-set fit
+#   bash bench/arc_lease.sh scale      # trials per hour: the arc search on all G GPUs, then on one
+#   bash bench/arc_lease.sh pack       # archives of what exists so far (reports, TensorBoard files, exports)
 #
 # Environment: RUNS (experiment folders; default /root/arc_runs), OUT (results; default ./arc_out),
 # TRAIN_S / RESUME_S (time budgets of the two training commands), TTA_STEPS, DRY=1 (the same commands
 # on the CPU with tiny models and budgets: what tests the script before a lease).
 # bench/arc_results.py turns what comes back into bench/arc_results.json and the table of RESULTS.md.
 set -uo pipefail
-stage=${1:?usage: bash bench/arc_lease.sh train|resume|scale|evaluate|pack}
+stage=${1:?usage: bash bench/arc_lease.sh train|resume|eval-main|eval-more|scale|pack}
 RUNS=${RUNS:-/root/arc_runs}
 OUT=${OUT:-$PWD/arc_out}
 mkdir -p "$RUNS" "$OUT"
@@ -23,7 +24,7 @@ LOG="$OUT/lease.log"
 say() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
 
 if [[ "${DRY:-0}" == 1 ]]; then  # tiny models, few tasks, CPU: the pipeline's logic, not its numbers
-  G=2; GPU=0; TRAIN_S=${TRAIN_S:-40}; RESUME_S=${RESUME_S:-20}; TTA_STEPS=${TTA_STEPS:-3}
+  G=2; GPU=0; TRAIN_S=${TRAIN_S:-150}; RESUME_S=${RESUME_S:-70}; TTA_STEPS=${TTA_STEPS:-3}
   TINY=(--set agent.d_model=32 --set agent.num_layers=1 --set agent.num_heads=2 --set prompt.hidden_size=32
         --set prompt.num_layers=1 --set prompt.num_heads=2 --set prompt.num_kv_heads=1
         --set prompt.intermediate_size=64 --set prompt.prompt_dim=32 --set prompt.max_tokens=1024
@@ -34,8 +35,8 @@ if [[ "${DRY:-0}" == 1 ]]; then  # tiny models, few tasks, CPU: the pipeline's l
   SCALE_ITERS=1
 else
   G=$(python3 -c "import torch; print(torch.cuda.device_count())"); GPU=1
-  TRAIN_S=${TRAIN_S:-300}; RESUME_S=${RESUME_S:-120}; TTA_STEPS=${TTA_STEPS:-400}
-  TINY=(); RES=(); EVAL=(); SCALE_ITERS=2
+  TRAIN_S=${TRAIN_S:-210}; RESUME_S=${RESUME_S:-60}; TTA_STEPS=${TTA_STEPS:-300}
+  TINY=(); RES=(); EVAL=(); SCALE_ITERS=1
   ((G >= 2)) || { say "need at least 2 GPUs, found $G"; exit 2; }
 fi
 MAIN_GPUS=$(seq -s, 0 $((G - 2)))   # the main search: every GPU but the last
@@ -45,6 +46,14 @@ ABLATION=(--set data.transductive=false --set data.eval_source=synthetic-eval --
 tune() { python3 -m efe_ray.tune --storage-path "$RUNS" --no-dashboard "$@"; }
 dev() { if ((GPU)); then echo "CUDA_VISIBLE_DEVICES=$1"; else echo "CUDA_VISIBLE_DEVICES="; fi; }
 ok() { [[ $1 == 0 || $1 == 124 ]]; }  # 124: the time budget ended the search, which --resume continues
+share() { if ((GPU)); then echo "--gpus-per-task 0.5 --workers $((2 * G))"; else echo "--workers 0"; fi; }
+# evaluate CHECKPOINT SPLIT OUTNAME TTA_STEPS SECONDS [options]: on every GPU, killed after SECONDS (so a
+# stage never outlives its device command; a killed run leaves no report and says so in the log).
+evaluate() {
+  local ckpt=$1 split=$2 name=$3 steps=$4 limit=$5; shift 5
+  env $(dev "$(seq -s, 0 $((G - 1)))") timeout "$limit" python3 -m efe_ray.evaluate --quiet --checkpoint "$ckpt" \
+    --split "$split" --tta-steps "$steps" "${EVAL[@]}" $(share) --out "$OUT/$name" "$@" > "$OUT/eval_$name.log" 2>&1
+}
 started=$(date +%s)
 # Every stage's wall time and GPU count, for the GPU-minutes of bench/arc_results.py.
 trap 'echo "{\"stage\": \"$stage\", \"seconds\": $(( $(date +%s) - started )), \"gpus\": $G}" >> "$OUT/stages.jsonl"' EXIT
@@ -92,39 +101,30 @@ print(json.dumps({"gpus": g, "trials_all": g, "seconds_all": round(t1 - t0, 1), 
                   "exit_codes": [rc1, rc2]}))
 PY
   [[ $rc1 == 0 && $rc2 == 0 ]] ;;
-evaluate)
+eval-main)
   set -e
   for name in arc arc-no-transduction; do
     python3 -m efe_ray.export --checkpoint "$RUNS/$name" --out "$RUNS/export-$name" --dtype bf16 2>&1 | tee -a "$LOG"
   done
-  share() { if ((GPU)); then echo "--gpus-per-task 0.5 --workers $((2 * $1))"; else echo "--workers 0"; fi; }
-  say "evaluate: ARC-AGI-1 evaluation with adaptation, ablations and baselines; the no-transduction checkpoint beside it"
-  env $(dev "$MAIN_GPUS") python3 -m efe_ray.evaluate --quiet --tta-steps "$TTA_STEPS" "${EVAL[@]}" \
-    --checkpoint "$RUNS/export-arc" --split arc1-eval --ablations --baselines --drop-leaked $(share $((G - 1))) \
-    --out "$OUT/arc1-eval" > "$OUT/eval_arc1.log" 2>&1 &
-  main=$!
-  env $(dev "$LAST") python3 -m efe_ray.evaluate --quiet --tta-steps "$TTA_STEPS" "${EVAL[@]}" \
-    --checkpoint "$RUNS/export-arc-no-transduction" --split arc1-eval --drop-leaked $(share 1) \
-    --out "$OUT/arc1-eval-no-transduction" > "$OUT/eval_ablation.log" 2>&1 &
-  abl=$!
-  set +e; wait $main; rc1=$?; wait $abl; rc2=$?; set -e
-  say "evaluate: ARC-AGI-1 exit $rc1, no-transduction exit $rc2"; tail -n 14 "$OUT/eval_arc1.log" | tee -a "$LOG"
-  all=$(seq -s, 0 $((G - 1)))
-  say "evaluate: ARC-AGI-2 evaluation with adaptation; ARC-AGI-1 training (the fit, no adaptation)"
-  env $(dev "$all") python3 -m efe_ray.evaluate --quiet --tta-steps "$TTA_STEPS" "${EVAL[@]}" \
-    --checkpoint "$RUNS/export-arc" --split arc2-eval --baselines --drop-leaked $(share "$G") \
-    --out "$OUT/arc2-eval" > "$OUT/eval_arc2.log" 2>&1 || true
-  env $(dev "$all") python3 -m efe_ray.evaluate --quiet --tta-steps 0 "${EVAL[@]}" \
-    --checkpoint "$RUNS/export-arc" --split arc1-train --baselines --allow-leakage $(share "$G") \
-    --out "$OUT/arc1-train" > "$OUT/eval_train.log" 2>&1 || true
-  tail -n 8 "$OUT/eval_arc2.log" "$OUT/eval_train.log" | tee -a "$LOG"
-  [[ $rc1 == 0 || $rc1 == 4 ]] ;;
+  set +e
+  say "eval-main: ARC-AGI-1 evaluation with adaptation, ablations and baselines on $G GPUs"
+  evaluate "$RUNS/export-arc" arc1-eval arc1-eval "$TTA_STEPS" 360 --ablations --baselines --drop-leaked; rc=$?
+  say "eval-main: exit $rc"; tail -n 14 "$OUT/eval_arc1-eval.log" | tee -a "$LOG"
+  [[ $rc == 0 || $rc == 4 ]] ;;
+eval-more)
+  say "eval-more: the no-transduction checkpoint on ARC-AGI-1; ARC-AGI-2 evaluation; ARC-AGI-1 training (the fit)"
+  evaluate "$RUNS/export-arc-no-transduction" arc1-eval arc1-eval-no-transduction "$TTA_STEPS" 140 --drop-leaked
+  r1=$?
+  evaluate "$RUNS/export-arc" arc2-eval arc2-eval "$TTA_STEPS" 120 --baselines --drop-leaked; r2=$?
+  evaluate "$RUNS/export-arc" arc1-train arc1-train 0 60 --baselines --allow-leakage; r3=$?
+  say "eval-more: exits $r1 $r2 $r3"
+  for f in arc1-eval-no-transduction arc2-eval arc1-train; do tail -n 7 "$OUT/eval_$f.log" | tee -a "$LOG"; done ;;
 pack)
   # What comes back (at most 8 files of 16 MiB): reports and logs, TensorBoard files, the exports.
   tar czf "$OUT/reports.tgz" -C "$OUT" --exclude='*.tgz' --exclude='submission_*' . 2>/dev/null
   (cd "$RUNS" && find arc arc-no-transduction -name 'events.out.tfevents*' -o -name 'result.json' \
-    -o -name 'params.json' | tar czf "$OUT/tensorboard.tgz" -T -)
-  tar czf "$OUT/exports.tgz" -C "$RUNS" export-arc export-arc-no-transduction
+    -o -name 'params.json' 2>/dev/null | tar czf "$OUT/tensorboard.tgz" -T -)
+  (cd "$RUNS" && ls -d export-* 2>/dev/null | tar czf "$OUT/exports.tgz" -T -)
   ls -la "$OUT"/*.tgz | tee -a "$LOG" ;;
 *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac

@@ -40,7 +40,7 @@ def gpu_minutes(folder: Path) -> tuple[float | None, float | None]:
     def minutes(names: tuple[str, ...]) -> float:
         return round(sum(s["seconds"] * s["gpus"] for s in stages if s["stage"] in names) / 60, 1)
 
-    return minutes(("train", "resume")), minutes(("evaluate",))
+    return minutes(("train", "resume")), minutes(("eval-main", "eval-more"))
 
 
 def records(folder: Path, card: str, revision: str, date: str) -> list[dict]:

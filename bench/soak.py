@@ -1,4 +1,4 @@
-"""Soak test: a CPU search for a long time, resident memory sampled over time.
+"""Soak test: a CPU search for a long time, resident memory and disk use sampled over time.
 
 Run::
 
@@ -8,9 +8,11 @@ Run::
 It starts ``python -m efe_ray.tune`` (default preset, 2 trials that never stop early, checkpoints
 every 5 iterations, no dashboard) in its own process group, samples the resident set size (RSS)
 of that whole process tree (driver, Ray's daemons, trial actors) every ``--every`` seconds, and
-stops the search after ``--minutes``. It prints the samples, the RSS at the end of the warm-up
-(the first quarter of the run, at least 2 minutes), the peak after it, and the growth
-``(last - warm-up) / warm-up``, then the command line.
+stops the search after ``--minutes``. Each sample also holds the bytes under the experiment's
+storage folder (checkpoints, results, TensorBoard files: what pruning keeps bounded). It prints the
+samples, the RSS at the end of the warm-up (the first quarter of the run, at least 2 minutes), the
+peak after it, and the growth ``(last - warm-up) / warm-up``, the storage folder's size at the end
+and its largest, then the command line.
 """
 
 from __future__ import annotations
@@ -58,6 +60,18 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def disk_bytes(folder: str) -> int:
+    """Bytes of the regular files under ``folder`` (files that vanish while walking are skipped)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=30.0)
@@ -72,11 +86,14 @@ def main(argv: list[str] | None = None) -> None:
     log = open(os.path.join(storage, "tune.log"), "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     samples: list[tuple[float, int]] = []
+    disk: list[int] = []
     start = time.time()
     try:
         while proc.poll() is None and time.time() - start < budget + 120:
             samples.append((time.time() - start, tree_rss(proc.pid)))
-            print(f"t={samples[-1][0]:7.0f} s  RSS={samples[-1][1] / 2**20:8.0f} MiB", flush=True)
+            disk.append(disk_bytes(storage))
+            print(f"t={samples[-1][0]:7.0f} s  RSS={samples[-1][1] / 2**20:8.0f} MiB  disk={disk[-1] / 2**20:7.1f} MiB",
+                  flush=True)
             time.sleep(args.every)
     finally:
         if proc.poll() is None:
@@ -91,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"warm-up RSS (t={after[0][0]:.0f} s): {warm / 2**20:.0f} MiB; peak after: {peak / 2**20:.0f} MiB; "
           f"last: {last / 2**20:.0f} MiB")
     print(f"growth after warm-up: {100 * (last - warm) / warm:+.1f}%  (peak {100 * (peak - warm) / warm:+.1f}%)")
+    print(f"storage folder: {disk_bytes(storage) / 2**20:.1f} MiB at the end, {max(disk) / 2**20:.1f} MiB at most")
     print(f"search exit code: {proc.returncode}; log: {os.path.join(storage, 'tune.log')}")
     print("command: python bench/soak.py " + " ".join(sys.argv[1:] if argv is None else argv))
 

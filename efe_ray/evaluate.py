@@ -61,7 +61,7 @@ before it is written; other methods' go to ``submission_<method>.json``), ``repo
 method).
 
 A prediction that failed is never scored as an answer: the task scores 0 and counts under
-``errors``; a test input larger than the checkpoint's canvas cannot be answered and counts under
+``errors``; a task with a grid larger than the checkpoint's canvas cannot be answered and counts under
 ``no answer`` (said on the terminal with counts); ``submission.json`` holds a copy of the input for
 both, so that it stays complete. ``status`` in ``report.json`` says what happened. The exit status
 is 0 on success, 1 when a method failed on every task or the model answered nothing, 2 on a usage

@@ -46,8 +46,8 @@ def test_the_readme_evaluate_command_runs_verbatim(tmp_path):
     assert report["methods"]["model"]["errors"] == []
     assert Path(report["checkpoint"]).is_relative_to(tmp_path / "runs" / "readme")
     # The smoke checkpoint's 6x6 canvas answers few ARC tasks: said with counts, scored as no answer.
-    assert re.search(r"warning: 361 of 400 tasks \(376 of 419 test inputs\) are larger than the checkpoint's "
+    assert re.search(r"warning: 387 of 400 tasks \(403 of 419 test inputs\) are larger than the checkpoint's "
                      r"6x6 canvas", run.stderr)
-    assert report["methods"]["model"]["extra"]["unanswered_outputs"] == 376
+    assert report["methods"]["model"]["extra"]["unanswered_outputs"] == 403
     assert report["methods"]["model"]["outputs"] == 419
     assert len(json.loads((out / "submission.json").read_text())) == 400

@@ -174,11 +174,11 @@ def test_hparams_compare_trials_on_the_search_metric(search):
         content = ea.PluginTagToContent("hparams")
         experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
         metrics = [m.name.tag for m in experiment.metric_infos]
-        assert metrics[0] == "eval/cell_acc"
-        assert {"eval/exact", "losses/efe"} <= set(metrics)
+        assert metrics[0] == "eval/score"  # the search metric leads
+        assert {"eval/cell_acc", "eval/exact", "losses/efe"} <= set(metrics)
         session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
         params = json.load(open(os.path.join(trial, "params.json")))["env_config"]["experiment"]["learner"]
         assert session.hparams["env_config/experiment/learner/agent_lr"].number_value == pytest.approx(params["agent_lr"])
-        last = [e.value for e in ea.Scalars("eval/cell_acc")][-1]  # the value HParams shows for the trial
+        last = [e.value for e in ea.Scalars("eval/score")][-1]  # the value HParams shows for the trial
         rows = [json.loads(line) for line in open(os.path.join(trial, "result.json"))]
-        assert last == pytest.approx(rows[-1]["eval/cell_acc"])
+        assert last == pytest.approx(rows[-1]["eval/score"])

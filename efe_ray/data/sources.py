@@ -75,8 +75,11 @@ def fits(task: Task, side: int) -> bool:
 
 
 def beyond_canvas(task: Task, side: int) -> list[int]:
-    """Indices of ``task``'s test inputs larger than a ``side`` x ``side`` canvas (a model cannot answer them)."""
-    return [i for i, p in enumerate(task.test) if p.input.shape[0] > side or p.input.shape[1] > side]
+    """Indices of ``task``'s test inputs a model with a ``side`` x ``side`` canvas cannot answer: every one of
+    them when a demonstration grid or a test input is larger than the canvas (the model reads the task
+    whole, on one square), none otherwise."""
+    grids = [g for p in task.train for g in (p.input, p.output)] + [p.input for p in task.test]
+    return list(range(len(task.test))) if max(max(g.shape) for g in grids) > side else []
 
 
 def _subsample(tasks: list[Task], limit: int, seed: int) -> list[Task]:

@@ -35,7 +35,7 @@ if [[ "${DRY:-0}" == 1 ]]; then  # tiny models, few tasks, CPU: the pipeline's l
   SCALE_ITERS=1
 else
   G=$(python3 -c "import torch; print(torch.cuda.device_count())"); GPU=1
-  TRAIN_S=${TRAIN_S:-210}; RESUME_S=${RESUME_S:-60}; TTA_STEPS=${TTA_STEPS:-300}
+  TRAIN_S=${TRAIN_S:-200}; RESUME_S=${RESUME_S:-45}; TTA_STEPS=${TTA_STEPS:-200}
   TINY=(); RES=(); EVAL=(); SCALE_ITERS=1
   ((G >= 2)) || { say "need at least 2 GPUs, found $G"; exit 2; }
 fi
@@ -47,12 +47,14 @@ tune() { python3 -m efe_ray.tune --storage-path "$RUNS" --no-dashboard "$@"; }
 dev() { if ((GPU)); then echo "CUDA_VISIBLE_DEVICES=$1"; else echo "CUDA_VISIBLE_DEVICES="; fi; }
 ok() { [[ $1 == 0 || $1 == 124 ]]; }  # 124: the time budget ended the search, which --resume continues
 share() { if ((GPU)); then echo "--gpus-per-task 0.5 --workers $((2 * G))"; else echo "--workers 0"; fi; }
-# evaluate CHECKPOINT SPLIT OUTNAME TTA_STEPS SECONDS [options]: on every GPU, killed after SECONDS (so a
-# stage never outlives its device command; a killed run leaves no report and says so in the log).
+# evaluate CHECKPOINT SPLIT OUTNAME TTA_STEPS SECONDS [options]: on every GPU; the model's predictions stop
+# after SECONDS (tasks not answered by then are errors that score 0, and the report is still written);
+# `timeout` is the backstop that keeps a stage inside its device command.
 evaluate() {
   local ckpt=$1 split=$2 name=$3 steps=$4 limit=$5; shift 5
-  env $(dev "$(seq -s, 0 $((G - 1)))") timeout "$limit" python3 -m efe_ray.evaluate --quiet --checkpoint "$ckpt" \
-    --split "$split" --tta-steps "$steps" "${EVAL[@]}" $(share) --out "$OUT/$name" "$@" > "$OUT/eval_$name.log" 2>&1
+  env $(dev "$(seq -s, 0 $((G - 1)))") timeout $((limit + 120)) python3 -m efe_ray.evaluate --quiet \
+    --checkpoint "$ckpt" --split "$split" --tta-steps "$steps" --time-budget-s "$limit" "${EVAL[@]}" $(share) \
+    --out "$OUT/$name" "$@" > "$OUT/eval_$name.log" 2>&1
 }
 started=$(date +%s)
 # Every stage's wall time and GPU count, for the GPU-minutes of bench/arc_results.py.
@@ -108,15 +110,15 @@ eval-main)
   done
   set +e
   say "eval-main: ARC-AGI-1 evaluation with adaptation, ablations and baselines on $G GPUs"
-  evaluate "$RUNS/export-arc" arc1-eval arc1-eval "$TTA_STEPS" 360 --ablations --baselines --drop-leaked; rc=$?
+  evaluate "$RUNS/export-arc" arc1-eval arc1-eval "$TTA_STEPS" ${EVAL_S:-300} --ablations --baselines --drop-leaked; rc=$?
   say "eval-main: exit $rc"; tail -n 14 "$OUT/eval_arc1-eval.log" | tee -a "$LOG"
   [[ $rc == 0 || $rc == 4 ]] ;;
 eval-more)
   say "eval-more: the no-transduction checkpoint on ARC-AGI-1; ARC-AGI-2 evaluation; ARC-AGI-1 training (the fit)"
-  evaluate "$RUNS/export-arc-no-transduction" arc1-eval arc1-eval-no-transduction "$TTA_STEPS" 140 --drop-leaked
+  evaluate "$RUNS/export-arc-no-transduction" arc1-eval arc1-eval-no-transduction "$TTA_STEPS" 100 --drop-leaked
   r1=$?
-  evaluate "$RUNS/export-arc" arc2-eval arc2-eval "$TTA_STEPS" 120 --baselines --drop-leaked; r2=$?
-  evaluate "$RUNS/export-arc" arc1-train arc1-train 0 60 --baselines --allow-leakage; r3=$?
+  evaluate "$RUNS/export-arc" arc2-eval arc2-eval "$TTA_STEPS" 80 --baselines --drop-leaked; r2=$?
+  evaluate "$RUNS/export-arc" arc1-train arc1-train 0 40 --baselines --allow-leakage; r3=$?
   say "eval-more: exits $r1 $r2 $r3"
   for f in arc1-eval-no-transduction arc2-eval arc1-train; do tail -n 7 "$OUT/eval_$f.log" | tee -a "$LOG"; done ;;
 pack)

@@ -54,7 +54,8 @@ def records(folder: Path, card: str, revision: str, date: str) -> list[dict]:
         s = report["settings"]
         command = (f"python -m efe_ray.evaluate --checkpoint {s.get('checkpoint')} --split {split} "
                    f"--tta-steps {s.get('tta_steps')} --augmentations {s.get('augmentations')} "
-                   f"--search {s.get('search')}" + (" --ablations" if s.get("ablations") else ""))
+                   f"--search {s.get('search')}" + (" --ablations" if s.get("ablations") else "")
+                   + (f" --time-budget-s {s['time_budget_s']:g}" if s.get("time_budget_s") else ""))
         for name, m in report["methods"].items():
             if rename is not None and name not in rename:
                 continue
@@ -62,17 +63,24 @@ def records(folder: Path, card: str, revision: str, date: str) -> list[dict]:
                 "split": split, "method": (rename or {}).get(name, name),
                 "pass2_task": round(100 * m["task_score"], 2), "pass2_output": round(100 * m["output_score"], 2),
                 "cell_acc": round(100 * m["cell_acc"], 2), "tasks": m["tasks"], "outputs": m["outputs"],
-                "solved_outputs": m["solved_outputs"], "card": card, "revision": revision, "date": date,
+                "solved_outputs": m["solved_outputs"], "not_answered_in_time": _late(m), "card": card, "revision": revision, "date": date,
                 "train_gpu_min": train_min, "eval_gpu_min": eval_min, "commands": [command],
             })
     return out
 
 
+def _late(method: dict) -> int:
+    """Tasks the time budget ended before they were answered (scored 0)."""
+    return sum(1 for e in method.get("errors", []) if "TimeBudgetEnded" in str(e))
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| split | method | tasks solved (pass@2) | outputs solved | cell acc |", "|---|---|---|---|---|"]
+    lines = ["| split | method | tasks solved (pass@2) | outputs solved | cell acc | not answered in time |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['split']} | {r['method']} | {r['pass2_task']:.2f}% | {r['solved_outputs']} / "
-                     f"{r['outputs']} ({r['pass2_output']:.2f}%) | {r['cell_acc']:.1f}% |")
+                     f"{r['outputs']} ({r['pass2_output']:.2f}%) | {r['cell_acc']:.1f}% | "
+                     f"{r['not_answered_in_time']} tasks |")
     return "\n".join(lines)
 
 

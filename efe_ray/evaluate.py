@@ -127,6 +127,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-policy", action="store_true", help="do not refine the prompt with the RLlib policy")
     p.add_argument("--seed", type=int, default=0, help="seed of adaptation and the policy's proposals")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N tasks only (0: all)")
+    p.add_argument("--time-budget-s", type=float, default=0.0,
+                   help="wall-clock seconds for the model's predictions (0: no limit); tasks not answered by "
+                        "then are errors that score 0, and the report is written")
     p.add_argument("--out", help="output folder (default: eval_out/<split-name>)")
     leak = p.add_mutually_exclusive_group()
     leak.add_argument("--allow-leakage", action="store_true", help="evaluate tasks the checkpoint was trained on")
@@ -144,8 +147,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 1 <= args.augmentations <= 8:
         p.error("--augmentations must lie in 1..8 (D8 transforms)")
-    if min(args.tta_steps, args.limit, args.search_rounds, args.search_steps) < 0:
-        p.error("--tta-steps, --limit, --search-rounds and --search-steps must be >= 0")
+    if min(args.tta_steps, args.limit, args.search_rounds, args.search_steps, args.time_budget_s) < 0:
+        p.error("--tta-steps, --limit, --search-rounds, --search-steps and --time-budget-s must be >= 0")
     if args.tta_views < 1 or args.group_size < 1 or args.tta_lr <= 0:
         p.error("--tta-views and --group-size must be >= 1, --tta-lr > 0")
     if args.workers == 0 and args.address is not None:
@@ -241,9 +244,10 @@ def _run_methods(tasks: list[Task], args: argparse.Namespace, model: tuple[Predi
         predictor, side = model
         beyond = _beyond_canvas(tasks, side)
         start = time.perf_counter()
+        deadline = time.monotonic() + args.time_budget_s if args.time_budget_s else None
         results = run(tasks, predictor, workers=args.workers, address=args.address,
                       num_gpus_per_task=args.gpus_per_task, num_cpus_per_task=args.cpus_per_task,
-                      progress=not args.quiet, desc="model")
+                      progress=not args.quiet, desc="model", deadline=deadline)
         results = [replace(r, unanswered=tuple(beyond[r.task_id])) if beyond[r.task_id] and not r.error else r
                    for r in results]
         seconds = time.perf_counter() - start

@@ -7,6 +7,7 @@ import io
 import json
 import pickle
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -591,6 +592,24 @@ def test_cli_records_skipped_tasks(tiny_checkpoint, tmp_path):
 # ------------------------------------------------------------------------------ Ray
 
 
+def test_a_task_not_started_by_the_deadline_fails_and_scores_zero():
+    tasks = [rule_task(k, lambda g: g) for k in "abc"]
+    seen = []
+
+    def slow(task: Task):
+        seen.append(task.task_id)
+        time.sleep(0.3)
+        return copy_input(task)
+
+    results = run_serial(tasks, slow, progress=False, deadline=time.monotonic() + 0.1)
+    assert seen == ["a"]  # started before the deadline, finished; the others never started
+    assert [bool(r.error) for r in results] == [False, True, True]
+    assert results[1].error == "TimeBudgetEnded: the time budget ended before this task was answered"
+    method = score_method("model", tasks, results, 1.0)
+    assert method.summary.solved_outputs == 1 and len(method.errors) == 2
+    assert run_status([method])[1] == EXIT_PARTIAL
+
+
 @pytest.mark.slow
 def test_run_parallel_on_a_local_ray():
     import ray
@@ -611,12 +630,22 @@ def test_run_parallel_on_a_local_ray():
         def __reduce__(self):
             return (int, ("cannot be rebuilt here",))  # int("...") raises ValueError when unpickled
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    def slow_on_b(task: Task):
+        if task.task_id == "b":
+            time.sleep(60)
+        return copy_input(task)
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         results = run_parallel(tasks, flaky, num_cpus_per_task=1, progress=False)
         broken = run_parallel(tasks[:1], Unshippable(), num_cpus_per_task=1, progress=False)
+        start = time.monotonic()
+        late = run_parallel(tasks, slow_on_b, num_cpus_per_task=1, progress=False, deadline=start + 8)
+        waited = time.monotonic() - start
     finally:
         ray.shutdown()
+    assert waited < 30  # "b" was cancelled at the deadline, not awaited
+    assert not late[0].error and late[1].error.startswith("TimeBudgetEnded: ") and late[1].attempts == []
     assert [r.task_id for r in results] == ["a", "b"]
     np.testing.assert_array_equal(results[0].attempts[0][0], tasks[0].test[0].input)
     assert not results[0].error and results[1].error == "RuntimeError: boom" and results[1].attempts == []

@@ -15,6 +15,10 @@ four units on one GPU). It joins a running cluster with ``address`` (e.g. ``"aut
 Results come back in the order of ``tasks``; a Ray task that fails outside the predictor (a worker
 killed, an argument that cannot be unpickled) is recorded with its root cause
 (``RayTaskError.cause``). Progress is a tqdm bar on stderr.
+
+A ``deadline`` (a :func:`time.monotonic` instant) ends a run on time: units still running are
+cancelled and every task not answered by then fails with :class:`TimeBudgetEnded`, scored 0 like any
+other failure, so that a run under a wall-clock limit still writes its report.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from tqdm import tqdm
 
 from efe_ray.data.task import Task, as_grid
 
-__all__ = ["Predictor", "TaskResult", "failed", "root_cause", "run", "run_parallel", "run_serial", "run_task",
+__all__ = ["Predictor", "TaskResult", "TimeBudgetEnded", "failed", "root_cause", "run", "run_parallel", "run_serial", "run_task",
            "run_unit", "units", "worker_gpu_ids"]
 
 Predictor = Callable[[Task], Any]
@@ -39,6 +43,14 @@ Predictor = Callable[[Task], Any]
 
 _WORKER_GPUS: list | None = None
 """GPU ids Ray assigned to the current Ray task; ``None`` outside a Ray worker."""
+
+
+class TimeBudgetEnded(TimeoutError):
+    """The run's time budget ended before this task was answered."""
+
+
+def _late(task: Task) -> TaskResult:
+    return failed(task, TimeBudgetEnded("the time budget ended before this task was answered"))
 
 
 def worker_gpu_ids() -> list | None:
@@ -119,11 +131,16 @@ def run_unit(fn: Predictor, tasks: Sequence[Task]) -> list[TaskResult]:
     return [_result(t, out, seconds) for t, out in zip(tasks, outs)]
 
 
-def run_serial(tasks: Sequence[Task], fn: Predictor, *, progress: bool = True, desc: str = "eval") -> list[TaskResult]:
-    """Run ``fn`` on every unit of ``tasks`` in this process; results in the order of ``tasks``."""
+def run_serial(tasks: Sequence[Task], fn: Predictor, *, progress: bool = True, desc: str = "eval",
+               deadline: float | None = None) -> list[TaskResult]:
+    """Run ``fn`` on every unit of ``tasks`` in this process; results in the order of ``tasks``.
+    A unit not started by ``deadline`` is not run (its tasks fail with :class:`TimeBudgetEnded`)."""
     results: dict[int, TaskResult] = {}
     with _bar(len(tasks), desc, progress) as bar:
         for unit in units(fn, tasks):
+            if deadline is not None and time.monotonic() >= deadline:
+                results.update((i, _late(tasks[i])) for i in unit)
+                continue
             for i, r in zip(unit, run_unit(fn, [tasks[i] for i in unit])):
                 results[i] = r
             bar.update(len(unit))
@@ -146,11 +163,12 @@ def _remote_run(fn: Predictor, tasks: list[Task]) -> list[TaskResult]:
 def run_parallel(tasks: Sequence[Task], fn: Predictor, *, address: str | None = None,
                  num_gpus_per_task: float = 0.0, num_cpus_per_task: float = 1,
                  max_in_flight: int | None = None, progress: bool = True,
-                 desc: str = "eval") -> list[TaskResult]:
+                 desc: str = "eval", deadline: float | None = None) -> list[TaskResult]:
     """Run ``fn`` on every task as Ray remote tasks; results in the order of ``tasks``.
 
     ``max_in_flight`` bounds the tasks submitted at once (``None``: all). Ray is started
     locally (or joined at ``address``) if it is not running, and shut down again in that case.
+    At ``deadline`` the units in flight are cancelled and the rest are not submitted.
     """
     import ray
 
@@ -176,11 +194,18 @@ def run_parallel(tasks: Sequence[Task], fn: Predictor, *, address: str | None = 
         next_u = 0
         with _bar(len(tasks), desc, progress) as bar:
             while next_u < len(work) or pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    for ref, unit in pending.items():
+                        ray.cancel(ref, force=True)
+                        results.update((i, _late(tasks[i])) for i in unit)
+                    results.update((i, _late(tasks[i])) for unit in work[next_u:] for i in unit)
+                    break
                 while next_u < len(work) and len(pending) < limit:
                     unit = work[next_u]
                     pending[remote.remote(fn_ref, [tasks[i] for i in unit])] = unit
                     next_u += 1
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=left)
                 for ref in ready:
                     unit = pending.pop(ref)
                     try:
@@ -210,13 +235,13 @@ def root_cause(err: BaseException) -> BaseException:
 
 def run(tasks: Sequence[Task], fn: Predictor, *, workers: int = 0, address: str | None = None,
         num_gpus_per_task: float = 0.0, num_cpus_per_task: float = 1, progress: bool = True,
-        desc: str = "eval") -> list[TaskResult]:
+        desc: str = "eval", deadline: float | None = None) -> list[TaskResult]:
     """``workers == 0``: :func:`run_serial` in this process; otherwise :func:`run_parallel` with at
     most ``workers`` tasks in flight (``workers < 0``: as many as the cluster's resources allow)."""
     if workers == 0:
         if address is not None:
             raise ValueError("workers=0 runs in-process; an address needs workers != 0")
-        return run_serial(tasks, fn, progress=progress, desc=desc)
+        return run_serial(tasks, fn, progress=progress, desc=desc, deadline=deadline)
     return run_parallel(tasks, fn, address=address, num_gpus_per_task=num_gpus_per_task,
                         num_cpus_per_task=num_cpus_per_task, max_in_flight=workers if workers > 0 else None,
-                        progress=progress, desc=desc)
+                        progress=progress, desc=desc, deadline=deadline)

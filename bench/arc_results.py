@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,8 +25,9 @@ RUNS = {
     # folder -> (split, {method in report -> method in the table})
     "arc1-eval": ("arc1-eval", None),
     "arc1-eval-no-transduction": ("arc1-eval", {"model": "model-no-transduction"}),
+    "arc1-eval-no-transduction-tta400": ("arc1-eval", {"model": "model-no-transduction-tta400-no-search"}),
     "arc2-eval": ("arc2-eval", None),
-    "arc1-train": ("arc1-train", {"model": "model-no-tta"}),
+    "arc1-train": ("arc1-train", {"model": "model-no-tta", "copy_input": "copy_input", "demo_rule": "demo_rule"}),
 }
 
 
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         args.write.write_text(json.dumps(rows, indent=1) + "\n")
         print(f"wrote {args.write} ({len(rows)} records)")
-    print("command: python bench/arc_results.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    print("command: python bench/arc_results.py " + shlex.join(sys.argv[1:] if argv is None else argv))
     return 0
 
 

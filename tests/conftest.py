@@ -1,20 +1,30 @@
-"""Shared fixtures: tiny model configs, a learner factory, tokenizers, a tiny Qwen2 body and a
-walk over the tensors of a state dict. Everything here is CPU-only and takes milliseconds.
+"""Shared fixtures: tiny model configs, a learner factory, tokenizers, a tiny Qwen2 body, a walk
+over the tensors of a state dict, and the checkpoints the evaluation and export tests read.
+Everything here is CPU-only.
 
-The fixtures are factories (functions) so that a test passes its own overrides; they are
-session-scoped because they hold no state.
+The factories (functions) let a test pass its own overrides; they are session-scoped because they
+hold no state and take milliseconds. The checkpoints (``tiny_checkpoint``, ``source`` and
+``exported``) take a few learner steps to make: they are module-scoped, built once by each test
+file that uses them.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from efe_ray.config import AgentConfig, LearnerConfig, PromptConfig
+from efe_ray import checkpoint as ckpt
+from efe_ray import export as exp
+from efe_ray.config import AgentConfig, ExperimentConfig, LearnerConfig, PromptConfig
 from efe_ray.data.batching import TaskSampler
 from efe_ray.data.serialize import CHARACTERS
 from efe_ray.data.synthetic import synthetic_tasks
+from efe_ray.data.task import Task
 from efe_ray.learner import EFELearner
+
+from helpers_export import AGENT_LR
 
 # The tests' models are tiny: a step is dominated by per-operator overhead, which a second thread
 # does not shorten and, where the cores are shared, OpenMP's waiting lengthens (a tiny learner step
@@ -102,3 +112,53 @@ def state_tensors():
                 yield from walk(v, f"{prefix}/{i}")
 
     return lambda obj: dict(walk(obj))
+
+
+def _stepped(pcfg: PromptConfig, acfg: AgentConfig, lcfg: LearnerConfig, tasks: list[Task]) -> EFELearner:
+    """A learner after three steps on ``tasks`` in turn; the caller's torch RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        learner, sampler = EFELearner(pcfg, acfg, lcfg), TaskSampler(tasks, lcfg, acfg.canvas)
+        for i in range(3):
+            learner.step(sampler.batch(tasks[i % len(tasks)]))
+    return learner
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, tiny_prompt, tiny_agent) -> tuple[Path, list[Task]]:
+    """A checkpoint of a tiny learner (8x8 canvas) trained a few steps on synthetic tasks: (folder, trained tasks)."""
+    pcfg, acfg, lcfg = tiny_prompt(), tiny_agent(canvas=8), LearnerConfig(batch_size=2)
+    tasks = synthetic_tasks(side=4, seed=0, prefix="tr")
+    learner = _stepped(pcfg, acfg, lcfg, tasks)
+    folder = tmp_path_factory.mktemp("ckpt") / "checkpoint_000001"
+    ckpt.save(folder, learner.state_dict(), ExperimentConfig(prompt=pcfg, agent=acfg, learner=lcfg), tasks)
+    return folder, tasks
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, tiny_prompt, tiny_agent):
+    """(trial checkpoint folder, trained tasks, the learner that wrote it): a 256-wide two-layer agent
+    (6.2 MiB of fp32 weights) with a stand-in policy, as a trial of ``python -m efe_ray.tune`` saves it."""
+    pcfg, acfg, lcfg = tiny_prompt(), tiny_agent(d_model=256, num_layers=2), LearnerConfig(batch_size=2)
+    tasks = synthetic_tasks(side=4, seed=0, prefix="tr")
+    learner = _stepped(pcfg, acfg, lcfg, tasks)
+    learner.set_learning_rates(agent_lr=AGENT_LR)
+    folder = tmp_path_factory.mktemp("trial") / "checkpoint_000003"
+    policy = {"module": "stand-in", "weights": {"w": torch.arange(6.0).reshape(2, 3)}}
+    ckpt.save(folder, learner.state_dict(), ExperimentConfig(prompt=pcfg, agent=acfg, learner=lcfg), tasks,
+              env_stats={"running_loss": 1.5}, policy=policy)
+    return folder, tasks, learner
+
+
+@pytest.fixture(scope="module")
+def exported(source, tmp_path_factory):
+    """``dtype -> exported folder`` (bf16 in 1 MiB shards, fp32 in 4 MiB shards), each made once."""
+    made: dict[str, Path] = {}
+
+    def get(dtype: str) -> Path:
+        if dtype not in made:
+            out = tmp_path_factory.mktemp("exported") / dtype
+            exp.export(source[0], out, dtype, 1 if dtype == "bf16" else 4)
+            made[dtype] = out
+        return made[dtype]
+
+    return get

@@ -2,7 +2,9 @@
 
 One real checkpoint, written by ``efe_ray.checkpoint.save`` after a few learner steps of a model of
 a few MiB (a 256-wide two-layer agent: 6.2 MiB of fp32 weights), is exported in bf16 and fp32 and
-read back the way ``python -m efe_ray.evaluate`` reads it. No Ray is started.
+read back the way ``python -m efe_ray.evaluate`` reads it. No Ray is started. The checkpoint and its
+exports are the ``source`` and ``exported`` fixtures of tests/conftest.py, built once for this file;
+refusals of unsafe or damaged exports: tests/test_export_safety.py.
 """
 
 from __future__ import annotations
@@ -10,73 +12,23 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
-import pickletools
 import shutil
-import subprocess
-import sys
-import zipfile
-from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from efe_ray import checkpoint as ckpt
 from efe_ray import export as exp
-from efe_ray.config import ExperimentConfig, LearnerConfig
-from efe_ray.data.batching import TaskSampler
-from efe_ray.data.synthetic import synthetic_tasks
 from efe_ray.evaluate import EXIT_LEAKAGE
-from efe_ray.evaluate import main as evaluate_main
 from efe_ray.evaluation.model import ModelPredictor, ModelSettings, load_model
-from efe_ray.evaluation.solve import SolveSettings, solve_group
 from efe_ray.evaluation.predict import predict_logits
-from efe_ray.learner import EFELearner
+from efe_ray.evaluation.solve import SolveSettings, solve_group
+
+from helpers_eval import eval_tasks, write_tasks
+from helpers_export import AGENT_LR, evaluate_checkpoint
 
 MIB = 1 << 20
-ROOT = Path(__file__).resolve().parent.parent
-AGENT_LR = 0.0123  # not the config's: the learning rate a trial ended with must travel
-SAFE_GLOBALS = {"torch._utils _rebuild_tensor_v2", "torch BFloat16Storage", "torch FloatStorage",
-                "torch LongStorage", "collections OrderedDict"}
-"""All a shard's pickle may name: tensor rebuilding and plain containers, nothing that runs code."""
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory, tiny_prompt, tiny_agent):
-    """(trial checkpoint folder, trained tasks, the learner that wrote it)."""
-    pcfg, acfg, lcfg = tiny_prompt(), tiny_agent(d_model=256, num_layers=2), LearnerConfig(batch_size=2)
-    tasks = synthetic_tasks(side=4, seed=0, prefix="tr")
-    with torch.random.fork_rng(devices=[]):
-        learner, sampler = EFELearner(pcfg, acfg, lcfg), TaskSampler(tasks, lcfg, acfg.canvas)
-        for i in range(3):
-            learner.step(sampler.batch(tasks[i % len(tasks)]))
-    learner.set_learning_rates(agent_lr=AGENT_LR)
-    folder = tmp_path_factory.mktemp("trial") / "checkpoint_000003"
-    policy = {"module": "stand-in", "weights": {"w": torch.arange(6.0).reshape(2, 3)}}
-    ckpt.save(folder, learner.state_dict(), ExperimentConfig(prompt=pcfg, agent=acfg, learner=lcfg), tasks,
-              env_stats={"running_loss": 1.5}, policy=policy)
-    return folder, tasks, learner
-
-
-@pytest.fixture(scope="module")
-def exported(source, tmp_path_factory):
-    """``dtype -> exported folder`` (bf16 in 1 MiB shards, fp32 in 4 MiB shards), each made once."""
-    made: dict[str, Path] = {}
-
-    def get(dtype: str) -> Path:
-        if dtype not in made:
-            out = tmp_path_factory.mktemp("exported") / dtype
-            exp.export(source[0], out, dtype, 1 if dtype == "bf16" else 4)
-            made[dtype] = out
-        return made[dtype]
-
-    return get
-
-
-def _eval_tasks():
-    return synthetic_tasks(side=4, seed=1, prefix="ev", num_test=2)
 
 
 def _weights(learner) -> dict[str, torch.Tensor]:
@@ -96,7 +48,7 @@ def test_fp32_export_predicts_exactly_as_the_checkpoint(source, exported):
     loaded = load_model(exported("fp32"), device="cpu", use_policy=False).learner
     a, b = _weights(original), _weights(loaded)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    for task in _eval_tasks():
+    for task in eval_tasks():
         assert torch.equal(_logits(original, task), _logits(loaded, task))
         settings = SolveSettings(tta_steps=2, tta_views=2, augmentations=3, search_steps=2, seed=4)
         for p, q in zip(solve_group(original, None, [task], settings)[0].methods["model"],
@@ -120,7 +72,7 @@ def test_bf16_export_is_the_checkpoint_rounded_to_bf16(source, exported):
     a, b, r = _weights(original), _weights(loaded), _weights(rounded)
     assert all(v.dtype == torch.float32 for v in b.values())  # parameters are fp32 (design invariant 3)
     assert all(torch.equal(b[k], r[k]) for k in a) and not all(torch.equal(b[k], a[k]) for k in a)
-    for task in _eval_tasks():
+    for task in eval_tasks():
         got, want = _logits(loaded, task), _logits(original, task)
         assert torch.equal(got, _logits(rounded, task))
         # bf16 keeps 8 significant bits (relative rounding <= 2**-9): here log-probs move by < 0.03.
@@ -161,30 +113,18 @@ def test_task_ids_that_build_the_learner_travel_with_the_weights(source, exporte
 # ------------------------------------------------------------------------------ evaluate
 
 
-def _write_tasks(folder: Path, tasks) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for t in tasks:
-        (folder / f"{t.task_id}.json").write_text(json.dumps(t.to_json()))
-    return folder
-
-
-def _evaluate(checkpoint: Path, split: Path, out: Path, *extra: str) -> int:
-    return evaluate_main(["--checkpoint", str(checkpoint), "--split", str(split), "--workers", "0", "--no-policy",
-                          "--augmentations", "2", "--tta-steps", "1", "--out", str(out), "--quiet", *extra])
-
-
 def test_evaluate_takes_an_exported_folder_like_a_trial_checkpoint(source, exported, tmp_path, capsys):
     folder, trained, _ = source
-    split = _write_tasks(tmp_path / "ev", _eval_tasks())
-    assert _evaluate(folder, split, tmp_path / "a") == 0
-    assert _evaluate(exported("fp32"), split, tmp_path / "b") == 0
+    split = write_tasks(tmp_path / "ev", eval_tasks())
+    assert evaluate_checkpoint(folder, split, tmp_path / "a") == 0
+    assert evaluate_checkpoint(exported("fp32"), split, tmp_path / "b") == 0
     assert (tmp_path / "a" / "submission.json").read_text() == (tmp_path / "b" / "submission.json").read_text()
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["checkpoint"] == str(exported("fp32")) and report["trained_tasks"] == len(trained)
     # The leakage guard reads the trained tasks from the exported metadata.
-    leaky = _write_tasks(tmp_path / "leaky", [trained[0], *_eval_tasks()])
+    leaky = write_tasks(tmp_path / "leaky", [trained[0], *eval_tasks()])
     capsys.readouterr()
-    assert _evaluate(exported("bf16"), leaky, tmp_path / "c") == EXIT_LEAKAGE
+    assert evaluate_checkpoint(exported("bf16"), leaky, tmp_path / "c") == EXIT_LEAKAGE
     assert f"{trained[0].task_id}: id" in capsys.readouterr().err
 
 
@@ -196,7 +136,7 @@ def test_a_prepared_predictor_ships_the_verified_exported_weights(exported, tmp_
     predictor = ModelPredictor(copy, ModelSettings(SolveSettings(augmentations=2), use_policy=False, device="cpu"))
     predictor.prepare(device="cpu")
     shipped = pickle.dumps(predictor)  # what the Ray workers receive
-    task = _eval_tasks()[0]
+    task = eval_tasks()[0]
     expected = predictor(task).attempts
     shutil.rmtree(copy)  # a worker never reads the folder
     model_mod._CACHE.clear()
@@ -247,104 +187,3 @@ def test_a_shard_over_the_limit_is_never_written_even_when_the_estimate_is_short
     for s in shards:
         got = torch.load(io.BytesIO(s.blob), weights_only=True)
         assert list(got) == s.tensors and all(torch.equal(got[k], tensors[k]) for k in got)
-
-
-# ------------------------------------------------------------------------------ safety
-
-
-def _globals(blob: bytes) -> set[str]:
-    """The ``module name`` of every global a ``torch.save`` file's pickle refers to."""
-    with zipfile.ZipFile(io.BytesIO(blob)) as z:
-        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
-    found, strings = set(), []
-    for op, arg, _ in pickletools.genops(data):
-        if op.name == "GLOBAL":
-            found.add(arg)
-        elif op.name == "STACK_GLOBAL":
-            found.add(" ".join(strings[-2:]))
-        elif isinstance(arg, str):
-            strings.append(arg)
-    return found
-
-
-def test_the_exported_folder_holds_no_pickle_that_runs_code(exported):
-    folder = exported("bf16")
-    meta = json.loads((folder / ckpt.META_FILE).read_text())  # plain JSON
-    shards = [s["file"] for s in meta["shards"]]
-    assert sorted(os.listdir(folder)) == sorted([ckpt.META_FILE, ckpt.POLICY_FILE, *shards])
-    for name in shards:
-        blob = (folder / name).read_bytes()
-        assert _globals(blob) <= SAFE_GLOBALS
-        tensors = torch.load(io.BytesIO(blob), weights_only=True)
-        assert all(isinstance(k, str) and type(v) is torch.Tensor and v.dtype == torch.bfloat16
-                   for k, v in tensors.items())
-    torch.load(folder / ckpt.POLICY_FILE, weights_only=True)  # the policy is weights-only too
-
-
-class _Payload:
-    def __reduce__(self):
-        return (os.system, ("touch pwned",))
-
-
-def test_a_shard_that_would_run_code_is_refused_even_with_a_matching_hash(exported, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    copy = tmp_path / "exported"
-    shutil.copytree(exported("bf16"), copy)
-    meta = json.loads((copy / ckpt.META_FILE).read_text())
-    bad = io.BytesIO()
-    torch.save({"agent.cell_emb.weight": _Payload()}, bad)
-    (copy / meta["shards"][0]["file"]).write_bytes(bad.getvalue())
-    meta["shards"][0]["sha256"] = hashlib.sha256(bad.getvalue()).hexdigest()
-    (copy / ckpt.META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(ckpt.CheckpointError, match="not a weights-only tensor file"):
-        ckpt.load(copy)
-    assert not (tmp_path / "pwned").exists()
-
-
-@pytest.mark.parametrize("damage, message", [
-    (lambda f: f.write_bytes(f.read_bytes()[:-10]), "contents do not match the recorded SHA-256"),
-    (lambda f: f.write_bytes(bytes([f.read_bytes()[0] ^ 1]) + f.read_bytes()[1:]),
-     "contents do not match the recorded SHA-256"),
-    (lambda f: f.unlink(), "is missing"),
-])
-def test_a_damaged_shard_is_refused_naming_the_file(exported, tmp_path, capsys, damage, message):
-    copy = tmp_path / "exported"
-    shutil.copytree(exported("bf16"), copy)
-    name = ckpt.read_meta(copy)["shards"][1]["file"]
-    damage(copy / name)
-    with pytest.raises(ckpt.CheckpointError, match=name):
-        ckpt.load(copy)
-    split = _write_tasks(tmp_path / "ev", _eval_tasks())
-    assert _evaluate(copy, split, tmp_path / "out") == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: ") and name in err[-1] and message in err[-1]
-    assert not (tmp_path / "out" / "report.json").exists()
-
-
-def test_refusals_are_one_line_and_write_nothing(source, exported, tmp_path, capsys):
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "x").write_text("keep me")
-    cases = [
-        ([tmp_path / "empty", tmp_path / "o1"], "no efe_meta.json anywhere below"),
-        ([tmp_path / "nothere", tmp_path / "o2"], "no such file or folder"),
-        ([exported("bf16"), tmp_path / "o3"], "already an exported folder"),
-        ([source[0], tmp_path / "full"], "exists and is not an empty folder"),
-    ]
-    for (src, out), words in cases:
-        assert exp.main(["--checkpoint", str(src), "--out", str(out)]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and words in err[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "full"]
-    assert (tmp_path / "full" / "x").read_text() == "keep me"
-
-
-def test_the_command_runs_as_a_module_into_an_empty_folder(source, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "efe_ray.export", "--checkpoint", str(source[0].parent),
-                           "--out", str(out)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert f"exported {source[0]} -> {out} (bf16" in done.stdout and "none over 15 MiB" in done.stdout
-    assert ckpt.is_exported(ckpt.read_meta(out)) and ckpt.load(out)[0]["agent"]

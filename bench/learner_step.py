@@ -53,6 +53,7 @@ from efe_ray.data.batching import MAX_DEMOS, TaskSampler, known_pairs  # noqa: E
 from efe_ray.learner import EFELearner  # noqa: E402
 from tuning.presets import build_config  # noqa: E402
 
+from flops import peak_tflops, train_flops_per_token  # noqa: E402  (bench/)
 from step_profile import bare_qwen_step_time, kernel_breakdown, profiler_activities  # noqa: E402  (bench/)
 
 
@@ -77,28 +78,6 @@ SHAPES = {
     "qwen2.5-1.5b": dict(hidden_size=1536, num_layers=28, num_heads=12, num_kv_heads=2, intermediate_size=8960),
 }
 """Prompt-encoder shapes the benchmark knows."""
-
-PEAK_TFLOPS = {  # dense, per GPU, from the vendors' datasheets (SXM parts)
-    "H100": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
-    "H200": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
-}
-
-
-def peak_tflops(device: torch.device, precision: str) -> float | None:
-    """The card's dense peak for the compute dtype, or None where unknown (CPU)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, table in PEAK_TFLOPS.items():
-        if key in name:
-            return table[precision]
-    return None
-
-
-def train_flops_per_token(n_params: int, layers: int, width: int, seq: float) -> float:
-    """Training FLOPs per token (forward + backward): 6·N + 12·L·T·d."""
-    return 6.0 * n_params + 12.0 * layers * seq * width
-
 
 def run(shape: str, precision: str, args, device: torch.device) -> dict:
     """Time ``args.steps`` learner steps of one shape and precision; return the figures."""

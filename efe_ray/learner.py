@@ -3,8 +3,8 @@
 A step on a :class:`~efe_ray.data.batching.Batch` (B views of one task, then R rehearsal views):
 
 1. prompt: the task's Qwen text embedding is recomputed, with gradient, every ``cache_every``-th
-   step on that task and cached, detached, in between (rehearsal views use their tasks' cached
-   ones), then fused with the 15 numeric features (and each view's task embedding, if any);
+   step on that task and cached, detached, in between (efe_ray/text_cache.py; rehearsal views use
+   their tasks' cached ones), then fused with the 15 numeric features (and each view's task embedding, if any);
 2. ``refined = prompt + delta`` on the task's views; ``delta`` (numpy, from the RL policy) is a
    constant: the learner never back-propagates into the policy;
 3. agent (given each view's D8 transform) -> logits after each of its ``passes`` -> the EFE loss
@@ -29,15 +29,22 @@ from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 from torch.profiler import record_function
 
 from efe_ray.config import AgentConfig, LearnerConfig, PromptConfig
-from efe_ray.data.batching import Batch, Sample
+from efe_ray.data.batching import Batch
 from efe_ray.efe import canvas_cell_accuracy, efe_loss
 from efe_ray.models.agent import GridAgent
 from efe_ray.models.prompt import QwenHybridPrompt
 from efe_ray.refine import delta_tensor, pull_term, refinement_reward
+from efe_ray.text_cache import TextCache
 
 METRICS = ("loss", "efe_loss", "cross_entropy", "risk", "entropy", "forward_kl", "rl_term", "mask_ratio",
            "acc_before", "acc_after", "reward", "qwen_grad_norm", "agent_grad_norm", "skipped")
 """The per-step metrics :meth:`EFELearner.step` returns (with ``qwen_fresh`` and ``skipped_steps``)."""
+
+
+def grad_norm(params: list[torch.nn.Parameter], device: torch.device) -> torch.Tensor:
+    """L2 norm of the gradients of ``params``, a 0-d tensor on ``device`` (0 if none)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    return get_total_norm(grads) if grads else torch.zeros((), device=device)
 
 
 class EFELearner:
@@ -62,7 +69,7 @@ class EFELearner:
             raise ValueError(f"learner.precision: unknown mode {cfg.precision!r}; use fp32, bf16 or fp16")
         self.autocast_dtype, self.use_scaler = modes[cfg.precision]  # fp16 alone needs a GradScaler
         self.reset_optimizer()
-        self.text_cache: dict[str, torch.Tensor] = {}  # task id -> (P,) detached Qwen embedding
+        self.text_cache = TextCache(self.prompt, cfg.cache_every)  # task id -> (P,) detached Qwen embedding
         self.task_steps: dict[str, int] = {}  # task id -> learner steps on that task
         self.steps = self.skipped_steps = 0
 
@@ -89,26 +96,6 @@ class EFELearner:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    # -- prompts ------------------------------------------------------------------------------
-    def text_embedding(self, batch: Batch) -> tuple[torch.Tensor | None, bool]:
-        """(B, P) Qwen embedding of the task's views and whether it was computed (with gradient)
-        on this step; between refreshes the cached, detached one is used and no text is built."""
-        if self.prompt.qwen is None:
-            return None, False
-        n, b = self.task_steps.get(batch.task_id, 0), len(batch.samples)
-        if batch.task_id in self.text_cache and n % self.cfg.cache_every != 0:
-            return self.text_cache[batch.task_id].expand(b, -1), False
-        emb = self.prompt.encode_text(batch.prompt_texts())  # (B, P)
-        self.text_cache[batch.task_id] = emb.detach().float().mean(0)
-        return emb, True
-
-    def cached_text(self, task_id: str, sample: Sample) -> torch.Tensor:
-        """A task's cached Qwen embedding (P,), filled without gradient if the task has none yet."""
-        if task_id not in self.text_cache:
-            with torch.no_grad():
-                self.text_cache[task_id] = self.prompt.encode_text([sample.prompt_text()])[0].float()
-        return self.text_cache[task_id]
-
     # -- the step -----------------------------------------------------------------------------
     def step(self, batch: Batch, delta: np.ndarray | None = None) -> dict[str, float]:
         """One update on ``batch`` with prompt refinement ``delta`` ((P,) numpy, or None) of the
@@ -117,13 +104,13 @@ class EFELearner:
         self.agent.train()
         self.prompt.train()
         with record_function("learner/forward"), self.autocast():  # Qwen first: it runs during the prep
-            text_emb, fresh = self.text_embedding(batch)  # (B, P) or None
+            text_emb, fresh = self.text_cache.embed(batch, self.task_steps.get(batch.task_id, 0))  # (B, P)/None
         with record_function("learner/prepare"):
             t = batch.tensors(self.device)
             delta_t = delta_tensor(delta, b, self.device, pad_rows=r)  # (B+R, P) constant, or None
         with record_function("learner/forward"), self.autocast():
             if text_emb is not None and r:
-                cached = torch.stack([self.cached_text(k, s) for k, s in batch.rehearsal])  # (R, P)
+                cached = torch.stack([self.text_cache.lookup(k, s) for k, s in batch.rehearsal])  # (R, P)
                 text_emb = torch.cat([text_emb, cached.to(text_emb.dtype)])
             prompt = self.prompt.fuse(text_emb, t.features, batch.task_ids())  # (B+R, P), with gradient
             refined = prompt if delta_t is None else prompt + delta_t
@@ -149,7 +136,7 @@ class EFELearner:
             self.scaler.scale(loss).backward()
         with record_function("learner/optimizer"):
             self.scaler.unscale_(self.optimizer)  # true-scale gradients from here on (invariant 6)
-            norms = [self._grad_norm(g["params"]) for g in self.optimizer.param_groups]  # 0-d each
+            norms = [grad_norm(g["params"], self.device) for g in self.optimizer.param_groups]  # 0-d each
             total = get_total_norm(norms)
             finite = torch.isfinite(loss.detach()) & torch.isfinite(total)
             if cfg.grad_clip > 0:
@@ -167,11 +154,6 @@ class EFELearner:
         self.task_steps[batch.task_id] = self.task_steps.get(batch.task_id, 0) + 1
         self.skipped_steps += int(metrics["skipped"])
         return dict(metrics, qwen_fresh=float(fresh), skipped_steps=float(self.skipped_steps))
-
-    def _grad_norm(self, params: list[torch.nn.Parameter]) -> torch.Tensor:
-        """L2 norm of the gradients of ``params``, a 0-d tensor on the learner's device (0 if none)."""
-        grads = [p.grad for p in params if p.grad is not None]
-        return get_total_norm(grads) if grads else torch.zeros((), device=self.device)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -194,7 +176,8 @@ class EFELearner:
         self.prompt.load_state_dict(state["prompt"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.text_cache = {k: v.to(self.device) for k, v in state["text_cache"].items()}
+        self.text_cache = TextCache(self.prompt, self.cfg.cache_every,
+                                    {k: v.to(self.device) for k, v in state["text_cache"].items()})
         self.task_steps = dict(state["task_steps"])
         self.steps, self.skipped_steps = int(state["steps"]), int(state["skipped_steps"])
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it to the GPU
@@ -207,7 +190,7 @@ class EFELearner:
         cache and per-task counts empty; torch's RNG is left alone."""
         self.agent.load_state_dict(state["agent"])
         self.prompt.load_state_dict(state["prompt"])
-        self.text_cache, self.task_steps = {}, {}
+        self.text_cache, self.task_steps = TextCache(self.prompt, self.cfg.cache_every), {}
         self.steps, self.skipped_steps = int(state["steps"]), 0
         self.reset_optimizer()
         self.set_learning_rates(**state["lrs"])

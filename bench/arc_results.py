@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
+from command import command_line
 
 RUNS = {
     # folder -> (split, {method in report -> method in the table})
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         args.write.write_text(json.dumps(rows, indent=1) + "\n")
         print(f"wrote {args.write} ({len(rows)} records)")
-    print("command: python bench/arc_results.py " + shlex.join(sys.argv[1:] if argv is None else argv))
+    print("command: " + command_line("arc_results.py", argv))
     return 0
 
 

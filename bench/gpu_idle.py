@@ -19,6 +19,7 @@ import argparse
 import bisect
 import json
 from collections import defaultdict
+from command import command_line
 
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 BLOCKING = ("Synchronize", "cudaMemcpy", "cudaStreamWaitEvent", "cudaEventSynchronize")
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--top", type=int, default=12, help="rows per table (default 12)")
     args = ap.parse_args(argv)
     print(analyse(args.trace, args.steps, top=args.top))
-    print("python bench/gpu_idle.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]))
+    print("command: " + command_line("gpu_idle.py", argv))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from tuning.presets import build_config  # noqa: E402
 
 from flops import peak_tflops, train_flops_per_token  # noqa: E402  (bench/)
 from step_profile import bare_qwen_step_time, kernel_breakdown, profiler_activities  # noqa: E402  (bench/)
+from command import command_line  # noqa: E402  (bench/)
 
 
 def pick_tasks(source: str, n: int, side: int, min_tokens: int = 0) -> list:
@@ -146,7 +147,6 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
     total = sum(t for t, _ in times)
     steps_per_s = len(times) / total
     batch = cfg.learner.batch_size
-    rehearsal = cfg.learner.rehearsal if len(tasks) > 1 else 0
     p, a = cfg.prompt, cfg.agent
     qwen_params = sum(x.numel() for x in learner.prompt.qwen_parameters()
                       if x is not learner.prompt.qwen.get_input_embeddings().weight)
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         device = torch.device("cuda", device.index or 0)
         torch.cuda.set_device(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    command = "python bench/learner_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("learner_step.py", argv)
 
     if args.compare:
         print(f"== learner_step comparison on {device} ({where}), torch {torch.__version__} ==")

@@ -34,6 +34,7 @@ from efe_ray.memory import GIB, estimate_trial_memory, trials_per_gpu  # noqa: E
 from tuning.presets import build_config  # noqa: E402
 
 from learner_step import SHAPES  # noqa: E402  (bench/ is the script's folder)
+from command import command_line  # noqa: E402  (bench/)
 
 
 def qwen_shape(shape: str, batch: int, rehearsal: int) -> list[str]:
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{ratio:6.2f} {est.total_gib:13.2f} {r['process'] / GIB:14.2f} "
               f"{trials_per_gpu(est.total_gib, r['card_gib']):10d}", flush=True)
     print("every measured peak is below its estimate" if not bad else f"{bad} config(s) exceeded the estimate")
-    print("python bench/memory_check.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    print("command: " + command_line("memory_check.py", argv))
     return 1 if bad else 0
 
 

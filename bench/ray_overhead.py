@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 
 from efe_ray.config import ExperimentConfig
 from tuning.presets import build_config
+from command import command_line
 
 
 def sync(device: torch.device) -> None:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(a) bare PyTorch loop : {a:8.2f} learner steps/s")
     print(f"(b) RLlib PPO + env   : {b:8.2f} learner steps/s")
     print(f"ratio b/a             : {b / a:8.3f}")
-    print("command: python bench/ray_overhead.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    print("command: " + command_line("ray_overhead.py", argv))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from command import command_line
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"growth after warm-up: {100 * (last - warm) / warm:+.1f}%  (peak {100 * (peak - warm) / warm:+.1f}%)")
     print(f"storage folder: {disk_bytes(storage) / 2**20:.1f} MiB at the end, {max(disk) / 2**20:.1f} MiB at most")
     print(f"search exit code: {proc.returncode}; log: {os.path.join(storage, 'tune.log')}")
-    print("command: python bench/soak.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    print("command: " + command_line("soak.py", argv))
 
 
 if __name__ == "__main__":

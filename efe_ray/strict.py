@@ -19,8 +19,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Bounds", "Checked", "ConfigError", "Pattern", "bounded", "from_dict", "matching", "merge", "rule",
-           "to_dict"]
+__all__ = ["Bounds", "Checked", "ConfigError", "Pattern", "Searched", "bounded", "from_dict", "matching", "merge",
+           "rule", "searched", "to_dict"]
 
 
 class ConfigError(ValueError):
@@ -88,6 +88,30 @@ class Checked:
 def rule(cls: type, name: str) -> Any:
     """The rule declared for field ``name`` of config class ``cls``."""
     return next(f.metadata["rule"] for f in dataclasses.fields(cls) if f.name == name)
+
+
+@dataclass(frozen=True)
+class Searched:
+    """A search dimension for field ``fills`` of config class ``of`` (``learner``): a ``[low, high]``
+    range or choices."""
+
+    of: type
+    fills: str
+    kind: Literal["range", "choices"]
+
+    def check(self, key: str, value: tuple) -> None:
+        """Each value obeys the bounds of the field it fills; a range has low <= high."""
+        if not value:
+            raise ConfigError(f"{key}: expected at least one value, got {list(value)!r}")
+        for i, v in enumerate(value):
+            rule(self.of, self.fills).check(f"{key}[{i}] (fills learner.{self.fills})", v)
+        if self.kind == "range" and (len(value) != 2 or value[0] > value[1]):
+            raise ConfigError(f"{key}: expected [low, high] with low <= high, got {list(value)!r}")
+
+
+def searched(default: tuple, of: type, fills: str, kind: Literal["range", "choices"]) -> Any:
+    """A search dimension field (see :class:`Searched`)."""
+    return field(default=default, metadata={"rule": Searched(of, fills, kind)})
 
 
 def from_dict(cls: type, data: dict[str, Any] | None, path: str = "") -> Any:

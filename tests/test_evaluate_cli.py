@@ -177,3 +177,10 @@ def test_cli_records_skipped_tasks(tiny_checkpoint, tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [(s["task_id"], s["problems"][0].split(": ", 2)[-1]) for s in report["skipped_tasks"]] == [
         ("broken", "JSON nested 5000 deep, more than the 32 allowed (a task nests 5 deep)")]
+
+
+def test_the_help_description_is_the_entry_points_first_docstring_line():
+    import efe_ray.evaluate
+    from efe_ray.evaluation.arguments import DESCRIPTION
+
+    assert efe_ray.evaluate.__doc__.split("\n")[0] == DESCRIPTION

@@ -173,3 +173,18 @@ def test_augmented_features_are_the_raw_ones_with_axes_swapped_on_a_transpose():
             seen = task_features([aug.apply_pair(p) for p in task.train], aug.apply(task.test[0].input))
             expected = swap_axes(raw) if aug.swaps_axes else raw
             np.testing.assert_allclose(seen, expected, rtol=0, atol=1e-7)
+
+
+def test_the_samplers_feature_cache_is_bounded_and_exact(monkeypatch):
+    import efe_ray.data.batching as batching
+    from efe_ray.config import LearnerConfig
+    from efe_ray.data.synthetic import synthetic_tasks
+
+    monkeypatch.setattr(batching, "FEATURE_CACHE_SIZE", 16)
+    tasks = synthetic_tasks(side=4, num_train=24, num_test=1, seed=0)  # 24 pairs: ~200,000 views a task
+    sampler = batching.TaskSampler(tasks, LearnerConfig(augment=True, augment_colours=True), 4)
+    for _ in range(50):
+        for s in sampler.make_samples(sampler.sample_task(), 8):
+            np.testing.assert_allclose(s.features, task_features(list(s.demos), s.query), rtol=1e-6, atol=1e-6)
+        assert len(sampler._features) <= 16
+    assert len(sampler._features) == 16

@@ -34,6 +34,7 @@ features (docs/design.md, invariant 1).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +53,9 @@ MAX_DEMOS = 4
 FAR_WEIGHT = 0.1
 """Loss weight of the ``OUTSIDE`` cells of a view's square beyond the target's border: learned, but
 not allowed to drown the target's cells where the output is much smaller than the square."""
-
+FEATURE_CACHE_SIZE = 1 << 14
+"""Views whose features the sampler keeps (about 600 bytes each, 10 MB at most): enough for every
+view of ARC-sized tasks; a task with 24 pairs has over 200,000, which must not all stay."""
 
 @dataclass(frozen=True, eq=False)
 class Sample:
@@ -207,7 +210,7 @@ class TaskSampler:
         sides = [max(view_side(known_pairs(t), t.train[0].input), 1) for t in self.tasks]
         self.by_size = sorted(range(len(self.tasks)), key=lambda i: (sides[i], self.tasks[i].task_id))
         self.rank = {self.tasks[i].task_id: r for r, i in enumerate(self.by_size)}  # id -> place in by_size
-        self._features: dict[tuple, np.ndarray] = {}  # (task id, query, demos) -> unaugmented features
+        self._features: OrderedDict[tuple, np.ndarray] = OrderedDict()  # (task id, query, demos) -> features
 
     def sample_task(self) -> Task:
         """The next training task, from the curriculum."""
@@ -225,11 +228,21 @@ class TaskSampler:
                    else Augmentation.identity())
             demos = tuple(aug.apply_pair(others[i]) for i in order)
             key = (task.task_id, q, frozenset(int(i) for i in order))  # features ignore the demos' order
-            if key not in self._features:
-                self._features[key] = task_features([others[i] for i in order], pairs[q].input)
-            feats = swap_axes(self._features[key]) if aug.swaps_axes else self._features[key]
+            raw = self._cached_features(key, [others[i] for i in order], pairs[q].input)
+            feats = swap_axes(raw) if aug.swaps_axes else raw
             out.append(Sample(demos, aug.apply(pairs[q].input), aug.apply(pairs[q].output), aug, feats))
         return out
+
+    def _cached_features(self, key: tuple, demos: list[Pair], query: np.ndarray) -> np.ndarray:
+        """The unaugmented features of a view, from a cache of at most :data:`FEATURE_CACHE_SIZE`
+        entries that drops the least recently used (a task with many pairs has many views)."""
+        if key in self._features:
+            self._features.move_to_end(key)
+            return self._features[key]
+        self._features[key] = feats = task_features(demos, query)
+        if len(self._features) > FEATURE_CACHE_SIZE:
+            self._features.popitem(last=False)
+        return feats
 
     def rehearsal_samples(self, task: Task) -> list[tuple[str, Sample]]:
         """``rehearsal`` single views of other tasks of the list, drawn uniformly from all of them or,

@@ -34,7 +34,7 @@ import numpy as np
 from efe_ray.config import ConfigError, DataConfig
 from efe_ray.data.loaders import Problem, SkippedTasksWarning, group_problems, load_tasks
 from efe_ray.data.synthetic import synthetic_tasks
-from efe_ray.data.task import Task, blind, pair_hash
+from efe_ray.data.task import Task, blind, pair_hash, task_side
 from efe_ray.data.transductive import split
 
 __all__ = ["SKIPPED_FILE", "SYNTHETIC_SIDE", "SYNTHETIC_SOURCES", "beyond_canvas", "fits", "load_source",
@@ -78,8 +78,7 @@ def beyond_canvas(task: Task, side: int) -> list[int]:
     """Indices of ``task``'s test inputs a model with a ``side`` x ``side`` canvas cannot answer: every one of
     them when a demonstration grid or a test input is larger than the canvas (the model reads the task
     whole, on one square), none otherwise."""
-    grids = [g for p in task.train for g in (p.input, p.output)] + [p.input for p in task.test]
-    return list(range(len(task.test))) if max(max(g.shape) for g in grids) > side else []
+    return list(range(len(task.test))) if task_side(task) > side else []
 
 
 def _subsample(tasks: list[Task], limit: int, seed: int) -> list[Task]:

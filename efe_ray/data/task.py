@@ -111,6 +111,12 @@ class Task:
         return {"train": [pair_json(p) for p in self.train], "test": [pair_json(p) for p in self.test]}
 
 
+def task_side(task: Task) -> int:
+    """The side of the square a model reads ``task`` on: its largest demonstration grid or test input."""
+    grids = [g for p in task.train for g in (p.input, p.output) if g is not None] + [p.input for p in task.test]
+    return max(max(g.shape) for g in grids)
+
+
 def blind(task: Task) -> Task:
     """``task`` with every test output dropped (``None``) and marked :attr:`Task.blinded`."""
     return Task(task.task_id, task.train, tuple(Pair(p.input, None) for p in task.test), task.source, blinded=True)

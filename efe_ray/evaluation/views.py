@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from efe_ray.data.augment import Augmentation
-from efe_ray.data.batching import MAX_DEMOS, Batch, Sample, view_side
+from efe_ray.data.batching import MAX_DEMOS, Batch, Sample
 from efe_ray.data.features import task_features
-from efe_ray.data.task import Task
+from efe_ray.data.task import Task, task_side
 from efe_ray.device import upload
 from efe_ray.learner import EFELearner
 from efe_ray.models.agent import to_canvas
@@ -40,11 +40,6 @@ TEXT_CHUNK = 64
 def d8_views(k: int) -> list[Augmentation]:
     """The first ``k`` D8 transforms (identity first), colours unchanged."""
     return Augmentation.all_d8()[:k]
-
-
-def task_side(task: Task) -> int:
-    """The side of a task's square: its largest demonstration grid or test input."""
-    return max(view_side(task.train, p.input) for p in task.test)
 
 
 @dataclass(frozen=True, eq=False)

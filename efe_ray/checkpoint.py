@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from efe_ray.config import ExperimentConfig, from_dict, to_dict
+from efe_ray.data.files import atomic_write
 from efe_ray.data.task import Task, pair_hash
 
 LEARNER_FILE = "efe_learner.pt"
@@ -52,22 +53,6 @@ WEIGHTS_ONLY = "weights_only"
 
 class CheckpointError(RuntimeError):
     """A checkpoint folder is missing our files, or they are truncated or corrupt."""
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _write_tensors(path: Path, state: dict) -> str:

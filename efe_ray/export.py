@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 from efe_ray import checkpoint as ckpt
+from efe_ray.data.files import atomic_write
 from efe_ray.evaluation.resolve import CheckpointNotFoundError, resolve_checkpoint
 
 MIB = 1 << 20
@@ -207,7 +208,7 @@ def _write_folder(out: Path, files: dict[str, bytes]) -> None:
     try:
         tmp.mkdir(parents=True)
         for name, blob in files.items():
-            ckpt.atomic_write(tmp / name, blob)
+            atomic_write(tmp / name, blob)
         os.replace(tmp, out)  # replaces an empty ``out`` too
     finally:
         if tmp.exists():

@@ -46,7 +46,7 @@ from efe_ray.data.features import swap_axes, task_features
 from efe_ray.data.serialize import prompt_text
 from efe_ray.data.task import Pair, Task
 from efe_ray.device import upload
-from efe_ray.models.agent import to_canvas
+from efe_ray.data.canvas import to_canvas
 
 MAX_DEMOS = 4
 """At most this many demonstrations go into one prompt."""

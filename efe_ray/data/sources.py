@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from efe_ray.config import ConfigError, DataConfig
+from efe_ray.data.files import atomic_write
 from efe_ray.data.loaders import Problem, SkippedTasksWarning, group_problems, load_tasks
 from efe_ray.data.synthetic import synthetic_tasks
 from efe_ray.data.task import Task, blind, pair_hash, task_side
@@ -195,8 +196,6 @@ def write_skipped_tasks(folder: str | Path, cfg: Any) -> Path:
     ``cfg`` is the search's ExperimentConfig; the sources are resolved again, quietly (the
     pre-flight already said it all on the terminal). Returns the file's path.
     """
-    from efe_ray.checkpoint import atomic_write
-
     side = min(cfg.data.max_side, cfg.agent.canvas)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkippedTasksWarning)

@@ -38,7 +38,7 @@ from fractions import Fraction
 import numpy as np
 
 from efe_ray.data.augment import Augmentation
-from efe_ray.models.agent import NUM_CLASSES, OUTSIDE, from_canvas
+from efe_ray.data.canvas import NUM_CLASSES, OUTSIDE, from_canvas
 
 __all__ = ["Candidate", "View", "canvas_log_prob", "predicted_sizes", "product_of_experts", "propose",
            "rank", "size_log_prior"]

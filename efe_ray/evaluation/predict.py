@@ -28,7 +28,7 @@ from efe_ray.data.task import Pair, Task
 from efe_ray.device import upload
 from efe_ray.evaluation.scoring import score_task, summarise
 from efe_ray.learner import EFELearner
-from efe_ray.models.agent import from_canvas, to_canvas
+from efe_ray.data.canvas import from_canvas, to_canvas
 from efe_ray.refine import delta_tensor
 
 DeltaFn = Callable[[Task], "np.ndarray | None"]

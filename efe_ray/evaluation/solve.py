@@ -36,7 +36,7 @@ from efe_ray.evaluation.search import PolicyFn, demo_log_lik, gradient_search, p
 from efe_ray.evaluation.views import ViewSet, d8_views, demo_views, task_side, test_views
 from efe_ray.evaluation.voting import vote_augmented
 from efe_ray.learner import EFELearner
-from efe_ray.models.agent import from_canvas
+from efe_ray.data.canvas import from_canvas
 
 __all__ = ["SolveSettings", "Solution", "solve_group"]
 

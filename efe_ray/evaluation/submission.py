@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from efe_ray.checkpoint import atomic_write
+from efe_ray.data.files import atomic_write
 from efe_ray.data.task import MAX_SIDE, NUM_COLOURS, Task, as_grid
 
 __all__ = ["ATTEMPT_KEYS", "SubmissionError", "SubmissionProblem", "atomic_write_text", "build_submission",

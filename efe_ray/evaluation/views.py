@@ -29,7 +29,7 @@ from efe_ray.data.features import task_features
 from efe_ray.data.task import Task, task_side
 from efe_ray.device import upload
 from efe_ray.learner import EFELearner
-from efe_ray.models.agent import to_canvas
+from efe_ray.data.canvas import to_canvas
 
 __all__ = ["ViewSet", "d8_views", "demo_views", "task_side", "test_views"]
 

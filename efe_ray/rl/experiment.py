@@ -107,7 +107,7 @@ def newest_experiment(storage: Path) -> Path:
 
 def save_config(folder: Path, config: dict) -> None:
     """Record the experiment config (a plain dict) a new search in ``folder`` starts with."""
-    from efe_ray.checkpoint import atomic_write
+    from efe_ray.data.files import atomic_write
 
     atomic_write(folder / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
 

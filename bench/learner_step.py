@@ -34,14 +34,31 @@ the step's phases (``learner/forward``, ``learner/backward``, ...) as named rang
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
+import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _code_dir(argv: list[str]) -> str | None:
+    """The ``--code DIR`` argument, read before efe_ray is imported (it decides which one is)."""
+    for i, a in enumerate(argv):
+        if a == "--code" and i + 1 < len(argv):
+            return os.path.abspath(argv[i + 1])
+        if a.startswith("--code="):
+            return os.path.abspath(a.split("=", 1)[1])
+    return None
+
+
+CODE = _code_dir(sys.argv[1:]) or ROOT
+sys.path.insert(0, CODE)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -53,8 +70,13 @@ from efe_ray.data.batching import MAX_DEMOS, TaskSampler, known_pairs  # noqa: E
 from efe_ray.learner import EFELearner  # noqa: E402
 from tuning.presets import build_config  # noqa: E402
 
+try:  # the device path (an older revision's tree has only the host sampler)
+    from efe_ray.data.device_sampler import DeviceSampler  # noqa: E402
+except ImportError:
+    DeviceSampler = None
+
 from flops import peak_tflops, train_flops_per_token  # noqa: E402  (bench/)
-from step_profile import bare_qwen_step_time, kernel_breakdown, profiler_activities  # noqa: E402  (bench/)
+from step_profile import bare_qwen_step_time, kernel_breakdown, kernel_summary, profiler_activities  # noqa: E402
 from command import command_line  # noqa: E402  (bench/)
 
 
@@ -82,7 +104,7 @@ SHAPES = {
 
 def run(shape: str, precision: str, args, device: torch.device) -> dict:
     """Time ``args.steps`` learner steps of one shape and precision; return the figures."""
-    cfg = build_config(args.preset) if args.preset else ExperimentConfig()
+    cfg = build_config(args.preset or "default", args.overrides) if args.preset or args.overrides else ExperimentConfig()
     for k, v in SHAPES[shape].items():
         setattr(cfg.prompt, k, v)
     cfg.prompt.max_tokens = args.max_tokens or cfg.prompt.max_tokens
@@ -91,7 +113,7 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
     cfg.learner.batch_size = args.batch or cfg.learner.batch_size
     cfg.learner.rehearsal = cfg.learner.rehearsal if args.rehearsal is None else args.rehearsal
     cfg.learner.cache_every = args.cache_every or cfg.learner.cache_every
-    cfg.learner.compile = args.compile
+    cfg.learner.compile = args.compile or cfg.learner.compile
     cfg.prompt.sdpa_backend = args.sdpa
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
@@ -99,19 +121,33 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
 
     t0 = time.perf_counter()
     learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device=device, task_ids=tuple(t.task_id for t in tasks))
-    sampler = TaskSampler(tasks, cfg.learner, cfg.agent.canvas)
+    on_device = args.sampler == "device"
+    if on_device and DeviceSampler is None:
+        raise SystemExit(f"--sampler device: the code in {CODE} has no device sampler; use --sampler host")
+    sampler = (DeviceSampler(tasks, cfg.learner, cfg.agent.canvas, device) if on_device
+               else TaskSampler(tasks, cfg.learner, cfg.agent.canvas))
     build_s = time.perf_counter() - t0
     cells: list[tuple[int, int]] = []  # (views, canvas side) of each timed step's batch
-    tokens = [0]
-    tokenize = learner.prompt.tokenize
+    tokens = [torch.zeros((), dtype=torch.long, device=device)]  # counted on the device: no read per step
+    seqs = [0]  # prompts encoded
+    encode = getattr(learner.prompt, "encode_tokens", None)
+    if encode is not None:
+        def counting_encode(enc):
+            tokens[0] = tokens[0] + enc["attention_mask"].sum()
+            seqs[0] += enc["attention_mask"].shape[0]
+            return encode(enc)
+        learner.prompt.encode_tokens = counting_encode
+    else:  # an older revision tokenizes texts inside encode_text
+        tokenize = learner.prompt.tokenize
 
-    def counting_tokenize(texts, dev):
-        enc = tokenize(texts, dev)
-        tokens[0] += int(enc["attention_mask"].sum())
-        return enc
-
-    learner.prompt.tokenize = counting_tokenize
-    episode = cfg.env.steps_per_episode
+        def counting_tokenize(texts, dev):
+            enc = tokenize(texts, dev)
+            tokens[0] = tokens[0] + enc["attention_mask"].sum()
+            seqs[0] += enc["attention_mask"].shape[0]
+            return enc
+        learner.prompt.tokenize = counting_tokenize
+    per_read = args.steps_per_read or getattr(cfg.env, "learner_steps_per_action", 1)
+    episode = cfg.env.steps_per_episode * per_read  # learner steps on one task, as the env runs them
     rng = np.random.default_rng(args.seed)
     delta = (0.05 * rng.standard_normal(cfg.prompt.prompt_dim)).astype(np.float32)
 
@@ -119,57 +155,119 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    times: list[tuple[float, bool]] = []
-    profiler = None
+    times: list[tuple[float, bool]] = []  # host path: (s, fresh) of each step, synchronised
+    pending: list[torch.Tensor] = []  # device path: metrics not read yet
+    host_s, skipped, profiler, start = 0.0, 0, None, 0.0
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
+            if pending:
+                torch.stack(pending).cpu()
+                pending.clear()
             sync()
-            tokens[0] = 0
+            tokens[0], seqs[0] = torch.zeros((), dtype=torch.long, device=device), 0
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             if args.profile:
                 profiler = torch.profiler.profile(activities=profiler_activities(device))
                 profiler.__enter__()
+            host_s, start = 0.0, time.perf_counter()
         task = tasks[(i // episode) % len(tasks)]
-        sync()
-        start = time.perf_counter()
-        batch = sampler.batch(task)
-        m = learner.step(batch, delta)  # timed with the batch's sampling, as before
-        sync()
+        if on_device:  # as the env drives it: per_read steps queued, then one read of their metrics
+            h0 = time.perf_counter()
+            batch = sampler.batch(task)
+            pending.append(learner.train_step(batch, delta))
+            host_s += time.perf_counter() - h0
+            if len(pending) == per_read:
+                skipped += int(torch.stack(pending)[:, -1].sum().cpu())
+                pending.clear()
+        else:  # each step synchronises (its metrics are read inside), timed one by one
+            sync()
+            h0 = time.perf_counter()
+            batch = sampler.batch(task)
+            m = learner.step(batch, delta)
+            sync()
+            host_s += time.perf_counter() - h0
+            skipped += int(m["skipped"])
+            if i >= args.warmup:
+                times.append((time.perf_counter() - h0, m["qwen_fresh"] == 1.0))
         if i >= args.warmup:
-            times.append((time.perf_counter() - start, m["qwen_fresh"] == 1.0))
-            cells.append((len(batch.samples) + len(batch.rehearsal), batch.side))
+            cells.append((batch.size if on_device else len(batch.samples) + len(batch.rehearsal), batch.side))
+    if pending:
+        skipped += int(torch.stack(pending)[:, -1].sum().cpu())
+    sync()
+    total = time.perf_counter() - start
     if profiler is not None:
         profiler.__exit__(None, None, None)
         if args.trace:
             profiler.export_chrome_trace(args.trace)  # open in chrome://tracing or ui.perfetto.dev
+    tokens = int(tokens[0])
+    n = len(cells)
 
-    total = sum(t for t, _ in times)
-    steps_per_s = len(times) / total
+    steps_per_s = n / total
     batch = cfg.learner.batch_size
     p, a = cfg.prompt, cfg.agent
     qwen_params = sum(x.numel() for x in learner.prompt.qwen_parameters()
                       if x is not learner.prompt.qwen.get_input_embeddings().weight)
     agent_params = sum(x.numel() for x in learner.agent.parameters())
     fresh_steps = sum(1 for _, f in times if f)
-    mean_seq = tokens[0] / max(fresh_steps * batch, 1)
+    views = sum(v for v, _ in cells)
+    mean_seq = tokens / max(seqs[0], 1)
     # Each step's batch has its own canvas side S (its largest view): S*S+1 tokens per view, passes
     # times over, and the forward without the refinement that prices the reward (a third of a step).
-    agent_flops = sum(n * (s * s + 1) * a.passes * train_flops_per_token(agent_params, a.num_layers, a.d_model, s * s + 1)
-                      * (1 + batch / n / 3) for n, s in cells)
-    flops = tokens[0] * train_flops_per_token(qwen_params, p.num_layers, p.hidden_size, mean_seq) + agent_flops
+    agent_flops = sum(v * (s * s + 1) * a.passes * train_flops_per_token(agent_params, a.num_layers, a.d_model, s * s + 1)
+                      * (1 + batch / v / 3) for v, s in cells)
+    flops = tokens * train_flops_per_token(qwen_params, p.num_layers, p.hidden_size, mean_seq) + agent_flops
     peak = peak_tflops(device, precision)
     return {
         "shape": shape, "precision": precision, "steps_per_s": steps_per_s, "tasks_per_s": steps_per_s * batch,
-        "tokens_per_s": tokens[0] / total, "cells_per_s": sum(n * s * s for n, s in cells) / total,
+        "samples_per_s": views / total, "host_ms": 1000 * host_s / n, "sampler": args.sampler,
+        "tokens_per_s": tokens / total, "cells_per_s": sum(v * s * s for v, s in cells) / total,
         "tflops": flops / total / 1e12, "mfu": (flops / total / 1e12 / peak) if peak else None,
         "peak_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
         "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "build_s": build_s,
         "fresh": [t for t, f in times if f], "cached": [t for t, f in times if not f], "mean_seq": mean_seq,
         "qwen_params": qwen_params, "agent_params": agent_params, "tasks": tasks, "cfg": cfg,
-        "skipped": learner.skipped_steps, "n": len(times),
-        "profile": None if profiler is None else kernel_breakdown(profiler, sum(t for t, _ in times), len(times)),
+        "skipped": skipped, "n": n, "per_read": per_read,
+        "profile": None if profiler is None else kernel_summary(profiler, total, n),
     }
+
+
+def revision(args) -> str:
+    """``--revision``, else the short git revision of the code, else "unknown"."""
+    if args.revision:
+        return args.revision
+    try:
+        out = subprocess.run(["git", "-C", CODE, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def record(r: dict, args, device: torch.device, where: str, command: str) -> dict:
+    """The machine-readable record of one measured configuration (bench/step_results.json)."""
+    cfg, prof = r["cfg"], r["profile"] or {}
+    return {
+        "revision": revision(args), "card": where, "date": datetime.date.today().isoformat(),
+        "preset": args.preset or "default", "d_model": cfg.agent.d_model, "agent_layers": cfg.agent.num_layers,
+        "batch_views": cfg.learner.batch_size + cfg.learner.rehearsal, "precision": r["precision"],
+        "compile": bool(cfg.learner.compile), "sampler": r["sampler"], "samples_per_s": r["samples_per_s"],
+        "steps_per_s": r["steps_per_s"], "mfu": r["mfu"], "gpu_busy": prof.get("gpu_busy"),
+        "kernels_per_step": prof.get("kernels_per_step"), "host_ms_per_step": r["host_ms"],
+        "kernel_ms_per_step": prof.get("kernel_ms"),
+        "top_kernels": [[name[:120], round(ms, 3), round(c, 1)] for name, ms, c in prof.get("top_kernels", [])[:5]],
+        "command": command,
+    }
+
+
+def append_record(path: str, rec: dict) -> None:
+    """Append ``rec`` to the JSON list in ``path`` (created if missing)."""
+    records = json.load(open(path)) if os.path.exists(path) else []
+    records.append(rec)
+    with open(path, "w") as f:
+        json.dump(records, f, indent=1)
+        f.write("\n")
+    print(f"record appended to {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=24, help="timed learner steps (default 24)")
     ap.add_argument("--preset", default="", help="take the prompt, agent and learner configs from this preset "
                     "(e.g. arc) instead of the defaults")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override on the preset, as python -m efe_ray.tune --set takes it (repeatable)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     ap.add_argument("--precision", default=defaults.learner.precision, choices=["fp32", "tf32", "bf16", "fp16"],
@@ -201,6 +301,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trace", default="", help="with --profile: also write a Chrome trace of the timed steps here")
     ap.add_argument("--bare", action="store_true",
                     help="with --compare: also time a bare Qwen2Model loop of each shape (the reference)")
+    ap.add_argument("--sampler", default="device" if DeviceSampler is not None else "host", choices=["device", "host"],
+                    help="device: views drawn and built on the device, metrics read once per --steps-per-read steps "
+                    "(as the env runs); host: the host sampler, each step read at once (an older revision's only "
+                    "path; default: device where the code has it)")
+    ap.add_argument("--steps-per-read", type=int, default=0,
+                    help="device sampler: learner steps between reads (0: env.learner_steps_per_action)")
+    ap.add_argument("--code", default="", help="benchmark the efe_ray of this folder (e.g. an older revision's "
+                    "tree from git archive) with this script, for a before/after on the same machine")
+    ap.add_argument("--revision", default="", help="the revision the record names (default: git's HEAD of the code)")
+    ap.add_argument("--json", default="", help="append this run's record to a JSON list in this file")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.tasks < 1:
         ap.error("need --steps >= 1, --warmup >= 0 and --tasks >= 1")
@@ -238,7 +348,9 @@ def main(argv: list[str] | None = None) -> None:
                       f"{r['tokens_per_s']:10.0f} {r['cells_per_s']:10.0f} {r['tflops']:8.2f} {mfu} {peak} "
                       f"{r['mean_seq']:6.0f}", flush=True)
                 if r["profile"]:
-                    print(r["profile"], flush=True)
+                    print(kernel_breakdown(r["profile"]), flush=True)
+                if args.json:
+                    append_record(args.json, record(r, args, device, where, command))
                 del r
                 gc.collect()  # the previous learner must be gone before the next one's peak is read
                 if device.type == "cuda":
@@ -266,9 +378,13 @@ def main(argv: list[str] | None = None) -> None:
         f"batch                {batch} task samples + {rehearsal} rehearsal samples per step; "
         f"episodes of {cfg.env.steps_per_episode} steps, cache_every {cfg.learner.cache_every}",
         f"steps                {r['n']} timed after {args.warmup} warm-up (build {r['build_s']:.1f} s)",
+        f"code                 {CODE} (revision {revision(args)}), {r['sampler']} sampler, "
+        f"metrics read every {r['per_read'] if r['sampler'] == 'device' else 1} step(s)",
         f"steps/s              {r['steps_per_s']:.3f}",
         f"tasks/s              {r['tasks_per_s']:.2f}  (task samples/s = steps/s x batch_size {batch})",
-        f"samples/s            {r['steps_per_s'] * (batch + rehearsal):.2f}  (including rehearsal)",
+        f"samples/s            {r['samples_per_s']:.2f}  (every view, rehearsal included)",
+        f"host time            {r['host_ms']:.1f} ms/step (the host busy building and queuing a step"
+        + (", its read included)" if r["sampler"] == "host" else "; reads excluded)"),
         f"Qwen tokens/s        {r['tokens_per_s']:.0f}  (mean prompt {r['mean_seq']:.0f} tokens)",
         f"grid cells/s         {r['cells_per_s']:.0f}",
         f"model TFLOP/s        {r['tflops']:.3f}" + (f"  (MFU {100 * r['mfu']:.1f}%)" if r["mfu"] is not None else ""),
@@ -279,9 +395,11 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"peak CUDA allocated  {r['peak_mib']:.0f} MiB (timed steps)")
     lines.append(f"skipped steps        {r['skipped']}")
     if r["profile"]:
-        lines.append("where the time goes\n" + r["profile"])
+        lines.append("where the time goes\n" + kernel_breakdown(r["profile"]))
     print("\n".join(lines))
     print(command)
+    if args.json:
+        append_record(args.json, record(r, args, device, where, command))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ Run::
     python bench/ray_overhead.py                       # default preset, CPU
     python bench/ray_overhead.py --preset gpu --device cuda --iterations 4
 
-(a) a bare loop over the same Trainee the env would get (envs/trainee.py):
-``learner.step(sampler.batch(task), delta)`` with random deltas, one task per episode; (b) the
+(a) a bare loop over the same Trainee the env would get (envs/trainee.py): ``trainee.act(task,
+delta)`` (``env.learner_steps_per_action`` learner steps, one read) with random deltas, one task
+per episode, as the env would run it without RLlib; (b) the
 same under RLlib PPO: ArcPromptEnv in the algorithm process (``num_env_runners=0``), counting
 learner steps per second of ``algo.train()`` (sampling, PPO update, the per-step metrics
 callbacks; held-out evaluation pushed past the timed iterations). Prints both rates, the ratio
@@ -39,16 +40,16 @@ def bare_loop(cfg: ExperimentConfig, steps: int, warmup: int, device: torch.devi
     trainee = build_trainee(cfg)
     learner, sampler, refiner = trainee.learner, trainee.sampler, trainee.refiner
     rng = np.random.default_rng(0)
-    task = None
+    task, steps0 = None, 0
     for i in range(warmup + steps):
         if i == warmup:
             sync(device)
-            start = time.perf_counter()
+            steps0, start = learner.steps, time.perf_counter()
         if i % cfg.env.steps_per_episode == 0:
             task = sampler.sample_task()
-        learner.step(sampler.batch(task), refiner.delta(rng.uniform(-1, 1, cfg.env.action_dim)))
+        trainee.act(task, refiner.delta(rng.uniform(-1, 1, cfg.env.action_dim)))
     sync(device)
-    return steps / (time.perf_counter() - start)
+    return (learner.steps - steps0) / (time.perf_counter() - start)
 
 
 def through_rllib(cfg: ExperimentConfig, iterations: int, device: torch.device) -> float:
@@ -89,11 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     cfg = dataclasses.replace(cfg, rl=dataclasses.replace(cfg.rl, eval_every=10_000),
                               env=dataclasses.replace(cfg.env, device=args.device))
     device = torch.device(args.device)
-    steps = args.iterations * cfg.rl.train_batch_size
+    steps = args.iterations * cfg.rl.train_batch_size  # env steps (actions)
     a = bare_loop(cfg, steps, warmup=cfg.rl.train_batch_size, device=device)
     b = through_rllib(cfg, args.iterations, device)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {card}   preset: {args.preset}   learner steps timed: {steps}")
+    k = cfg.env.learner_steps_per_action
+    print(f"device: {card}   preset: {args.preset}   env steps timed: {steps} ({k} learner step(s) each)")
     print(f"(a) bare PyTorch loop : {a:8.2f} learner steps/s")
     print(f"(b) RLlib PPO + env   : {b:8.2f} learner steps/s")
     print(f"ratio b/a             : {b / a:8.3f}")

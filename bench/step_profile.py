@@ -41,8 +41,9 @@ def kernel_kind(name: str) -> str:
     return "other"
 
 
-def kernel_breakdown(profiler, wall_s: float, steps: int) -> str:
-    """GPU kernel time per step by kind, the GPU-busy share of the wall time, and the top kernels."""
+def kernel_summary(profiler, wall_s: float, steps: int) -> dict:
+    """Per step: GPU kernel ms by kind, the GPU-busy share of the wall time, kernel launches, and the
+    top kernels (name, ms/step, launches/step), from a finished profiler."""
     per_kind: dict[str, float] = {}
     per_name: dict[str, list] = {}
     for evt in profiler.key_averages():
@@ -53,13 +54,23 @@ def kernel_breakdown(profiler, wall_s: float, steps: int) -> str:
         per_kind[kind] = per_kind.get(kind, 0.0) + us
         per_name[evt.key] = [per_name.get(evt.key, [0.0, 0])[0] + us, evt.count]
     busy = sum(per_kind.values()) / 1e6
-    lines = [f"  wall {1000 * wall_s / steps:.1f} ms/step, GPU kernels {1000 * busy / steps:.1f} ms/step "
-             f"({100 * busy / wall_s:.0f}% busy), {sum(c for _, c in per_name.values()) / steps:.0f} kernels/step"]
-    for kind, us in sorted(per_kind.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  {kind:16s} {us / 1000 / steps:8.2f} ms/step  {100 * us / 1e6 / busy:5.1f}%")
+    top = sorted(per_name.items(), key=lambda kv: -kv[1][0])[:12]
+    return {"wall_ms": 1000 * wall_s / steps, "kernel_ms": 1000 * busy / steps, "gpu_busy": busy / wall_s,
+            "kernels_per_step": sum(c for _, c in per_name.values()) / steps,
+            "per_kind_ms": {k: us / 1000 / steps for k, us in sorted(per_kind.items(), key=lambda kv: -kv[1])},
+            "top_kernels": [(name, us / 1000 / steps, count / steps) for name, (us, count) in top]}
+
+
+def kernel_breakdown(summary: dict) -> str:
+    """:func:`kernel_summary` as the lines the benchmark prints."""
+    busy = sum(summary["per_kind_ms"].values()) or 1.0
+    lines = [f"  wall {summary['wall_ms']:.1f} ms/step, GPU kernels {summary['kernel_ms']:.1f} ms/step "
+             f"({100 * summary['gpu_busy']:.0f}% busy), {summary['kernels_per_step']:.0f} kernels/step"]
+    for kind, ms in summary["per_kind_ms"].items():
+        lines.append(f"  {kind:16s} {ms:8.2f} ms/step  {100 * ms / busy:5.1f}%")
     lines.append("  top kernels (ms/step, launches/step):")
-    for name, (us, count) in sorted(per_name.items(), key=lambda kv: -kv[1][0])[:12]:
-        lines.append(f"    {us / 1000 / steps:7.2f} {count / steps:6.0f}  {name[:110]}")
+    for name, ms, count in summary["top_kernels"]:
+        lines.append(f"    {ms:7.2f} {count:6.0f}  {name[:110]}")
     return "\n".join(lines)
 
 

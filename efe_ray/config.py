@@ -181,7 +181,10 @@ class EnvConfig(Checked):
     """The gymnasium environment around the learner."""
 
     steps_per_episode: int = bounded(8, 1, 10**4)
-    """Learner steps on one task per episode."""
+    """Env steps (refiner actions) on one task per episode."""
+    learner_steps_per_action: int = bounded(1, 1, 10**4)
+    """Learner steps each refiner action governs (K): its delta refines all K, its reward is their
+    mean reward, and the env reads the device once per action, not once per step."""
     action_dim: int = bounded(16, 1, 16384)
     """Dimension of the refiner's action (a low-rank prompt delta); at most prompt.prompt_dim."""
     action_scale: float = bounded(0.5, 0.0, 1000.0)

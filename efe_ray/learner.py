@@ -1,10 +1,13 @@
 """EFELearner: the prompt encoder and the grid agent, their optimizer, and one learning step.
 
-A step on a :class:`~efe_ray.data.batching.Batch` (B views of one task, then R rehearsal views):
+A step on a batch (B views of one task, then R rehearsal views): a host
+:class:`~efe_ray.data.batching.Batch` or, in training, a
+:class:`~efe_ray.data.device_sampler.DeviceBatch` drawn and built on the device:
 
 1. prompt: the task's Qwen text embedding is recomputed, with gradient, every ``cache_every``-th
-   step on that task and cached, detached, in between (efe_ray/text_cache.py; rehearsal views use
-   their tasks' cached ones), then fused with the 15 numeric features (and each view's task embedding, if any);
+   step on that task and cached, detached, in between (efe_ray/text_cache.py: one table on the
+   device; rehearsal views read their tasks' rows), then fused with the 15 numeric features (and
+   each view's task embedding, if any);
 2. ``refined = prompt + delta`` on the task's views; ``delta`` (numpy, from the RL policy) is a
    constant: the learner never back-propagates into the policy;
 3. agent (given each view's D8 transform) -> logits after each of its ``passes`` -> the EFE loss
@@ -12,11 +15,13 @@ A step on a :class:`~efe_ray.data.batching.Batch` (B views of one task, then R r
    from the last pass's canvas cell accuracy with and without the refinement;
 4. loss = efe_weight * EFE loss + rl_weight * RL term (efe_ray/refine.py: the encoder's prompt
    pulled toward the refinement, in proportion to the reward it earned);
-5. backward (scaled in fp16), unscale, clip, one host sync for the metrics, and the optimizer step
-   only if the loss and the gradients are finite.
+5. backward (scaled in fp16), unscale, clip, and the fused optimizer step, which the device skips
+   when the loss or the gradients are not finite.
 
-Qwen's kernels are queued before the host builds the batch's tensors; uploads are pinned and
-non-blocking on CUDA. The invariants (docs/design.md) are tests/test_invariants.py. No Ray here.
+:meth:`EFELearner.train_step` never waits for the device: its metrics come back as one tensor,
+which the caller reads when it needs them (the env once per action, :meth:`EFELearner.step` at
+once). Qwen's kernels are queued before the batch's tensors; uploads are pinned and non-blocking
+on CUDA. The invariants (docs/design.md) are tests/test_invariants.py. No Ray here.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from torch.profiler import record_function
 
 from efe_ray.config import AgentConfig, LearnerConfig, PromptConfig
 from efe_ray.data.batching import Batch
+from efe_ray.data.device_sampler import DeviceBatch
+from efe_ray.device import upload
 from efe_ray.efe import canvas_cell_accuracy, efe_loss
 from efe_ray.models.agent import GridAgent
 from efe_ray.models.prompt import QwenHybridPrompt
@@ -38,7 +45,8 @@ from efe_ray.text_cache import TextCache
 
 METRICS = ("loss", "efe_loss", "cross_entropy", "risk", "entropy", "forward_kl", "rl_term", "mask_ratio",
            "acc_before", "acc_after", "reward", "qwen_grad_norm", "agent_grad_norm", "skipped")
-"""The per-step metrics :meth:`EFELearner.step` returns (with ``qwen_fresh`` and ``skipped_steps``)."""
+"""The per-step metrics :meth:`EFELearner.train_step` returns, in this order (:meth:`EFELearner.step`
+adds ``qwen_fresh`` and ``skipped_steps``)."""
 
 
 def grad_norm(params: list[torch.nn.Parameter], device: torch.device) -> torch.Tensor:
@@ -61,17 +69,23 @@ class EFELearner:
         self.agent = GridAgent(agent_cfg, prompt_cfg.prompt_dim).to(self.device)
         self.efe_loss = efe_loss
         if cfg.compile:  # checkpoints stay those of the uncompiled modules
+            # Dynamic shapes from the start: a batch's views, canvas side and prompt length vary, and
+            # one graph for all of them compiles once instead of once per shape and then again.
             self.prompt.compile_layers()
-            self.agent.compile()  # whole: TorchDynamo does not trace nn.TransformerEncoder on its own
-            self.efe_loss = torch.compile(efe_loss)  # one fused kernel pair instead of ~40 small ones
+            self.agent.compile(dynamic=True)  # whole: TorchDynamo does not trace nn.TransformerEncoder on its own
+            self.efe_loss = torch.compile(efe_loss, dynamic=True)  # one fused kernel pair instead of ~40 small ones
         modes = {"fp32": (None, False), "bf16": (torch.bfloat16, False), "fp16": (torch.float16, True)}
         if cfg.precision not in modes:
             raise ValueError(f"learner.precision: unknown mode {cfg.precision!r}; use fp32, bf16 or fp16")
         self.autocast_dtype, self.use_scaler = modes[cfg.precision]  # fp16 alone needs a GradScaler
         self.reset_optimizer()
-        self.text_cache = TextCache(self.prompt, cfg.cache_every)  # task id -> (P,) detached Qwen embedding
+        self.task_ids = tuple(task_ids)
+        self.text_cache = TextCache(self.prompt, cfg.cache_every, task_ids=self.task_ids)  # task id -> (P,) embedding
         self.task_steps: dict[str, int] = {}  # task id -> learner steps on that task
-        self.steps = self.skipped_steps = 0
+        self.steps = 0
+        self._skipped = torch.zeros((), dtype=torch.long, device=self.device)  # skipped steps, counted on the device
+        self._stores: dict = {}  # task store -> (its tasks,) long: their rows here
+        self.last_fresh = False  # whether the last step encoded its prompts with gradient
 
     def reset_optimizer(self) -> None:
         """A fresh fused AdamW (agent and Qwen groups) and GradScaler, as at construction."""
@@ -97,24 +111,36 @@ class EFELearner:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     # -- the step -----------------------------------------------------------------------------
-    def step(self, batch: Batch, delta: np.ndarray | None = None) -> dict[str, float]:
+    def step(self, batch: Batch | DeviceBatch, delta: np.ndarray | None = None) -> dict[str, float]:
+        """:meth:`train_step`, then one read of its metrics (after the optimizer step is queued), as
+        floats with ``qwen_fresh`` and ``skipped_steps``."""
+        values = self.train_step(batch, delta)
+        fresh = self.last_fresh
+        *values, skipped = torch.cat([values, self._skipped.reshape(1).float()]).tolist()  # the one host read
+        metrics = dict(zip(METRICS, values))
+        return dict(metrics, qwen_fresh=float(fresh), skipped_steps=skipped)
+
+    def train_step(self, batch: Batch | DeviceBatch, delta: np.ndarray | None = None) -> torch.Tensor:
         """One update on ``batch`` with prompt refinement ``delta`` ((P,) numpy, or None) of the
-        task's views; accuracies, reward and the RL term come from those views only."""
-        cfg, b, r = self.cfg, len(batch.samples), len(batch.rehearsal)
+        task's views; accuracies, reward and the RL term come from those views only. Returns the
+        :data:`METRICS` as one (len(METRICS),) float32 tensor on the device: nothing here waits for
+        the device, so the host can prepare the next step while this one runs."""
+        cfg, b, n = self.cfg, batch.own, batch.size
         self.agent.train()
         self.prompt.train()
+        rows = self._rows(batch)  # (N,) long: the views' rows of the text and task tables
+        fresh = self.text_cache.due(batch.task_id, self.task_steps.get(batch.task_id, 0))
         with record_function("learner/forward"), self.autocast():  # Qwen first: it runs during the prep
-            text_emb, fresh = self.text_cache.embed(batch, self.task_steps.get(batch.task_id, 0))  # (B, P)/None
+            text_emb = self._own_text(batch, rows, fresh)  # (B, P) or None
         with record_function("learner/prepare"):
             t = batch.tensors(self.device)
-            delta_t = delta_tensor(delta, b, self.device, pad_rows=r)  # (B+R, P) constant, or None
+            delta_t = delta_tensor(delta, b, self.device, pad_rows=n - b)  # (N, P) constant, or None
         with record_function("learner/forward"), self.autocast():
-            if text_emb is not None and r:
-                cached = torch.stack([self.text_cache.lookup(k, s) for k, s in batch.rehearsal])  # (R, P)
-                text_emb = torch.cat([text_emb, cached.to(text_emb.dtype)])
-            prompt = self.prompt.fuse(text_emb, t.features, batch.task_ids())  # (B+R, P), with gradient
+            if text_emb is not None and n > b:
+                text_emb = torch.cat([text_emb, self._cached_text(batch, rows, b).to(text_emb.dtype)])
+            prompt = self.prompt.fuse(text_emb, t.features, rows)  # (N, P), with gradient
             refined = prompt if delta_t is None else prompt + delta_t
-            passes = self.agent(t.canvas, refined, t.view, all_passes=True)  # passes x (B+R, S, S, 11)
+            passes = self.agent(t.canvas, refined, t.view, all_passes=True)  # passes x (N, S, S, 11)
             logits = passes[-1]
             with torch.no_grad():
                 before = (logits[:b] if delta_t is None
@@ -138,22 +164,80 @@ class EFELearner:
             self.scaler.unscale_(self.optimizer)  # true-scale gradients from here on (invariant 6)
             norms = [grad_norm(g["params"], self.device) for g in self.optimizer.param_groups]  # 0-d each
             total = get_total_norm(norms)
-            finite = torch.isfinite(loss.detach()) & torch.isfinite(total)
+            skipped = ~(torch.isfinite(loss.detach()) & torch.isfinite(total))  # 0-d bool
             if cfg.grad_clip > 0:
                 clip_grads_with_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                       cfg.grad_clip, total)
+            self._optimizer_step(skipped)  # a non-finite step never reaches the weights or the moments
+            self._skipped += skipped
             qwen_norm = norms[1] if len(norms) > 1 else torch.zeros_like(norms[0])
             values = torch.stack([loss.detach(), efe_total.detach(), terms.cross_entropy, terms.risk, terms.entropy,
                                   terms.forward_kl, rl_term.detach(), terms.mask_ratio, acc_before, acc_after,
-                                  reward, qwen_norm, norms[0], ~finite]).float().tolist()  # the one host sync
-            metrics = dict(zip(METRICS, values))
-            if not metrics["skipped"]:  # a non-finite step never reaches the weights or the moments
-                self.scaler.step(self.optimizer)
-            self.scaler.update()  # in fp16, backs the scale off after an inf/NaN
+                                  reward, qwen_norm, norms[0], skipped]).float()  # (len(METRICS),)
         self.steps += 1
         self.task_steps[batch.task_id] = self.task_steps.get(batch.task_id, 0) + 1
-        self.skipped_steps += int(metrics["skipped"])
-        return dict(metrics, qwen_fresh=float(fresh), skipped_steps=float(self.skipped_steps))
+        self.last_fresh = fresh
+        return values
+
+    def _optimizer_step(self, skipped: torch.Tensor) -> None:
+        """The fused AdamW step, skipped on the device where ``skipped`` (0-d bool) is set: the
+        optimizer's ``found_inf`` (as a GradScaler hands it over) leaves weights, moments and step
+        counts as they were, with no host read. In fp16 the scaler then backs its scale off after an
+        inf or NaN in the gradients (its own check, made when unscaling)."""
+        self.optimizer.grad_scale, self.optimizer.found_inf = None, skipped.float()  # gradients are unscaled
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.grad_scale, self.optimizer.found_inf
+        self.scaler.update()
+
+    def _rows(self, batch: Batch | DeviceBatch) -> torch.Tensor:
+        """(N,) long rows of the views' tasks in the text cache and the task table, on the device: a
+        device batch's store rows go through a lookup table made once per store (the identity for a
+        store of the learner's own tasks in their order); a host batch's ids are looked up."""
+        if isinstance(batch, DeviceBatch):
+            if batch.store not in self._stores:
+                self._stores[batch.store] = upload(self.text_cache.rows(list(batch.store.task_ids)), self.device)
+            return self._stores[batch.store][batch.rows]
+        return upload(self.text_cache.rows(batch.task_ids()), self.device)
+
+    def _prompt_inputs(self, batch: Batch | DeviceBatch, index: list[int]) -> dict[str, torch.Tensor]:
+        """Tokenized prompts of the views at ``index``: built on the device where the batch and the
+        tokenizer allow it, else from the prompt texts."""
+        ids = self.prompt.char_ids()
+        if isinstance(batch, DeviceBatch) and ids is not None:
+            return batch.prompt_tokens(index, ids, self.prompt.cfg.max_tokens)
+        return self.prompt.tokenize(batch.prompt_texts(index), self.device)
+
+    def _own_text(self, batch: Batch | DeviceBatch, rows: torch.Tensor, fresh: bool) -> torch.Tensor | None:
+        """(B, P) Qwen embedding of the task's own views: encoded now, with gradient, on a fresh step
+        (and kept, detached, as the task's row), the cached row otherwise; None without Qwen."""
+        if self.prompt.qwen is None:
+            return None
+        row = int(self.text_cache.rows([batch.task_id])[0])
+        if not fresh:
+            return self.text_cache.table[row].expand(batch.own, -1)
+        emb = self.prompt.encode_tokens(self._prompt_inputs(batch, list(range(batch.own))))  # (B, P)
+        self.text_cache.store(row, emb.detach().float().mean(0))
+        return emb
+
+    def _cached_text(self, batch: Batch | DeviceBatch, rows: torch.Tensor, b: int) -> torch.Tensor:
+        """(R, P) cached Qwen embeddings of the rehearsal views' tasks: one gather, after filling the
+        rows never filled, in one batched pass without gradient from those views' prompts."""
+        host_rows = self.text_cache.rows(batch.task_ids()[b:])
+        self.text_cache.fill(host_rows, lambda at: self.prompt.encode_tokens(
+            self._prompt_inputs(batch, [b + i for i in at])))
+        return self.text_cache.table[rows[b:]]
+
+    @property
+    def skipped_counter(self) -> torch.Tensor:
+        """0-d long on the device: steps skipped for a non-finite loss or gradient so far."""
+        return self._skipped
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped for a non-finite loss or gradient (reads the device counter)."""
+        return int(self._skipped)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -177,9 +261,10 @@ class EFELearner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.text_cache = TextCache(self.prompt, self.cfg.cache_every,
-                                    {k: v.to(self.device) for k, v in state["text_cache"].items()})
+                                    {k: v.to(self.device) for k, v in state["text_cache"].items()}, self.task_ids)
         self.task_steps = dict(state["task_steps"])
-        self.steps, self.skipped_steps = int(state["steps"]), int(state["skipped_steps"])
+        self.steps = int(state["steps"])
+        self._skipped.fill_(int(state["skipped_steps"]))
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it to the GPU
         self.set_learning_rates(**(lrs if keep_lrs else state["lrs"]))
 
@@ -190,7 +275,8 @@ class EFELearner:
         cache and per-task counts empty; torch's RNG is left alone."""
         self.agent.load_state_dict(state["agent"])
         self.prompt.load_state_dict(state["prompt"])
-        self.text_cache, self.task_steps = TextCache(self.prompt, self.cfg.cache_every), {}
-        self.steps, self.skipped_steps = int(state["steps"]), 0
+        self.text_cache, self.task_steps = TextCache(self.prompt, self.cfg.cache_every, task_ids=self.task_ids), {}
+        self.steps = int(state["steps"])
+        self._skipped.zero_()
         self.reset_optimizer()
         self.set_learning_rates(**state["lrs"])

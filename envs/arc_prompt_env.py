@@ -1,13 +1,15 @@
 """ArcPromptEnv: a gymnasium environment whose "dynamics" are an EFE learner training on ARC tasks.
 
-Registered as ``efe_ray/ArcPrompt-v0``. One episode = ``env.steps_per_episode`` learner steps on
-one task. The env trains a :class:`~envs.trainee.Trainee` (learner, sampler, refiner) that is
-handed in, or built by :func:`~envs.trainee.build_trainee` from ``config["experiment"]``:
+Registered as ``efe_ray/ArcPrompt-v0``. One episode = ``env.steps_per_episode`` refiner actions
+on one task, each governing ``env.learner_steps_per_action`` (K) learner steps. The env trains a
+:class:`~envs.trainee.Trainee` (learner, sampler, refiner) that is handed in, or built by
+:func:`~envs.trainee.build_trainee` from ``config["experiment"]``:
 
 - ``reset``: ``task = sampler.sample_task()`` (the curriculum); observation of that task;
-- ``step(action)``: ``delta = refiner.delta(action)``; ``metrics = learner.step(sampler.batch(task),
-  delta)``; reward = ``metrics["reward"]``, the learner's ``reward_scale * (accuracy with the
-  refined prompt - without)``; ``info`` = the step's metrics and counters (the RL layer logs them).
+- ``step(action)``: ``delta = refiner.delta(action)``; ``trainee.act(task, delta)`` runs K learner
+  steps with that delta and reads the device once; reward = the mean over the K steps of the
+  learner's ``reward_scale * (accuracy with the refined prompt - without)``; ``info`` = the steps'
+  mean metrics and counters (the RL layer logs them).
 
 - Observation (float32, ``prompt_dim + 6 + 15``): envs/observation.py.
 - Action: ``Box(-1, 1, (action_dim,))``, mapped to a low-rank prompt delta (efe_ray/refine.py).
@@ -98,15 +100,17 @@ class ArcPromptEnv(gym.Env):
             raise RuntimeError("ArcPromptEnv.step called before reset")
         trainee, learner = self.trainee, self.trainee.learner
         delta = trainee.refiner.delta(np.asarray(action, dtype=np.float32))  # (P,) numpy: no graph
-        metrics = learner.step(trainee.sampler.batch(self.task), delta)
+        first = learner.steps == 0
+        metrics, prompt = trainee.act(self.task, delta)
         if metrics["skipped"]:
             self.check_weights()
-        trainee.controls.update(metrics, first_step=learner.steps == 1)
+        trainee.controls.update(metrics, first_step=first)
         self.t += 1
         terminated = self.t >= self.steps_per_episode
-        obs = trainee.observation(self.task, self.t / self.steps_per_episode)
+        obs = trainee.observation(self.task, self.t / self.steps_per_episode, prompt)
         reward = float(metrics["reward"]) if math.isfinite(metrics["reward"]) else 0.0
-        counters = {"steps": float(learner.steps), "episodes": float(trainee.controls.episodes),
+        counters = {"steps": float(learner.steps), "learner_steps": float(trainee.cfg.env.learner_steps_per_action),
+                    "episodes": float(trainee.controls.episodes),
                     "curriculum_epoch": float(trainee.sampler.curriculum.epoch)}
         return obs, reward, terminated, False, {**metrics, **counters, "task_id": self.task.task_id}
 

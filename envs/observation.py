@@ -5,8 +5,8 @@ One definition for training (envs/arc_prompt_env.py) and for evaluating a checkp
 
     observation = [prompt (P,), control vector (6,), features (15,)]   float32
 
-- prompt and features: :func:`efe_ray.evaluation.predict.observe` (the task's canonical view,
-  detached; no test output is read);
+- prompt and features: efe_ray/observe.py (the task's canonical view, detached; no test output
+  is read);
 - control vector: episode progress, running EFE loss, last mask ratio, the curriculum's easy
   share, log learner steps, last accuracy, each roughly in [0, 1].
 
@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from efe_ray.data.task import Task
-from efe_ray.evaluation.predict import observe
 from efe_ray.learner import EFELearner
+from efe_ray.observe import observe
 
 CTRL_DIM = 6
 """Length of the control vector."""
@@ -64,6 +64,11 @@ class Controls:
 
 
 def observation(learner: EFELearner, task: Task, ctrl: np.ndarray) -> np.ndarray:
-    """(P + 6 + 15,) float32: [prompt, ``ctrl``, features] for ``task``."""
+    """(P + 6 + 15,) float32: [prompt, ``ctrl``, features] for ``task`` (reads the prompt back)."""
     prompt, feats = observe(learner, task)
+    return assemble(prompt, ctrl, feats)
+
+
+def assemble(prompt: np.ndarray, ctrl: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """(P + 6 + 15,) float32: [prompt, ``ctrl``, features]."""
     return np.concatenate([prompt, ctrl, feats]).astype(np.float32)

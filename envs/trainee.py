@@ -1,8 +1,8 @@
 """What an ArcPromptEnv trains, built by a factory and handed to the env.
 
 A :class:`Trainee` is the learner with everything around it that training and the RL layer need:
-the experiment config, the :class:`~efe_ray.data.batching.TaskSampler` that draws tasks and
-batches, the :class:`~efe_ray.refine.PromptRefiner` that maps actions to prompt deltas, the
+the experiment config, the :class:`~efe_ray.data.device_sampler.DeviceSampler` that draws tasks
+and builds their views on the learner's device, the :class:`~efe_ray.refine.PromptRefiner` that maps actions to prompt deltas, the
 training and held-out tasks, and the :class:`~envs.observation.Controls` the policy observes.
 
 :func:`build_trainee` is the factory: it reads the tasks, picks the device ("auto": a GPU only
@@ -20,13 +20,14 @@ import numpy as np
 import torch
 
 from efe_ray.config import ExperimentConfig
-from efe_ray.data.batching import TaskSampler
+from efe_ray.data.device_sampler import DeviceSampler
 from efe_ray.data.sources import resolve_tasks
 from efe_ray.data.task import Task
 from efe_ray.device import resolve_device
-from efe_ray.learner import EFELearner
+from efe_ray.learner import METRICS, EFELearner
+from efe_ray.observe import canonical_features, observed_prompt
 from efe_ray.refine import PromptRefiner
-from envs.observation import Controls, observation
+from envs.observation import Controls, assemble
 
 
 @dataclass
@@ -37,8 +38,8 @@ class Trainee:
     """The experiment config everything was built from."""
     learner: EFELearner
     """Prompt encoder, agent, optimizer: what ``step(batch, delta)`` trains."""
-    sampler: TaskSampler
-    """Curriculum and the numpy RNG of training data: ``sample_task()``, ``batch(task)``."""
+    sampler: DeviceSampler
+    """Curriculum, rehearsal and the views drawn on the learner's device: ``sample_task()``, ``batch(task)``."""
     refiner: PromptRefiner
     """Action -> prompt delta."""
     train_tasks: list[Task]
@@ -47,11 +48,40 @@ class Trainee:
     """Held-out tasks, scored during training."""
     controls: Controls = field(default_factory=Controls)
     """Running statistics of training, in the policy's observation."""
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    """Task id -> (15,) features of its canonical view, computed once."""
 
-    def observation(self, task: Task, progress: float = 0.0) -> np.ndarray:
-        """What the policy sees for ``task`` at ``progress`` (0..1) of an episode."""
+    def task_features(self, task: Task) -> np.ndarray:
+        """(15,) features of ``task``'s canonical view (cached)."""
+        if task.task_id not in self.features:
+            self.features[task.task_id] = canonical_features(task)
+        return self.features[task.task_id]
+
+    def observation(self, task: Task, progress: float = 0.0, prompt: np.ndarray | None = None) -> np.ndarray:
+        """What the policy sees for ``task`` at ``progress`` (0..1) of an episode; ``prompt``: the
+        task's prompt if already read (else it is computed and read)."""
+        feats = self.task_features(task)
+        if prompt is None:
+            prompt = observed_prompt(self.learner, task, feats).cpu().numpy()
         ctrl = self.controls.vector(progress, self.sampler.curriculum.easy_share, self.learner.steps)
-        return observation(self.learner, task, ctrl)
+        return assemble(prompt, ctrl, feats)
+
+    def act(self, task: Task, delta: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+        """``env.learner_steps_per_action`` learner steps on ``task`` with prompt refinement
+        ``delta``, queued without waiting, then ONE read of the device: their metrics (each the mean
+        over those steps: the action's reward is its mean reward; ``skipped`` the share of them
+        skipped) with ``qwen_fresh`` and ``skipped_steps``, and the task's prompt after them."""
+        learner, k = self.learner, self.cfg.env.learner_steps_per_action
+        values, fresh = [], 0
+        for _ in range(k):
+            values.append(learner.train_step(self.sampler.batch(task), delta))  # (len(METRICS),) each
+            fresh += learner.last_fresh
+        prompt = observed_prompt(learner, task, self.task_features(task))  # (P,)
+        read = torch.cat([torch.stack(values).mean(0), learner.skipped_counter.reshape(1).float(), prompt])
+        host = read.cpu().numpy()  # the one device-to-host read of the action
+        metrics = dict(zip(METRICS, host[: len(METRICS)].tolist()))
+        metrics.update(qwen_fresh=fresh / k, skipped_steps=float(host[len(METRICS)]))
+        return metrics, host[len(METRICS) + 1:]
 
     def state_dict(self) -> dict:
         """The learner's and the sampler's state (tensors and plain values: weights-only loadable)."""
@@ -82,7 +112,7 @@ def build_trainee(cfg: ExperimentConfig) -> Trainee:
     device = resolve_device(cfg.env.device, ray_gpu_ids(), field="env.device")
     learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device, task_ids=tuple(t.task_id for t in train))
     return Trainee(cfg=cfg, learner=learner,
-                   sampler=TaskSampler(train, cfg.learner, cfg.agent.canvas),
+                   sampler=DeviceSampler(train, cfg.learner, cfg.agent.canvas, device),
                    refiner=PromptRefiner(cfg.env.action_dim, cfg.prompt.prompt_dim, cfg.env.action_scale,
                                          cfg.learner.seed),
                    train_tasks=train, eval_tasks=held)

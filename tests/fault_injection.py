@@ -15,8 +15,9 @@ class InjectedFault(RuntimeError):
 
 
 class FailingEnv(ArcPromptEnv):
-    """ArcPromptEnv that raises InjectedFault before learner step :attr:`fail_at`, unless its
-    learner was restored from a checkpoint (it has taken steps this env did not)."""
+    """ArcPromptEnv that raises InjectedFault before learner step :attr:`fail_at` (a multiple of
+    ``env.learner_steps_per_action``), unless its learner was restored from a checkpoint (it has
+    taken steps this env did not)."""
 
     fail_at = 40
 
@@ -27,5 +28,5 @@ class FailingEnv(ArcPromptEnv):
     def step(self, action):
         if self.trainee.learner.steps == self.stepped == self.fail_at:
             raise InjectedFault(f"injected failure at learner step {self.fail_at}")
-        self.stepped += 1
+        self.stepped += self.trainee.cfg.env.learner_steps_per_action  # learner steps this env has run
         return super().step(action)

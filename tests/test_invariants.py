@@ -88,8 +88,8 @@ def test_a_step_reads_no_view_target_into_its_prompts(make_learner):
     tasks = synthetic_tasks(side=4, num_train=5, num_test=1, seed=3)  # distinct outputs per pair
     learner, sampler = make_learner(tasks, batch_size=8, augment=True, cache_every=1)  # a text on every step
     encoded = []
-    real_encode = learner.prompt.encode_text
-    learner.prompt.encode_text = lambda texts: encoded.extend(texts) or real_encode(texts)
+    real_tokenize = learner.prompt.tokenize
+    learner.prompt.tokenize = lambda texts, device: encoded.extend(texts) or real_tokenize(texts, device)
     for i in range(4):
         batch = sampler.batch(tasks[i % 3])
         views = list(batch.samples) + [s for _, s in batch.rehearsal]

@@ -13,12 +13,14 @@ import time
 import pytest
 
 from efe_ray.tune import main as tune_main
+from tuning.presets import build_config
 from tests.fault_injection import FailingEnv
 
 pytestmark = pytest.mark.slow
 
 SMOKE = ["--preset", "smoke", "--no-dashboard", "--num-cpus", "2", "--set", "tune.grace_period=100"]
-STEPS_PER_ITER = 16  # tuning/smoke.yaml: rl.train_batch_size
+_SMOKE_CFG = build_config("smoke", [])
+STEPS_PER_ITER = _SMOKE_CFG.rl.train_batch_size * _SMOKE_CFG.env.learner_steps_per_action  # learner steps
 
 
 def results(path):

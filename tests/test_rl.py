@@ -34,7 +34,7 @@ def test_a_seeded_reset_does_not_restart_the_learner_it_was_handed():
     weights = {k: v.clone() for k, v in trainee.learner.agent.state_dict().items()}
     rng = trainee.sampler.rng.bit_generator.state
     env.reset(seed=0)  # as RLlib's first reset after a checkpoint was restored
-    assert env.trainee is trainee and trainee.learner.steps == 1
+    assert env.trainee is trainee and trainee.learner.steps == SMOKE.env.learner_steps_per_action
     assert all(torch.equal(weights[k], v) for k, v in trainee.learner.agent.state_dict().items())
     assert trainee.sampler.rng.bit_generator.state != rng  # it drew the next task, from where it was
     assert trainee.controls.episodes == 2
@@ -58,7 +58,9 @@ def test_env_spaces_observation_and_info():
                 "qwen_grad_norm", "agent_grad_norm"} <= set(info)
         assert reward == pytest.approx(info["reward"])
         assert obs[p] == pytest.approx(steps / SMOKE.env.steps_per_episode)  # progress in the control vector
-        assert info["steps"] == steps and info["episodes"] == 1 and info["curriculum_epoch"] == 0
+        k = SMOKE.env.learner_steps_per_action  # learner steps per action
+        assert info["steps"] == steps * k and info["learner_steps"] == k
+        assert info["episodes"] == 1 and info["curriculum_epoch"] == 0
     assert steps == SMOKE.env.steps_per_episode
 
 
@@ -84,10 +86,11 @@ def test_per_step_metrics_reach_the_metrics_logger_as_iteration_means_and_counte
     reduced = {k: float(v) for k, v in logger.reduce().items()}  # what RLlib reports for the iteration
     assert reduced["losses/efe"] == pytest.approx(np.mean([i["efe_loss"] for i in infos]))
     assert reduced["charts/reward"] == pytest.approx(np.mean([i["reward"] for i in infos]))
-    assert reduced["learner/steps"] == 3 and reduced[STEPS_THIS_ITER] == 3
+    k = SMOKE.env.learner_steps_per_action  # learner steps per action
+    assert reduced["learner/steps"] == 3 * k and reduced[STEPS_THIS_ITER] == 3 * k
     callback.on_episode_step(episode=Episode(infos[-1]), metrics_logger=logger)
     again = {k: float(v) for k, v in logger.reduce().items()}
-    assert again[STEPS_THIS_ITER] == 1  # per iteration: afresh after each reduce
+    assert again[STEPS_THIS_ITER] == SMOKE.env.learner_steps_per_action  # per iteration: afresh after each reduce
     assert again["losses/efe"] == pytest.approx(infos[-1]["efe_loss"])
 
 
@@ -132,7 +135,7 @@ def test_checkpoint_round_trip_restores_learner_bit_for_bit(ray_local, tmp_path)
     assert all(torch.equal(cache[k], got.text_cache[k]) for k in cache)
     assert got.optimizer.state_dict()["state"], "optimizer moments restored"
     result = fresh.train()  # and it continues
-    assert result["learner/steps"] == steps + SMOKE.rl.train_batch_size
+    assert result["learner/steps"] == steps + SMOKE.rl.train_batch_size * SMOKE.env.learner_steps_per_action
     fresh.stop()
 
 
@@ -214,7 +217,8 @@ def test_a_nan_weight_stops_the_env_with_the_parameter_named():
         param.view(-1)[0] = float("nan")
     with pytest.raises(NonFiniteWeightsError, match=rf"agent\.{name} \(1 of {param.numel()} values\) is not finite"):
         env.step(env.action_space.sample())
-    assert learner.skipped_steps == 1  # the step was skipped, then the weights were checked
+    # the action's steps were skipped, then the weights were checked
+    assert learner.skipped_steps == SMOKE.env.learner_steps_per_action
 
 
 @pytest.mark.slow

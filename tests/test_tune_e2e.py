@@ -88,7 +88,7 @@ def test_checkpoints_hold_the_learner_and_what_it_trained_on(search):
     assert len(folders) == 2
     state, cfg, meta = ckpt.load(folders[-1])
     assert {t["id"] for t in meta["trained_tasks"]} == {"syn-colour_map", "syn-flip", "syn-crop"}
-    assert state["steps"] == 3 * cfg.rl.train_batch_size
+    assert state["steps"] == 3 * cfg.rl.train_batch_size * cfg.env.learner_steps_per_action  # K learner steps an action
     assert meta["env_stats"]["episodes"] >= 1
     results = [json.loads(line) for line in open(glob.glob(str(path / "EFEPPO_*" / "result.json"))[0])]
     assert "images" not in results[0]  # pictures go to TensorBoard only

@@ -165,9 +165,20 @@ class Batch:
     side: int
     """Canvas side S of the tensors."""
 
-    def prompt_texts(self) -> list[str]:
-        """Prompt texts of the task's own views (B)."""
-        return [s.prompt_text() for s in self.samples]
+    @property
+    def own(self) -> int:
+        """B: views of the step's task."""
+        return len(self.samples)
+
+    @property
+    def size(self) -> int:
+        """N = B + R: every view."""
+        return len(self.samples) + len(self.rehearsal)
+
+    def prompt_texts(self, index: list[int] | None = None) -> list[str]:
+        """Prompt texts of the views at positions ``index`` (default: the task's own views, B)."""
+        every = list(self.samples) + [s for _, s in self.rehearsal]
+        return [every[i].prompt_text() for i in (range(len(self.samples)) if index is None else index)]
 
     def task_ids(self) -> list[str]:
         """The task id of every view (N): the task's own, then each rehearsal view's."""
@@ -244,20 +255,25 @@ class TaskSampler:
             self._features.popitem(last=False)
         return feats
 
-    def rehearsal_samples(self, task: Task) -> list[tuple[str, Sample]]:
-        """``rehearsal`` single views of other tasks of the list, drawn uniformly from all of them or,
-        with ``rehearsal_window``, from that many tasks nearest in grid size to ``task``."""
+    def rehearsal_tasks(self, task: Task) -> list[int]:
+        """Indices (into ``tasks``) of the ``rehearsal`` tasks of a step on ``task``: other tasks of
+        the list, drawn uniformly from all of them or, with ``rehearsal_window``, from that many
+        tasks nearest in grid size to ``task``."""
         window = self.cfg.rehearsal_window
         if window and task.task_id in self.rank:
             start = min(max(self.rank[task.task_id] - window // 2, 0), max(len(self.tasks) - window - 1, 0))
-            near = [self.tasks[i] for i in self.by_size[start: start + window + 1]]
-            others = [t for t in near if t.task_id != task.task_id]
+            near = self.by_size[start: start + window + 1]
         else:
-            others = [t for t in self.tasks if t.task_id != task.task_id]
+            near = range(len(self.tasks))
+        others = [i for i in near if self.tasks[i].task_id != task.task_id]
         if not others or self.cfg.rehearsal == 0:
             return []
         picks = self.rng.integers(len(others), size=self.cfg.rehearsal)
-        return [(others[i].task_id, self.make_samples(others[i], 1)[0]) for i in picks]
+        return [others[i] for i in picks]
+
+    def rehearsal_samples(self, task: Task) -> list[tuple[str, Sample]]:
+        """One view of each of :meth:`rehearsal_tasks`."""
+        return [(self.tasks[i].task_id, self.make_samples(self.tasks[i], 1)[0]) for i in self.rehearsal_tasks(task)]
 
     def batch(self, task: Task, side: int | None = None) -> Batch:
         """A step's batch on ``task``: ``batch_size`` views of it and the rehearsal views.

@@ -1,7 +1,7 @@
 """A trained learner at work: prompts for the policy, predictions, held-out scores, adaptation.
 
-- :func:`observe`: a task's prompt embedding and features (its canonical view), what the RL
-  policy sees; no test output is read.
+- :func:`observe` (efe_ray/observe.py): a task's prompt embedding and features (its canonical
+  view), what the RL policy sees; no test output is read.
 - :func:`predict_logits` / :func:`predict`: per-cell log-probabilities, and the output grids read
   off the canvas, for a task's test inputs (optionally refined by a prompt delta, under an
   augmentation that is undone after).
@@ -28,33 +28,12 @@ from efe_ray.data.task import Pair, Task
 from efe_ray.device import upload
 from efe_ray.evaluation.scoring import score_task, summarise
 from efe_ray.learner import EFELearner
+from efe_ray.observe import observe  # noqa: F401  (what the policy sees, beside the predictions)
 from efe_ray.data.canvas import from_canvas, to_canvas
 from efe_ray.refine import delta_tensor
 
 DeltaFn = Callable[[Task], "np.ndarray | None"]
 """``delta_fn(task) -> (P,) prompt delta or None``: a refinement per task (the trained policy)."""
-
-
-@torch.no_grad()
-def observe(learner: EFELearner, task: Task) -> tuple[np.ndarray, np.ndarray]:
-    """(prompt (P,), features (15,)) of the task's canonical view, detached, for the RL policy.
-
-    The view is the task's demonstrations and its first test input (a task without test inputs,
-    such as an evaluation task trained on blinded: its last demonstration's input, the others as
-    demonstrations); no output of a test pair is read. The learner's cached Qwen embedding of the
-    task is used where there is one.
-    """
-    if task.test:
-        demos, query = task.train[:MAX_DEMOS], task.test[0].input
-    else:
-        demos, query = task.train[:-1][:MAX_DEMOS], task.train[-1].input
-    feats = torch.as_tensor(task_features(demos, query), device=learner.device)[None]  # (1, 15)
-    with learner.autocast():
-        text = learner.text_cache.get(task.task_id)
-        if learner.prompt.qwen is not None and text is None:
-            text = learner.prompt.encode_text([prompt_text(demos, query)])[0]
-        prompt = learner.prompt.fuse(None if text is None else text[None], feats, [task.task_id])  # (1, P)
-    return prompt[0].float().cpu().numpy(), feats[0].cpu().numpy()
 
 
 @torch.no_grad()

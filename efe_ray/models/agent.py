@@ -158,18 +158,20 @@ class GridAgent(nn.Module):
         return outs if all_passes else outs[-1]
 
     def _embed(self, canvas: torch.Tensor, prompt: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
-        """(M, B, S, S) canvas, (M, B, P) prompt, (M, B) view -> (M, B, 1+S*S, D) input tokens."""
+        """(M, B, S, S) canvas, (M, B, P) prompt, (M, B) view -> (M, B, 1+S*S, D) input tokens.
+
+        Every table lookup is a one-hot matrix product (:func:`lookup`): its backward is a matmul,
+        not an index accumulation serialised on the few rows that every cell reads."""
         m, b, s, _ = canvas.shape
         d = self.cfg.d_model
-        copy = torch.arange(m, device=canvas.device)
-        x = self.cell_emb[copy[:, None, None, None], canvas] + self._coords(canvas)  # (M, B, S, S, D)
+        x = lookup(canvas, self.cell_emb).view(m, b, s, s, d) + self._coords(canvas)  # (M, B, S, S, D)
         # The 3x3 neighbourhood of a cell on the canvas's edge continues with OUTSIDE, as on a larger canvas.
         padded = F.pad(canvas, (1, 1, 1, 1), value=OUTSIDE)  # (M, B, S+2, S+2)
         onehot = F.one_hot(padded, NUM_CLASSES).to(x.dtype)  # (M, B, S+2, S+2, 11)
         onehot = onehot.permute(1, 0, 4, 2, 3).reshape(b, m * NUM_CLASSES, s + 2, s + 2)  # copies as conv groups
         stem = F.conv2d(onehot, self.stem.to(onehot.dtype), groups=m)  # (B, M*D, S, S)
         x = x + stem.view(b, m, d, s, s).permute(1, 0, 3, 4, 2).to(x.dtype)
-        views = self.view_emb[copy[:, None], view]  # (M, B, D)
+        views = lookup(view, self.view_emb)  # (M, B, D)
         p = self.prompt_in(prompt).to(x.dtype) + views  # (M, B, D)
         x = x + p[:, :, None, None, :]
         token = (self.prompt_token(prompt).to(x.dtype) + views)[:, :, None, :]  # (M, B, 1, D)
@@ -185,7 +187,17 @@ class GridAgent(nn.Module):
         idx = torch.arange(s, device=canvas.device)
         row_back = torch.where(h[..., None] - 1 - idx < 0, beyond, h[..., None] - 1 - idx)  # (M, B, S)
         col_back = torch.where(w[..., None] - 1 - idx < 0, beyond, w[..., None] - 1 - idx)
-        copy = torch.arange(m, device=canvas.device)[:, None, None]
         e_row, e_col, e_row_back, e_col_back = self.coord_emb  # (M, S+1, D) each
-        return (e_row[:, idx][:, None, :, None] + e_col[:, idx][:, None, None, :]
-                + e_row_back[copy, row_back][:, :, :, None] + e_col_back[copy, col_back][:, :, None, :])
+        e_row_back, e_col_back = lookup(row_back, e_row_back), lookup(col_back, e_col_back)  # (M, B, S, D)
+        return (e_row[:, :s][:, None, :, None] + e_col[:, :s][:, None, None, :]
+                + e_row_back[:, :, :, None] + e_col_back[:, :, None, :])
+
+
+def lookup(index: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rows of per-copy tables: (M, ...) long indices into (M, K, D) -> (M, ..., D), as
+    ``table[copy, index]``, computed as a one-hot matrix product in the table's dtype (exact:
+    each output sums one product with 1 and zeros), outside autocast."""
+    m, k, d = table.shape
+    with torch.autocast(index.device.type, enabled=False):
+        onehot = F.one_hot(index.reshape(m, -1), k).to(table.dtype)  # (M, X, K)
+        return torch.bmm(onehot, table).view(*index.shape, d)

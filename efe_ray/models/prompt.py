@@ -30,11 +30,15 @@ from __future__ import annotations
 import contextlib
 import os
 
+import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from efe_ray.config import PromptConfig
+from efe_ray.data.device_views import CharIds
 from efe_ray.data.serialize import CHARACTERS, grid_tokenizer
+from efe_ray.device import upload
 
 
 class ModelLoadError(RuntimeError):
@@ -135,6 +139,24 @@ def _encodes_prompt_text(tokenizer) -> bool:
     return True
 
 
+_PROBE = "I\n01\n23\nO\n4567\n|\nI\n8\nO\n9\n|\nQ\n0"
+"""A prompt with every character and every pair of neighbours a prompt text can have."""
+
+
+def _char_ids(tokenizer) -> CharIds | None:
+    """The :class:`CharIds` of a character-level tokenizer (see :meth:`QwenHybridPrompt.char_ids`), else None."""
+    ids = {ch: tokenizer(ch, add_special_tokens=False)["input_ids"] for ch in CHARACTERS}
+    if any(len(v) != 1 for v in ids.values()):
+        return None
+    bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    if None in (bos, eos, pad):
+        return None
+    if tokenizer(_PROBE)["input_ids"] != [bos] + [ids[ch][0] for ch in _PROBE] + [eos]:
+        return None
+    return CharIds(digits=tuple(ids[str(d)][0] for d in range(10)), newline=ids["\n"][0], bar=ids["|"][0],
+                   letters={ch: ids[ch][0] for ch in "IOQ"}, bos=bos, eos=eos, pad=pad)
+
+
 def attends_causally(model: nn.Module) -> bool:
     """Whether every attention module of ``model`` declares causal attention, as decoder-only
     models such as Qwen2 do (``is_causal``); False where none declares it."""
@@ -199,7 +221,7 @@ class QwenHybridPrompt(nn.Module):
         graph inputs), and the model's Python around them (masks, pooling) stays eager.
         """
         for layer in self.qwen.layers if self.qwen is not None else ():
-            layer.compile()
+            layer.compile(dynamic=True)  # prompt lengths vary
 
     # -- parameter groups -------------------------------------------------------------------
     def qwen_parameters(self) -> list[nn.Parameter]:
@@ -219,20 +241,35 @@ class QwenHybridPrompt(nn.Module):
         most ``max_tokens`` long (a longer text keeps its end, the query)."""
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.cfg.max_tokens,
                              return_tensors="np")  # numpy, then torch: a third faster than "pt" here
-        return {k: torch.from_numpy(enc[k]).to(device) for k in ("input_ids", "attention_mask")}
+        return {k: upload(enc[k], device) for k in ("input_ids", "attention_mask")}  # pinned, non-blocking
+
+    def char_ids(self) -> CharIds | None:
+        """The token ids of the prompt characters when the tokenizer is character-level (each prompt
+        character one id, framed by bos and eos: the grid tokenizer), so that token ids can be built
+        from the grids on the device (efe_ray/data/device_views.py); None otherwise. Checked once, on
+        a probe prompt that holds every character and every pair of neighbours a prompt can have."""
+        if not hasattr(self, "_char_ids"):
+            self._char_ids = _char_ids(self.tokenizer) if self.tokenizer is not None else None
+        return self._char_ids
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Qwen embedding of each text: (B, prompt_dim), with gradient."""
         if self.qwen is None:
             raise RuntimeError("encode_text called with prompt.use_qwen=False")
+        return self.encode_tokens(self.tokenize(texts, self.text_proj.weight.device))
+
+    def encode_tokens(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Qwen embedding of tokenized prompts ({"input_ids", "attention_mask"}: (B, T) long, right-padded):
+        (B, prompt_dim), with gradient."""
+        if self.qwen is None:
+            raise RuntimeError("encode_tokens called with prompt.use_qwen=False")
         device = self.text_proj.weight.device
-        enc = self.tokenize(texts, device)
         # No padding mask for a causal model: padding is on the right, so no real token ever
         # attends to a pad, and pads are left out of the pooling below. Without a mask, SDPA can use
         # its fused (flash / cuDNN) kernels for a batch too, and transformers has no mask to inspect
         # on the host. No KV cache: nothing is generated, and filling one copies every layer's keys
         # and values.
-        attention_mask = None if self.causal else enc["attention_mask"]
+        attention_mask = self._no_masks() if self.causal else enc["attention_mask"]
         with sdpa_priority(self.cfg.sdpa_backend, device):
             hidden = self.qwen(input_ids=enc["input_ids"], attention_mask=attention_mask,
                                use_cache=False).last_hidden_state  # (B, T, H)
@@ -240,23 +277,36 @@ class QwenHybridPrompt(nn.Module):
         pooled = (hidden * real).sum(1) / real.sum(1).clamp_min(1.0)  # (B, H)
         return self.text_proj(pooled)  # (B, P)
 
+    def _no_masks(self) -> dict | None:
+        """What a causal body gets as ``attention_mask``: where every layer attends fully (no sliding
+        window), the per-layer-type mapping transformers accepts, with no mask for any layer: the
+        layers then run SDPA with ``is_causal``, as without a mask, but transformers skips building
+        masks, whose check for packed sequences reads a value back from the device on every forward.
+        None (transformers builds them) for other bodies."""
+        types = getattr(self.qwen.config, "layer_types", None)
+        return {"full_attention": None} if types and set(types) == {"full_attention"} else None
+
     def task_rows(self, task_ids: list[str], device: torch.device) -> torch.Tensor:
         """(B,) long rows of ``task_table`` for ``task_ids``; the last (zero) row for an unknown task."""
         unknown = len(self.task_ids)
-        return torch.tensor([self.task_index.get(t, unknown) for t in task_ids], device=device)
+        rows = np.array([self.task_index.get(t, unknown) for t in task_ids], dtype=np.int64)
+        return upload(rows, device)
 
-    def task_vectors(self, task_ids: list[str] | None, device: torch.device) -> torch.Tensor | None:
-        """(B, P) task embeddings of ``task_ids`` (zeros for unknown tasks), or None without a table."""
+    def task_vectors(self, task_ids: list[str] | torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+        """(B, P) task embeddings of ``task_ids`` (zeros for unknown tasks), or None without a table.
+        ``task_ids``: ids, or (B,) long rows of the table (a row past the training tasks is unknown)."""
         if self.task_table is None or task_ids is None:
             return None
-        rows = self.task_rows(task_ids, device)
-        known = (rows < len(self.task_ids)).unsqueeze(-1)  # the unknown row never moves off zero
-        return self.task_table[rows] * known
+        rows = task_ids if isinstance(task_ids, torch.Tensor) else self.task_rows(task_ids, device)
+        known = rows < len(self.task_ids)  # the unknown rows never move off zero
+        rows = rows.clamp_max(len(self.task_ids))
+        return F.embedding(rows, self.task_table) * known.unsqueeze(-1)  # backward: a sorted reduction
 
     def fuse(self, text_emb: torch.Tensor | None, features: torch.Tensor,
-             task_ids: list[str] | None = None) -> torch.Tensor:
+             task_ids: list[str] | torch.Tensor | None = None) -> torch.Tensor:
         """Fuse a text embedding (B, P) (or None) with features (B, F), plus the task embeddings of
-        ``task_ids`` (B ids) when the prompt has a task table. Returns (B, P)."""
+        ``task_ids`` (B ids, or (B,) rows of the task table) when the prompt has a task table.
+        Returns (B, P)."""
         num = self.numeric(features)  # (B, P)
         tasks = self.task_vectors(task_ids, features.device)  # (B, P) or None
         out = num if text_emb is None else self._mix(text_emb.to(num.dtype), num)

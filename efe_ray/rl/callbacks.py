@@ -73,7 +73,7 @@ class TrialMetrics(RLlibCallback):
             metrics_logger.log_value(tag, float(info[name]), reduce="mean")
         for name, tag in COUNTERS.items():
             metrics_logger.log_value(tag, float(info[name]), reduce="max")
-        metrics_logger.log_value(STEPS_THIS_ITER, 1, reduce="sum")
+        metrics_logger.log_value(STEPS_THIS_ITER, float(info["learner_steps"]), reduce="sum")  # K per action
 
     def on_train_result(self, *, algorithm, result: dict, **kwargs) -> None:
         runners = result[ENV_RUNNER_RESULTS]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The learner step's speed on one GPU, before and after, in one lease: the same commands on an older
 # revision's tree (OLD, e.g. `git archive 280afa4 | tar -x -C old280`, carried to the machine) and on
-# this one. Records go to $OUT/step_results.json (bench/learner_step.py --json), logs beside it.
+# this one. Records go to step_results.json (bench/learner_step.py --json) in $WORK, logs beside it;
+# after every measurement $WORK is packed into $OUT/<stage>.tgz (few files come back from a lease).
 #
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh steps    # the arc preset's step, old and new; larger
 #                                                                 # batches; compiled; wider agents
@@ -13,16 +14,19 @@
 set -uo pipefail
 stage=${1:?usage: bash bench/step_lease.sh steps|compare|ray}
 OUT=${OUT:-$PWD/step_out}
+WORK=${WORK:-/root/step_work}
 REV=${REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
-mkdir -p "$OUT"
-J="$OUT/step_results.json"
-say() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/lease.log"; }
+mkdir -p "$OUT" "$WORK"
+J="$WORK/step_results.json"
+say() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$WORK/lease.log"; }
+pack() { tar czf "$OUT/$stage.tgz" -C "$WORK" . ; }
 # bench NAME ARGS...: one learner_step run, its output in $OUT/NAME.log and its record in $J
 bench() {
   local name=$1; shift
   say "learner_step $name: $*"
-  timeout 420 python3 bench/learner_step.py --device cuda --precision bf16 --json "$J" "$@" > "$OUT/$name.log" 2>&1
-  say "  exit $? $(grep -E '^samples/s|MFU|busy' "$OUT/$name.log" | tr '\n' ' ' | cut -c1-240)"
+  timeout 420 python3 bench/learner_step.py --device cuda --precision bf16 --json "$J" "$@" > "$WORK/$name.log" 2>&1
+  say "  exit $? $(grep -E '^samples/s|MFU|busy' "$WORK/$name.log" | tr '\n' ' ' | cut -c1-240)"
+  pack
 }
 ARC=(--preset arc --steps 20 --profile)          # the command the issue measured today's step with
 BIG=(--batch 64 --rehearsal 960 --steps-per-read 8) # 1,024 views a step; the env's read every 8 steps
@@ -30,14 +34,28 @@ case $stage in
   steps)
     bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"
     bench new-arc --revision "$REV" "${ARC[@]}"
-    bench new-arc-big --revision "$REV" --preset arc --steps 60 --warmup 70 --profile "${BIG[@]}"
     bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
+    bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
+      --set agent.d_model=512 --set agent.num_heads=8
+    bench new-arc-big --revision "$REV" --preset arc --steps 60 --warmup 70 --profile "${BIG[@]}"
     bench old-arc-big --code "$OLD" --revision "$OLD_REV" --sampler host --preset arc --steps 6 --warmup 2 \
       --batch 64 --rehearsal 960
-    for d in 256 512; do
-      bench "new-arc-d$d-compiled" --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
-        --set agent.d_model=$d --set agent.num_heads=$((d / 64)) --steps-per-read 8
-    done
+    bench new-arc-d256-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
+      --set agent.d_model=256 --set agent.num_heads=4
+    ;;
+  again)  # on a new card: the baseline again; the profiler's overhead, the allocator, a trace, compiled runs
+    bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"
+    bench new-arc --revision "$REV" "${ARC[@]}"
+    bench new-arc-noprof --revision "$REV" --preset arc --steps 40
+    bench new-arc-big-noprof --revision "$REV" --preset arc --steps 60 --warmup 70 "${BIG[@]}"
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True bench new-arc-big-noprof-expandable --revision "$REV" \
+      --preset arc --steps 60 --warmup 70 "${BIG[@]}"
+    bench new-arc-big-trace --revision "$REV" --preset arc --steps 8 --warmup 70 --profile \
+      --trace "$WORK/big.json" "${BIG[@]}"
+    gzip -f "$WORK/big.json"; pack
+    bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
+    bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
+      --set agent.d_model=512 --set agent.num_heads=8
     ;;
   compare)
     B=(--compare --shapes qwen2.5-1.5b --max-tokens 4096 --min-tokens 4096 --tasks 4 --rehearsal 0
@@ -51,13 +69,15 @@ case $stage in
     sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done
     say "ray_overhead, arc preset ${SETS:-}"
     timeout 300 python3 bench/ray_overhead.py --preset arc --device cuda --iterations 3 \
-      --set rl.train_batch_size=32 --set rl.minibatch_size=16 "${sets[@]}" > "$OUT/ray_overhead.log" 2>&1
-    say "  exit $? $(grep -E 'ratio|steps/s' "$OUT/ray_overhead.log" | tr '\n' ' ')"
+      --set rl.train_batch_size=32 --set rl.minibatch_size=16 "${sets[@]}" > "$WORK/ray_overhead.log" 2>&1
+    say "  exit $? $(grep -E 'ratio|steps/s' "$WORK/ray_overhead.log" | tr '\n' ' ')"
+    pack
     say "a Tune trial of the arc preset, 150 s"
     timeout 280 python3 -m efe_ray.tune --preset arc --num-samples 1 --time-budget-s 150 --no-dashboard \
-      --storage-path /root/step_runs --name arc-trial "${sets[@]}" > "$OUT/tune_trial.log" 2>&1
+      --storage-path /root/step_runs --name arc-trial "${sets[@]}" > "$WORK/tune_trial.log" 2>&1
     say "  exit $?"
-    python3 bench/trial_rate.py /root/step_runs/arc-trial | tee -a "$OUT/lease.log"
+    python3 bench/trial_rate.py /root/step_runs/arc-trial | tee -a "$WORK/lease.log"
+    pack
     ;;
   *) echo "unknown stage $stage"; exit 2 ;;
 esac

@@ -69,11 +69,12 @@ class EFELearner:
         self.agent = GridAgent(agent_cfg, prompt_cfg.prompt_dim).to(self.device)
         self.efe_loss = efe_loss
         if cfg.compile:  # checkpoints stay those of the uncompiled modules
-            # Dynamic shapes from the start: a batch's views, canvas side and prompt length vary, and
-            # one graph for all of them compiles once instead of once per shape and then again.
+            # Automatic dynamic shapes: a shape that changes (views, canvas side, prompt length) is
+            # compiled once more as symbolic. (dynamic=True, every dimension symbolic from the start,
+            # made torch 2.11's compiled backward return a (d,) gradient for a (1, 1, d) parameter.)
             self.prompt.compile_layers()
-            self.agent.compile(dynamic=True)  # whole: TorchDynamo does not trace nn.TransformerEncoder on its own
-            self.efe_loss = torch.compile(efe_loss, dynamic=True)  # one fused kernel pair instead of ~40 small ones
+            self.agent.compile()  # whole: TorchDynamo does not trace nn.TransformerEncoder on its own
+            self.efe_loss = torch.compile(efe_loss)  # one fused kernel pair instead of ~40 small ones
         modes = {"fp32": (None, False), "bf16": (torch.bfloat16, False), "fp16": (torch.float16, True)}
         if cfg.precision not in modes:
             raise ValueError(f"learner.precision: unknown mode {cfg.precision!r}; use fp32, bf16 or fp16")

@@ -221,7 +221,7 @@ class QwenHybridPrompt(nn.Module):
         graph inputs), and the model's Python around them (masks, pooling) stays eager.
         """
         for layer in self.qwen.layers if self.qwen is not None else ():
-            layer.compile(dynamic=True)  # prompt lengths vary
+            layer.compile()
 
     # -- parameter groups -------------------------------------------------------------------
     def qwen_parameters(self) -> list[nn.Parameter]:

@@ -5,18 +5,23 @@
 # fits one device command (10 minutes); results go to $OUT as a few small files.
 #
 #   bash bench/arc_lease.sh train      # main search on GPUs 0..G-2, no-transduction ablation on the last
-#   bash bench/arc_lease.sh resume     # both searches continue from their checkpoints (--resume)
+#                                      # (one GPU: the main search alone)
+#   bash bench/arc_lease.sh resume     # the searches continue from their checkpoints (--resume)
 #   bash bench/arc_lease.sh eval-main  # bf16 exports; ARC-AGI-1 evaluation with adaptation, ablations, baselines
 #   bash bench/arc_lease.sh eval-more  # the no-transduction checkpoint; ARC-AGI-2 evaluation; the training-set fit
 #   bash bench/arc_lease.sh scale      # trials per hour: the arc search on all G GPUs, then on one
+#   bash bench/arc_lease.sh eval-scale # ARC-AGI-1 evaluation of each snapshot (the compute-scaling rows)
 #   bash bench/arc_lease.sh pack       # archives of what exists so far (reports, TensorBoard files, exports)
+#
+# SNAP=3min on train or resume also exports the main search's checkpoint as it stands after the stage
+# (export-arc-3min), which eval-scale scores with eval-main's settings as the row model-train-3min.
 #
 # Environment: RUNS (experiment folders; default /root/arc_runs), OUT (results; default ./arc_out),
 # TRAIN_S / RESUME_S (time budgets of the two training commands), TTA_STEPS, DRY=1 (the same commands
-# on the CPU with tiny models and budgets: what tests the script before a lease).
+# on the CPU with tiny models and budgets: what tests the script before a lease; DRY_G=1 as on one GPU).
 # bench/arc_results.py turns what comes back into bench/arc_results.json and the table of RESULTS.md.
 set -uo pipefail
-stage=${1:?usage: bash bench/arc_lease.sh train|resume|eval-main|eval-more|scale|pack}
+stage=${1:?usage: bash bench/arc_lease.sh train|resume|eval-main|eval-more|eval-scale|scale|pack}
 RUNS=${RUNS:-/root/arc_runs}
 OUT=${OUT:-$PWD/arc_out}
 mkdir -p "$RUNS" "$OUT"
@@ -24,7 +29,7 @@ LOG="$OUT/lease.log"
 say() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
 
 if [[ "${DRY:-0}" == 1 ]]; then  # tiny models, few tasks, CPU: the pipeline's logic, not its numbers
-  G=2; GPU=0; TRAIN_S=${TRAIN_S:-150}; RESUME_S=${RESUME_S:-70}; TTA_STEPS=${TTA_STEPS:-3}
+  G=${DRY_G:-2}; GPU=0; TRAIN_S=${TRAIN_S:-150}; RESUME_S=${RESUME_S:-70}; TTA_STEPS=${TTA_STEPS:-3}
   TINY=(--set agent.d_model=32 --set agent.num_layers=1 --set agent.num_heads=2 --set prompt.hidden_size=32
         --set prompt.num_layers=1 --set prompt.num_heads=2 --set prompt.num_kv_heads=1
         --set prompt.intermediate_size=64 --set prompt.prompt_dim=32 --set prompt.max_tokens=1024
@@ -37,10 +42,14 @@ else
   G=$(python3 -c "import torch; print(torch.cuda.device_count())"); GPU=1
   TRAIN_S=${TRAIN_S:-200}; RESUME_S=${RESUME_S:-45}; TTA_STEPS=${TTA_STEPS:-200}
   TINY=(); RES=(); EVAL=(); SCALE_ITERS=1
-  ((G >= 2)) || { say "need at least 2 GPUs, found $G"; exit 2; }
+  ((G >= 1)) || { say "need a GPU, found none"; exit 2; }
 fi
-MAIN_GPUS=$(seq -s, 0 $((G - 2)))   # the main search: every GPU but the last
-LAST=$((G - 1))                     # the ablation: no evaluation demonstrations, on the last GPU
+if ((G >= 2)); then
+  MAIN_GPUS=$(seq -s, 0 $((G - 2)))   # the main search: every GPU but the last
+  LAST=$((G - 1))                     # the ablation: no evaluation demonstrations, on the last GPU
+else
+  MAIN_GPUS=0; LAST=""                # one GPU: the main search alone
+fi
 ABLATION=(--set data.transductive=false --set data.eval_source=synthetic-eval --set tune.num_samples=1
           --set learner.agent_lr=0.002 --set learner.qwen_lr=0.0003 --set learner.reward_scale=5)
 tune() { python3 -m efe_ray.tune --storage-path "$RUNS" --no-dashboard "$@"; }
@@ -56,32 +65,43 @@ evaluate() {
     --checkpoint "$ckpt" --split "$split" --tta-steps "$steps" --time-budget-s "$limit" "${EVAL[@]}" $(share) \
     --out "$OUT/$name" "$@" > "$OUT/eval_$name.log" 2>&1
 }
+# snapshot: with SNAP set, the main search's checkpoint as it stands, exported (a compute-scaling row)
+snapshot() {
+  [[ -n "${SNAP:-}" ]] || return 0
+  python3 -m efe_ray.export --checkpoint "$RUNS/arc" --out "$RUNS/export-arc-$SNAP" --dtype bf16 2>&1 | tee -a "$LOG"
+}
 started=$(date +%s)
 # Every stage's wall time and GPU count, for the GPU-minutes of bench/arc_results.py.
 trap 'echo "{\"stage\": \"$stage\", \"seconds\": $(( $(date +%s) - started )), \"gpus\": $G}" >> "$OUT/stages.jsonl"' EXIT
 
 case $stage in
 train)
-  say "train: main search on GPUs $MAIN_GPUS ($((G - 1)) trials), ablation on GPU $LAST, ${TRAIN_S}s"
+  say "train: main search on GPUs $MAIN_GPUS ($((G > 1 ? G - 1 : 1)) trials), ${LAST:+ablation on GPU $LAST, }${TRAIN_S}s"
   env $(dev "$MAIN_GPUS") python3 -m efe_ray.tune --preset arc --name arc --storage-path "$RUNS" --no-dashboard \
-    --num-samples $((G - 1)) --time-budget-s "$TRAIN_S" "${TINY[@]}" "${RES[@]}" > "$OUT/train_main.log" 2>&1 &
+    --num-samples $((G > 1 ? G - 1 : 1)) --time-budget-s "$TRAIN_S" "${TINY[@]}" "${RES[@]}" > "$OUT/train_main.log" 2>&1 &
   main=$!
-  env $(dev "$LAST") python3 -m efe_ray.tune --preset arc --name arc-no-transduction --storage-path "$RUNS" \
-    --no-dashboard --time-budget-s "$TRAIN_S" "${ABLATION[@]}" "${TINY[@]}" "${RES[@]}" > "$OUT/train_ablation.log" 2>&1 &
-  abl=$!
-  wait $main; rc_main=$?; wait $abl; rc_abl=$?
-  say "train: main exit $rc_main, ablation exit $rc_abl"; tail -n 12 "$OUT/train_main.log" | tee -a "$LOG"
+  if [[ -n "$LAST" ]]; then
+    env $(dev "$LAST") python3 -m efe_ray.tune --preset arc --name arc-no-transduction --storage-path "$RUNS" \
+      --no-dashboard --time-budget-s "$TRAIN_S" "${ABLATION[@]}" "${TINY[@]}" "${RES[@]}" > "$OUT/train_ablation.log" 2>&1 &
+    abl=$!
+  fi
+  wait $main; rc_main=$?; rc_abl=0; [[ -z "$LAST" ]] || { wait $abl; rc_abl=$?; }
+  say "train: main exit $rc_main${LAST:+, ablation exit $rc_abl}"; tail -n 12 "$OUT/train_main.log" | tee -a "$LOG"
+  snapshot
   ok $rc_main && ok $rc_abl ;;
 resume)
-  say "resume: both searches continue for ${RESUME_S}s"
+  say "resume: the searches continue for ${RESUME_S}s"
   env $(dev "$MAIN_GPUS") python3 -m efe_ray.tune --resume --name arc --storage-path "$RUNS" --no-dashboard \
     --time-budget-s "$RESUME_S" > "$OUT/resume_main.log" 2>&1 &
   main=$!
-  env $(dev "$LAST") python3 -m efe_ray.tune --resume --name arc-no-transduction --storage-path "$RUNS" \
-    --no-dashboard --time-budget-s "$RESUME_S" > "$OUT/resume_ablation.log" 2>&1 &
-  abl=$!
-  wait $main; rc_main=$?; wait $abl; rc_abl=$?
-  say "resume: main exit $rc_main, ablation exit $rc_abl"; tail -n 12 "$OUT/resume_main.log" | tee -a "$LOG"
+  if [[ -n "$LAST" ]]; then
+    env $(dev "$LAST") python3 -m efe_ray.tune --resume --name arc-no-transduction --storage-path "$RUNS" \
+      --no-dashboard --time-budget-s "$RESUME_S" > "$OUT/resume_ablation.log" 2>&1 &
+    abl=$!
+  fi
+  wait $main; rc_main=$?; rc_abl=0; [[ -z "$LAST" ]] || { wait $abl; rc_abl=$?; }
+  say "resume: main exit $rc_main${LAST:+, ablation exit $rc_abl}"; tail -n 12 "$OUT/resume_main.log" | tee -a "$LOG"
+  snapshot
   ok $rc_main && ok $rc_abl ;;
 scale)
   # Trials per hour of the arc search: G trials on G GPUs at once, then 2 trials one after the other on one.
@@ -106,6 +126,7 @@ PY
 eval-main)
   set -e
   for name in arc arc-no-transduction; do
+    [[ -d "$RUNS/$name" ]] || continue
     python3 -m efe_ray.export --checkpoint "$RUNS/$name" --out "$RUNS/export-$name" --dtype bf16 2>&1 | tee -a "$LOG"
   done
   set +e
@@ -115,12 +136,25 @@ eval-main)
   [[ $rc == 0 || $rc == 4 ]] ;;
 eval-more)
   say "eval-more: the no-transduction checkpoint on ARC-AGI-1; ARC-AGI-2 evaluation; ARC-AGI-1 training (the fit)"
-  evaluate "$RUNS/export-arc-no-transduction" arc1-eval arc1-eval-no-transduction "$TTA_STEPS" 100 --drop-leaked
-  r1=$?
+  r1=0
+  if [[ -d "$RUNS/export-arc-no-transduction" ]]; then
+    evaluate "$RUNS/export-arc-no-transduction" arc1-eval arc1-eval-no-transduction "$TTA_STEPS" 100 --drop-leaked
+    r1=$?
+  fi
   evaluate "$RUNS/export-arc" arc2-eval arc2-eval "$TTA_STEPS" 80 --baselines --drop-leaked; r2=$?
   evaluate "$RUNS/export-arc" arc1-train arc1-train 0 40 --baselines --allow-leakage; r3=$?
   say "eval-more: exits $r1 $r2 $r3"
   for f in arc1-eval-no-transduction arc2-eval arc1-train; do tail -n 7 "$OUT/eval_$f.log" | tee -a "$LOG"; done ;;
+eval-scale)
+  say "eval-scale: ARC-AGI-1 evaluation of the snapshots, with eval-main's settings"
+  rc=0
+  for snap in "$RUNS"/export-arc-*min; do
+    [[ -d "$snap" ]] || continue
+    name=${snap##*/export-arc-}
+    evaluate "$snap" arc1-eval "arc1-eval-train-$name" "$TTA_STEPS" ${EVAL_S:-300} --drop-leaked || rc=$?
+    tail -n 5 "$OUT/eval_arc1-eval-train-$name.log" | tee -a "$LOG"
+  done
+  [[ $rc == 0 || $rc == 4 ]] ;;
 pack)
   # What comes back (at most 8 files of 16 MiB): reports and logs, TensorBoard files, the exports.
   tar czf "$OUT/reports.tgz" -C "$OUT" --exclude='*.tgz' --exclude='submission_*' . 2>/dev/null

@@ -6,7 +6,8 @@ Run, after unpacking ``reports.tgz`` into a folder::
         --date 2026-11-28 [--write bench/arc_results.json]
 
 ``FOLDER`` holds the evaluation folders the lease wrote (``arc1-eval``, ``arc1-eval-no-transduction``,
-``arc2-eval``, ``arc1-train``, each with its ``report.json``) and ``stages.jsonl``. Prints one record
+``arc2-eval``, ``arc1-train``, the snapshots' ``arc1-eval-train-<t>``, each with its ``report.json``)
+and ``stages.jsonl``. Prints one record
 per (split, method) and a Markdown table; with ``--write``, the records go to the JSON file (the
 format the issue asks for: ``split``, ``method``, ``pass2_task``, ``pass2_output`` and
 ``cell_acc`` in percent, ``card``, ``revision``, ``date``, ``train_gpu_min``, ``eval_gpu_min``,
@@ -41,13 +42,21 @@ def gpu_minutes(folder: Path) -> tuple[float | None, float | None]:
     def minutes(names: tuple[str, ...]) -> float:
         return round(sum(s["seconds"] * s["gpus"] for s in stages if s["stage"] in names) / 60, 1)
 
-    return minutes(("train", "resume")), minutes(("eval-main", "eval-more"))
+    return minutes(("train", "resume")), minutes(("eval-main", "eval-more", "eval-scale"))
+
+
+def runs(folder: Path) -> dict[str, tuple[str, dict | None]]:
+    """:data:`RUNS` plus the compute-scaling snapshots found in ``folder`` (``arc1-eval-train-<t>``,
+    bench/arc_lease.sh eval-scale): their ``model`` is the row ``model-train-<t>``."""
+    snaps = {p.name: ("arc1-eval", {"model": "model-" + p.name.removeprefix("arc1-eval-")})
+             for p in sorted(folder.glob("arc1-eval-train-*")) if p.is_dir()}
+    return {**RUNS, **snaps}
 
 
 def records(folder: Path, card: str, revision: str, date: str) -> list[dict]:
     train_min, eval_min = gpu_minutes(folder)
     out = []
-    for sub, (split, rename) in RUNS.items():
+    for sub, (split, rename) in runs(folder).items():
         path = folder / sub / "report.json"
         if not path.exists():
             continue

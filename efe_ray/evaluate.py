@@ -55,18 +55,23 @@ A table, one row per method::
 either attempt, averaged over tasks); *output score* weighs every output alike; *cell acc* is
 attempt 1's cell accuracy where its shape is right (0 otherwise). On ARC-AGI-1 evaluation,
 copying the input solves 0 tasks yet has the right size on 277 of 419 outputs: exact grids are
-the number that counts. Files in ``--out``: ``submission.json`` (ARC Prize format, validated
-before it is written; other methods' go to ``submission_<method>.json``), ``report.json``
-(scores, settings, checkpoint, leaks, seed, errors), ``per_task.csv`` (one row per task and
+the number that counts. Files in ``--out``: ``submission.json`` (ARC Prize format, validated before
+it is written; other methods' go to ``submission_<method>.json``), ``report.json`` (scores,
+settings, checkpoint, leaks, seed, errors, group fallbacks), ``per_task.csv`` (one row per task and
 method).
 
 A prediction that failed is never scored as an answer: the task scores 0 and counts under
-``errors``; a task with a grid larger than the checkpoint's canvas cannot be answered and counts under
-``no answer`` (said on the terminal with counts); ``submission.json`` holds a copy of the input for
-both, so that it stays complete. ``status`` in ``report.json`` says what happened. The exit status
-is 0 on success, 1 when a method failed on every task or the model answered nothing, 2 on a usage
-or input error (an unloadable checkpoint included), 3 when leaked tasks were refused, 4 when some
-tasks failed (scores and files are written, those tasks scored 0).
+``errors``, named with its error in ``report.json``. One task never fails its neighbours: a group
+of tasks whose answering raised is answered again task by task, so that only a task that fails
+alone is an error; ``report.json`` counts such groups per method (``group_fallbacks``) and lists
+each with its tasks and the group's error (``fallback_groups``), and the terminal says so. A task
+with a grid larger than the checkpoint's canvas cannot be answered and counts under ``no answer``
+(said on the terminal with counts); ``submission.json`` holds a copy of the input for both, so that
+it stays complete. ``status`` in ``report.json`` says what happened. The exit status is 0 on
+success (every task answered, also where some were answered alone after their group raised), 1 when
+a method failed on every task or the model answered nothing, 2 on a usage or input error (an
+unloadable checkpoint included), 3 when leaked tasks were refused, 4 when some tasks failed (scores
+and files are written, those tasks scored 0).
 """
 
 from __future__ import annotations
@@ -155,6 +160,15 @@ def _beyond_canvas(tasks: list[Task], side: int) -> dict[str, list[int]]:
               f"checkpoint's {side}x{side} canvas: the model cannot answer them; they score 0 ('no answer') and "
               f"submission.json copies their input", file=sys.stderr)
     return beyond
+
+
+def _warn_fallbacks(method: MethodResult) -> None:
+    """Say on the terminal how many groups of tasks raised and were answered again task by task."""
+    groups = method.fallbacks
+    if groups:
+        print(f"warning: {len(groups)} group(s) of tasks raised and were answered again task by task (first: "
+              f"{len(groups[0].tasks)} tasks, {_line(groups[0].error)}); only tasks that failed alone are "
+              f"errors (all in report.json)", file=sys.stderr)
 
 
 def _line(text: str) -> str:
@@ -264,6 +278,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             first = m.errors[0]
             print(f"warning: {m.name} failed on {len(m.errors)} of {len(m.results)} task(s), scored 0; "
                   f"first: {first.task_id}: {_line(first.error)} (all in report.json)", file=sys.stderr)
+    _warn_fallbacks(methods[0])
     print(f"wrote {', '.join(str(out / n) for n in written + ['report.json', 'per_task.csv'])}")
     if code:
         first = next((m.errors[0] for m in methods if m.errors), None)

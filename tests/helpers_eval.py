@@ -45,3 +45,66 @@ def write_tasks(folder: Path, tasks: list[Task]) -> Path:
     for t in tasks:
         (folder / f"{t.task_id}.json").write_text(json.dumps(t.to_json()))
     return folder
+
+
+def _pairs(rng: np.random.Generator, shapes: list[tuple[tuple[int, int], tuple[int, int]]],
+           colours: tuple[int, ...] = tuple(range(10))) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(input, output) grids of random ``colours`` of the given (input shape, output shape)s."""
+    return [(rng.choice(colours, size=i), rng.choice(colours, size=o)) for i, o in shapes]
+
+
+def unusual_tasks(canvas: int, seed: int = 0) -> list[Task]:
+    """32 valid tasks of unusual shapes, test outputs included: 16 within a ``canvas`` x ``canvas``
+    square (``canvas`` >= 4; ids "in-...": one demonstration, with one or three test inputs, or
+    ten; 1x1, canvas-sized, 1xN and Nx1 grids; outputs larger and smaller than their inputs; sizes
+    that differ from pair to pair; identical demonstrations; a single colour; a test colour that no
+    demonstration holds), and 16 with a grid larger than the canvas (ids "out-...", up to 30x30)."""
+    rng = np.random.default_rng(seed)
+    c = canvas
+    sq = lambda n: (n, n)  # noqa: E731
+    inside = {
+        "one-demo": ([(sq(3), sq(3))], [(sq(2), sq(2))]),
+        "one-demo-three-tests": ([((2, 3), (3, 2))], [((2, 3), (3, 2)), (sq(1), sq(1)), ((3, 1), (1, 3))]),
+        "one-demo-grows": ([(sq(1), sq(c))], [(sq(1), sq(c))]),
+        "ten-demos": ([(sq(2), sq(2))] * 10, [(sq(2), sq(2))]),
+        "all-1x1": ([(sq(1), sq(1))] * 3, [(sq(1), sq(1))]),
+        "canvas-sized": ([(sq(c), sq(c))] * 2, [(sq(c), sq(c))]),
+        "rows-1xN": ([((1, c), (1, c)), ((1, 2), (1, 2))], [((1, c - 1), (1, c - 1))]),
+        "columns-Nx1": ([((c, 1), (c, 1)), ((2, 1), (2, 1))], [((c - 1, 1), (c - 1, 1))]),
+        "output-larger": ([(sq(2), sq(4)), (sq(1), sq(2))], [(sq(2), sq(4))]),
+        "output-smaller": ([(sq(4), sq(1)), (sq(3), sq(1))], [(sq(c), sq(1))]),
+        "sizes-differ": ([((1, 3), (2, 2)), ((4, 2), (1, 1)), ((3, 3), (2, 4))], [((2, 4), (3, 1))]),
+        "transposed": ([((2, 4), (4, 2)), ((1, 3), (3, 1))], [((3, 4), (4, 3))]),
+        "many-tests": ([(sq(3), sq(3))] * 2, [(sq(3), sq(3)), (sq(2), sq(2)), ((1, 4), (1, 4)), (sq(4), sq(4))]),
+    }
+    tasks = [_task(f"in-{name}", rng, train, test) for name, (train, test) in inside.items()]
+    same = _pairs(rng, [(sq(3), sq(3))])[0]
+    tasks.append(make_task("in-identical-demos", [same] * 3, [same]))
+    tasks.append(_task("in-single-colour", rng, [(sq(2), sq(3))] * 2, [(sq(3), sq(2))], demo_colours=(5,),
+                       test_colours=(5,)))
+    tasks.append(_task("in-unseen-test-colour", rng, [(sq(3), sq(3))] * 3, [(sq(3), sq(3))],
+                       demo_colours=(0, 1, 2), test_colours=(7,)))
+    big = [sq(30), (1, 30), (30, 1), sq(c + 1)] + [sq(n) for n in range(c + 2, c + 14)]
+    for i, shape in enumerate(big[:16]):
+        train = [(shape, shape)] if i % 4 == 0 else [(shape, sq(2)), (sq(2), sq(2))]
+        tasks.append(_task(f"out-{i:02d}-{shape[0]}x{shape[1]}", rng, train, [(sq(2), sq(2))]))
+    return tasks
+
+
+def _task(task_id: str, rng: np.random.Generator, train: list, test: list, *,
+          demo_colours: tuple[int, ...] = tuple(range(10)), test_colours: tuple[int, ...] = tuple(range(10))) -> Task:
+    """A task of random grids of the given (input shape, output shape)s."""
+    return make_task(task_id, _pairs(rng, train, demo_colours), _pairs(rng, test, test_colours))
+
+
+def write_kaggle(folder: Path, tasks: list[Task], name: str = "unusual") -> Path:
+    """``folder/<name>_challenges.json`` (the test inputs) and ``<name>_solutions.json`` beside it
+    (their outputs), in the ARC Prize format; returns the challenges file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    challenges = {t.task_id: {"train": t.to_json()["train"], "test": [{"input": p.input.tolist()} for p in t.test]}
+                  for t in tasks}
+    solutions = {t.task_id: [p.output.tolist() for p in t.test] for t in tasks}
+    (folder / f"{name}_solutions.json").write_text(json.dumps(solutions))
+    path = folder / f"{name}_challenges.json"
+    path.write_text(json.dumps(challenges))
+    return path

@@ -148,6 +148,40 @@ def test_cli_reports_failures_and_never_ok(tiny_checkpoint, tmp_path, capsys, mo
     assert not (tmp_path / "all" / "submission.json").exists()
 
 
+def test_one_task_that_fails_never_fails_its_group(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    """A group that raises is answered again task by task: only the task that fails alone is an
+    error, named with its error; its neighbours are answered; report.json counts the group."""
+    import efe_ray.evaluation.model as model_mod
+
+    folder, _ = tiny_checkpoint
+    tasks = eval_tasks()
+    bad = tasks[1].task_id
+    split = write_tasks(tmp_path / "t", tasks)
+    real = model_mod.solve_group
+    seen = []
+
+    def solve(learner, policy, group, settings):
+        seen.append(sorted(t.task_id for t in group))
+        if any(t.task_id == bad for t in group):
+            raise ValueError(f"cannot answer {bad}")
+        return real(learner, policy, group, settings)
+
+    monkeypatch.setattr(model_mod, "solve_group", solve)
+    assert _cli(folder, split, tmp_path / "out", "--group-size", "16") == EXIT_PARTIAL
+    ids = sorted(t.task_id for t in tasks)
+    assert seen == [ids] + [[i] for i in ids]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    model = report["methods"]["model"]
+    assert model["errors"] == [{"task_id": bad, "error": f"ValueError: cannot answer {bad}"}]
+    assert model["group_fallbacks"] == 1
+    assert model["fallback_groups"] == [{"tasks": ids, "error": f"ValueError: cannot answer {bad}"}]
+    assert model["extra"]["unanswered_outputs"] == 2  # the failed task's two; its neighbours' four are answered
+    assert report["status"] == "partial: failed (model on 1 of 3 tasks); those tasks score 0"
+    err = capsys.readouterr().err
+    assert (f"warning: 1 group(s) of tasks raised and were answered again task by task (first: 3 tasks, "
+            f"ValueError: cannot answer {bad}); only tasks that failed alone are errors") in err
+
+
 def test_cli_counts_tasks_beyond_the_canvas_and_scores_them_zero(tiny_checkpoint, tmp_path, capsys):
     folder, _ = tiny_checkpoint  # canvas 8
     small = eval_tasks()[:1]

@@ -108,6 +108,7 @@ def test_ablations_come_from_the_same_pass_and_a_task_too_large_is_unanswered(le
     for (a, b), (c, d) in zip(answer.methods["model"], answer.methods[same[answer.info["search"]]]):
         assert np.array_equal(a, c) and np.array_equal(b, d)  # the chosen search's adapted copy, not another
     assert big.unanswered == (0,) and "canvas" in big.note  # an 8x8 task on a 6x6 canvas
+    assert set(big.methods) == set(answer.methods)  # stand-ins under every method: no ablated row fails it
 
 
 def test_searches_keep_their_best_proposal(learner):
@@ -123,3 +124,63 @@ def test_searches_keep_their_best_proposal(learner):
                               rounds=3, seed=0)
     options = [demo_log_lik(learner, demos, torch.full((1, p), v)) for v in (0.0, 3.0, -3.0)]
     assert ll == pytest.approx(float(max(options)), abs=1e-4)
+
+
+def one_demo_task(task_id: str) -> Task:
+    """One demonstration (no leave-one-out pair: nothing to search or adapt on), two test inputs."""
+    return Task(task_id, (Pair(as_grid([[1, 2], [3, 1]]), as_grid([[4, 5], [6, 4]])),),
+                (Pair(as_grid([[2, 2], [1, 3]]), None), Pair(as_grid([[3]]), None)))
+
+
+@pytest.mark.parametrize("search", ["best", "none", "policy", "gradient"])
+def test_a_single_demonstration_task_is_answered_beside_adapted_neighbours(learner, search):
+    """Regression: with adaptation, a group holding a one-demonstration task failed as a whole
+    (KeyError: ('best', False)): its unadapted log-probabilities were asked for, never computed."""
+    one, taught = one_demo_task("one"), colour_map_task("map", seed=1)
+    settings = SolveSettings(augmentations=2, tta_steps=2, tta_views=4, search=search, search_steps=2, seed=0)
+    got = {s.task_id: s for s in solve_group(learner, None, [taught, one], settings)}
+    assert len(got["map"].info["tta_loss"]) == 2 and len(got["map"].methods["model"]) == 1
+    assert got["one"].info["search"] == "none: fewer than two demonstrations" and "tta_loss" not in got["one"].info
+    # Nothing to learn from: the checkpoint as it is, with no delta, answers it.
+    plain = solve_group(learner, None, [one], SolveSettings(augmentations=2, search="none", seed=0))[0]
+    assert len(got["one"].methods["model"]) == 2
+    for (a, b), (c, d) in zip(got["one"].methods["model"], plain.methods["model"]):
+        assert np.array_equal(a, c) and np.array_equal(b, d)
+
+
+def small_policy(task, learner, feedback=None, seed=None):
+    """A stand-in policy: a small delta that depends on the proposal's seed."""
+    rng = np.random.default_rng(seed or 0)
+    return (0.05 * rng.standard_normal(learner.prompt.cfg.prompt_dim)).astype(np.float32)
+
+
+def test_every_task_gets_every_method_whatever_its_group(learner):
+    """With ablations, a one-demonstration task is answered under every method its neighbours are,
+    alone or beside them, so that no ablated row counts it as a failure; every method's answer is
+    the checkpoint's own (there is nothing to search or adapt on), old voting aside."""
+    one, taught = one_demo_task("one"), colour_map_task("map", seed=1)
+    settings = SolveSettings(augmentations=2, tta_steps=2, tta_views=4, search="best", search_rounds=2,
+                             search_steps=1, ablations=True)
+    mixed = {s.task_id: s for s in solve_group(learner, small_policy, [taught, one], settings)}
+    alone = solve_group(learner, small_policy, [one], settings)[0]
+    every = {"model", "model-no-tta", "model-old-voting", "model-no-search", "model-policy-search",
+             "model-gradient-search"}
+    assert set(mixed["map"].methods) == set(mixed["one"].methods) == set(alone.methods) == every
+    plain = solve_group(learner, None, [one], SolveSettings(augmentations=2, search="none"))[0].methods["model"]
+    for name in every - {"model-old-voting"}:
+        for got in (mixed["one"].methods[name], alone.methods[name]):
+            assert all(np.array_equal(a, c) and np.array_equal(b, d) for (a, b), (c, d) in zip(got, plain))
+    assert mixed["one"].note.startswith("one demonstration") and not mixed["map"].note
+
+
+@pytest.mark.parametrize("search, settings", [("policy", {}), ("gradient", {"search_steps": 0})])
+def test_a_search_that_cannot_run_gives_the_zero_delta(learner, search, settings):
+    """``--search policy`` without a policy, ``--search gradient`` without steps: the zero delta,
+    adapted, said in the info (these failed with adaptation: nothing was adapted for the search)."""
+    task = colour_map_task("map", seed=1)
+    common = dict(augmentations=2, tta_steps=2, tta_views=4, seed=0, **settings)
+    got = solve_group(learner, None, [task], SolveSettings(search=search, **common))[0]
+    zero = solve_group(learner, None, [task], SolveSettings(search="none", **common))[0]
+    assert got.info["search"] == "zero" and got.info["tta_loss"] == zero.info["tta_loss"]
+    assert all(np.array_equal(a, c) and np.array_equal(b, d)
+               for (a, b), (c, d) in zip(got.methods["model"], zero.methods["model"]))

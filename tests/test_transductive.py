@@ -116,3 +116,63 @@ def test_training_tasks_that_are_evaluation_tasks_leave_transduction(eval_folder
         train, held = resolve_tasks(cfg, canvas=6, say=lines.append)
     assert "ev1" not in {t.task_id for t in train + held}
     assert any("training on the demonstrations of 3 tasks" in line for line in lines)
+
+
+def test_sources_train_on_tasks_with_two_known_pairs_and_name_the_others(tmp_path):
+    """One demonstration and known test outputs: trained on. One demonstration and nothing else
+    known (a training task without its test output, an evaluation task read blinded): skipped by
+    name, on the terminal and in skipped_tasks.json, never handed to the sampler; the trainee
+    builds, steps on every training task and scores the held-out demonstrations."""
+    from efe_ray.data.sources import SKIPPED_FILE, write_skipped_tasks
+    from efe_ray.evaluation.predict import evaluate
+    from envs.arc_prompt_env import ArcPromptEnv
+    from envs.trainee import build_trainee
+    from tuning.presets import build_config
+
+    pair = lambda seed: {"input": (x := np.random.default_rng(seed).integers(0, 9, (2, 3))).tolist(),  # noqa: E731
+                         "output": np.flipud(x).tolist()}
+    train_folder, eval_folder = tmp_path / "train", tmp_path / "eval"
+    train_folder.mkdir(), eval_folder.mkdir()
+    tasks = {train_folder / "one-demo-solved.json": {"train": [pair(0)], "test": [pair(1)]},
+             train_folder / "one-demo-many-tests.json": {"train": [pair(2)], "test": [pair(3), pair(4), pair(5)]},
+             train_folder / "one-demo-unsolved.json": {"train": [pair(6)], "test": [{"input": pair(7)["input"]}]},
+             eval_folder / "ev-one-demo.json": {"train": [pair(8)], "test": [pair(9), pair(10)]},
+             eval_folder / "ev-four-demos.json": {"train": [pair(11 + i) for i in range(4)], "test": [pair(15)]}}
+    for path, raw in tasks.items():
+        path.write_text(json.dumps(raw))
+    cfg = build_config("smoke", [f"data.train_source={train_folder}", f"data.eval_source={eval_folder}",
+                                 "data.transductive=true"])
+    lines = []
+    train, held = resolve_tasks(cfg.data, cfg.agent.canvas, say=lines.append)
+    assert sorted(t.task_id for t in train) == ["ev-four-demos", "one-demo-many-tests", "one-demo-solved"]
+    assert [t.task_id for t in held] == ["ev-four-demos"]
+    assert f"data.train_source={str(train_folder)!r}: 1 task(s) with fewer than 2 pairs of known output (a single " \
+           "demonstration) are not trained on: one-demo-unsolved" in lines
+    assert f"data.eval_source={str(eval_folder)!r}: 1 task(s) with fewer than 2 pairs of known output (a single " \
+           "demonstration read blinded) are not trained on: ev-one-demo" in lines
+    record = json.loads(write_skipped_tasks(tmp_path / "exp", cfg).read_text())
+    assert (tmp_path / "exp" / SKIPPED_FILE).is_file() and record["train_tasks"] == 3
+    assert record["fewer_than_two_known_pairs"] == {"train": ["one-demo-unsolved"], "eval": ["ev-one-demo"]}
+
+    trainee = build_trainee(cfg)
+    assert sorted(t.task_id for t in trainee.train_tasks) == sorted(t.task_id for t in train)
+    for task in trainee.train_tasks:
+        metrics = trainee.learner.step(trainee.sampler.batch(task))
+        assert np.isfinite(metrics["efe_loss"])
+        assert np.isfinite(trainee.observation(task)).all()  # what the policy sees of it
+    env = ArcPromptEnv(trainee=trainee)
+    env.reset(seed=0)
+    for _ in range(cfg.env.steps_per_episode):
+        assert np.isfinite(env.step(env.action_space.sample())[1])
+    assert trainee.learner.steps == 3 + cfg.env.steps_per_episode
+    assert evaluate(trainee.learner, trainee.eval_tasks)["outputs"] == 1.0
+
+
+def test_a_training_source_with_nothing_to_train_on_stops_before_a_trial(tmp_path):
+    from efe_ray.config import ConfigError
+
+    (tmp_path / "only.json").write_text(json.dumps({"train": [{"input": [[1]], "output": [[2]]}],
+                                                    "test": [{"input": [[3]]}]}))
+    with pytest.raises(ConfigError, match=r"no task to train on \(none fits a 6x6 canvas with 2 pairs of known output"):
+        resolve_tasks(DataConfig(train_source=str(tmp_path), eval_source="synthetic-eval"), canvas=6,
+                      say=lambda line: None)

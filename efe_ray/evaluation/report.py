@@ -3,10 +3,12 @@
 A result that is not an answer is never scored as one: a task whose prediction failed (an
 error, no attempts) and a test input the predictor could not answer (``TaskResult.unanswered``,
 e.g. larger than the model's canvas) score as unsolved with cell accuracy 0, and are counted in
-the table's ``errors`` and ``no answer`` columns. :func:`run_status` turns the counts into the
-``status`` of ``report.json`` and the exit status. CSV cells that a spreadsheet would read as a
-formula (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) are prefixed with
-``'``.
+the table's ``errors`` and ``no answer`` columns. A group of tasks that raised and was answered
+again task by task (efe_ray/evaluation/runner.py) is counted in ``group_fallbacks`` and listed,
+with its tasks and error, in ``fallback_groups``; only those of its tasks that failed alone are
+errors. :func:`run_status` turns the counts into the ``status`` of ``report.json`` and the exit
+status. CSV cells that a spreadsheet would read as a formula (starting with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return) are prefixed with ``'``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from efe_ray.data.task import Task
-from efe_ray.evaluation.runner import TaskResult
+from efe_ray.evaluation.runner import GroupFallback, TaskResult
 from efe_ray.evaluation.scoring import OutputScore, Summary, TaskScore, score_task, summarise
 
 __all__ = ["EXIT_FAILED", "EXIT_PARTIAL", "MethodResult", "format_table", "per_task_csv", "run_status",
@@ -53,6 +55,11 @@ class MethodResult:
         """Scored outputs without an answer: those of failed tasks and the ``unanswered`` ones."""
         return int(self.summary.extra.get("unanswered_outputs", 0))
 
+    @property
+    def fallbacks(self) -> list[GroupFallback]:
+        """Groups that raised and were answered again task by task, in the order of their first task."""
+        return list(dict.fromkeys(r.fallback for r in self.results if r.fallback is not None))
+
     def notes(self) -> dict[str, int]:
         """Distinct notes and how many tasks carried each."""
         return dict(Counter(part for r in self.results if r.note for part in r.note.split("; ")))
@@ -64,6 +71,8 @@ class MethodResult:
             **self.summary.to_dict(),
             "seconds": self.seconds,
             "errors": [{"task_id": r.task_id, "error": r.error} for r in self.errors],
+            "group_fallbacks": len(self.fallbacks),
+            "fallback_groups": [{"tasks": list(g.tasks), "error": g.error} for g in self.fallbacks],
             "unanswered": {r.task_id: list(r.unanswered) for r in self.results if r.unanswered and not r.error},
             "notes": self.notes(),
         }

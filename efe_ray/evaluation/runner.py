@@ -4,9 +4,11 @@ A predictor is any picklable callable ``task -> [(attempt_1, attempt_2), ...]`` 
 or ``task -> Prediction`` (the model, which adds a note, the attempts of ablated methods and the
 test inputs it could not answer). A predictor with ``groups(tasks)`` and ``predict_group(tasks)``
 (the model) answers groups of tasks at once: a group is then the unit of work. :func:`run_unit`
-never lets one unit sink the run: an exception is recorded in :attr:`TaskResult.error` (type and
-message) of each of its tasks, which get **no** attempts, so a failure can never be scored as an
-answer (efe_ray/evaluation/report.py scores it 0 and counts it as an error).
+never lets one unit sink the run, nor one task its neighbours: a group that raises is answered
+again task by task (each of its results records the :class:`GroupFallback`, the group's tasks and
+error), and a task that raises alone has its exception recorded in :attr:`TaskResult.error` (type
+and message) and gets **no** attempts, so a failure can never be scored as an answer
+(efe_ray/evaluation/report.py scores it 0 and counts it as an error).
 
 :func:`run_parallel` ships the predictor to the object store once and runs one Ray task per unit
 with ``num_cpus_per_task`` CPUs and ``num_gpus_per_task`` GPUs (fractions allowed: 0.25 puts
@@ -27,7 +29,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,8 +37,8 @@ from tqdm import tqdm
 
 from efe_ray.data.task import Task, as_grid
 
-__all__ = ["Predictor", "TaskResult", "TimeBudgetEnded", "failed", "root_cause", "run", "run_parallel", "run_serial", "run_task",
-           "run_unit", "units", "worker_gpu_ids"]
+__all__ = ["GroupFallback", "Predictor", "TaskResult", "TimeBudgetEnded", "failed", "root_cause", "run", "run_parallel",
+           "run_serial", "run_task", "run_unit", "units", "worker_gpu_ids"]
 
 Predictor = Callable[[Task], Any]
 """``task -> list[(attempt_1, attempt_2)]`` or an object with ``attempts`` (and ``note``)."""
@@ -56,6 +58,16 @@ def _late(task: Task) -> TaskResult:
 def worker_gpu_ids() -> list | None:
     """GPU ids Ray assigned to the running evaluation task, or ``None`` when not in a Ray worker."""
     return _WORKER_GPUS
+
+
+@dataclass(frozen=True)
+class GroupFallback:
+    """A group whose answering raised, so that its tasks were answered again one by one."""
+
+    tasks: tuple[str, ...]
+    """The group's task ids."""
+    error: str
+    """``"ExceptionType: message"`` the group raised."""
 
 
 @dataclass
@@ -80,6 +92,8 @@ class TaskResult:
     """Attempts of the predictor's other (ablated) methods, by name, like :attr:`attempts`."""
     info: dict = field(default_factory=dict)
     """The predictor's per-task numbers, if any."""
+    fallback: GroupFallback | None = None
+    """Set when this task's group raised and the task was answered again alone."""
 
 
 def failed(task: Task, error: BaseException, seconds: float = 0.0, trace: str = "") -> TaskResult:
@@ -116,19 +130,37 @@ def units(fn: Predictor, tasks: Sequence[Task]) -> list[list[int]]:
     return grouping(list(tasks)) if callable(grouping) else [[i] for i in range(len(tasks))]
 
 
-def run_unit(fn: Predictor, tasks: Sequence[Task]) -> list[TaskResult]:
-    """Run ``fn`` on one unit (a group for a group predictor); a failure fails every task of it."""
+def run_unit(fn: Predictor, tasks: Sequence[Task], deadline: float | None = None) -> list[TaskResult]:
+    """Run ``fn`` on one unit (a group for a group predictor). A group that raises is answered again
+    task by task (:func:`_task_by_task`): only a task that raises alone fails. ``deadline`` (a
+    :func:`time.monotonic` instant, this process's clock) is checked before each task of that."""
     start = time.perf_counter()
     try:
         group = getattr(fn, "predict_group", None)
         outs = group(list(tasks)) if callable(group) else [fn(t) for t in tasks]
         if len(outs) != len(tasks):
             raise ValueError(f"predictor returned {len(outs)} predictions for {len(tasks)} tasks")
-    except Exception as err:  # one bad unit must not sink the evaluation; recorded, scored 0, reported
-        trace = traceback.format_exc()
-        return [failed(t, err, time.perf_counter() - start, trace) for t in tasks]
-    seconds = (time.perf_counter() - start) / max(len(tasks), 1)
-    return [_result(t, out, seconds) for t, out in zip(tasks, outs)]
+    except Exception as err:  # the isolation boundary: recorded (type and message), never scored as an answer
+        error, trace = f"{type(err).__name__}: {err}", traceback.format_exc()
+    else:
+        seconds = (time.perf_counter() - start) / max(len(tasks), 1)
+        return [_result(t, out, seconds) for t, out in zip(tasks, outs)]
+    # Out of the except block: the exception and the frames it holds (a group's tensors) are freed.
+    if len(tasks) > 1:
+        return _task_by_task(fn, tasks, GroupFallback(tuple(t.task_id for t in tasks), error), deadline)
+    seconds = time.perf_counter() - start
+    return [TaskResult(t.task_id, [], seconds, error=error, traceback=trace) for t in tasks]
+
+
+def _task_by_task(fn: Predictor, tasks: Sequence[Task], fallback: GroupFallback,
+                  deadline: float | None) -> list[TaskResult]:
+    """Each of ``tasks`` answered alone (a unit of one), its result marked with ``fallback``; a task
+    not started by ``deadline`` fails with :class:`TimeBudgetEnded`."""
+    out = []
+    for t in tasks:
+        late = deadline is not None and time.monotonic() >= deadline
+        out.append(replace(_late(t) if late else run_unit(fn, [t])[0], fallback=fallback))
+    return out
 
 
 def run_serial(tasks: Sequence[Task], fn: Predictor, *, progress: bool = True, desc: str = "eval",
@@ -141,7 +173,7 @@ def run_serial(tasks: Sequence[Task], fn: Predictor, *, progress: bool = True, d
             if deadline is not None and time.monotonic() >= deadline:
                 results.update((i, _late(tasks[i])) for i in unit)
                 continue
-            for i, r in zip(unit, run_unit(fn, [tasks[i] for i in unit])):
+            for i, r in zip(unit, run_unit(fn, [tasks[i] for i in unit], deadline)):
                 results[i] = r
             bar.update(len(unit))
     return [results[i] for i in range(len(tasks))]

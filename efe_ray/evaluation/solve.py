@@ -14,6 +14,12 @@ For a group of tasks (every task blinded first: no step below can read a test ou
    sizes the demonstrations' size rules predict, scored by their log-probability under every view
    (a product of experts) plus the size prior; the two best distinct ones are the attempts.
 
+A task with a single demonstration has no leave-one-out view: there is nothing to search a delta
+on or to adapt a copy to, so every method answers it with the checkpoint's agent as it is, without
+a delta (its note says so where a search or adaptation was asked for). A search that cannot run
+(``policy`` without a policy or without rounds, ``gradient`` without steps) is left out; chosen, it
+gives the zero delta.
+
 Methods (the first is the answer; the others, with ``ablations``, are measured in the same pass):
 ``model``; ``model-no-tta`` (step 3 left out); ``model-old-voting`` (count voting over the views'
 read-offs instead of step 4); ``model-no-search``, ``model-policy-search``,
@@ -22,6 +28,7 @@ read-offs instead of step 4); ``model-no-search``, ``model-policy-search``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -41,6 +48,20 @@ from efe_ray.data.canvas import from_canvas
 __all__ = ["SolveSettings", "Solution", "solve_group"]
 
 Attempts = list[tuple[np.ndarray, np.ndarray]]
+
+SEARCHES = ("zero", "policy", "gradient")
+"""The searches, in the order their deltas are compared (the best keeps the first on a tie)."""
+ABLATED = {"zero": "model-no-search", "policy": "model-policy-search", "gradient": "model-gradient-search"}
+"""The method that adapts with each search's delta instead of the chosen one."""
+UNTAUGHT = "one demonstration: answered by the checkpoint as it is (no search, no adaptation)"
+"""The note of a task with a single demonstration, where a search or adaptation was asked for."""
+
+Key = tuple[str, bool]
+"""(delta's name, adapted?): which log-probabilities a method scores."""
+Scorer = Callable[[Task, ViewSet, np.ndarray, int], Attempts]
+"""``(task, its test views, their (V, S, S, 11) log-probs, the task's side) -> attempts``."""
+LogProbs = dict[str, dict[Key, np.ndarray]]
+"""Task id -> key -> (V, S, S, 11) class log-probabilities of the task's test views."""
 
 
 @dataclass(frozen=True)
@@ -94,76 +115,122 @@ class Solution:
 def solve_group(learner: EFELearner, policy: PolicyFn | None, tasks: list[Task], settings: SolveSettings) -> list[Solution]:
     """Answers for ``tasks``, in their order (see the module docstring). The checkpoint's weights and
     the caller's torch RNG are left as they were; the same tasks in the same order and the same seed
-    give the same answers."""
+    give the same answers. Every task that fits the canvas is answered, whatever its shape: one with
+    a single demonstration (no leave-one-out pair: nothing to search or adapt on) by the checkpoint
+    as it is, with no prompt delta, under every method."""
     with private_torch_rng(learner.device, settings.seed):
         return _solve(learner, policy, [blind(t) for t in tasks], settings)
 
 
-def _solve(learner: EFELearner, policy: PolicyFn | None, tasks: list[Task], settings: SolveSettings) -> list[Solution]:
+def _solve(learner: EFELearner, policy: PolicyFn | None, tasks: list[Task], s: SolveSettings) -> list[Solution]:
+    """:func:`solve_group` on blinded ``tasks``: one plan of methods for all; the log-probs each
+    method scores, for every task within the canvas; the attempts."""
     canvas = learner.agent_cfg.canvas
     fits = [t for t in tasks if task_side(t) <= canvas]
-    augs = d8_views(settings.augmentations)
+    augs = d8_views(s.augmentations)
     demos = {t.task_id: demo_views(learner, t, augs) for t in fits}
     tests = {t.task_id: test_views(learner, t, augs) for t in fits}
     taught = [t for t in fits if demos[t.task_id] is not None]  # two or more demonstrations
-    stacked = stack_views([demos[t.task_id] for t in taught]) if taught else None
-    deltas, likelihood = _search(learner, policy, taught, stacked, settings)
-    chosen = "zero" if settings.search == "none" else settings.search
-    variants = [chosen] + ([v for v in ("zero", "policy", "gradient") if v in deltas and v != chosen]
-                           if settings.ablations else [])
-    logp = {}  # (variant, adapted?) -> task id -> (V, S, S, 11) log-probs of its test views
+    untaught = [t for t in fits if demos[t.task_id] is None]
+    names = _searches(policy, s)
+    chosen = s.search if s.search in (*names, "best") else "zero"
+    plan = _plan(s, chosen, names)
+    keys = {key for key, _ in plan.values()}
+    logp, info = _taught(learner, policy, taught, demos, tests, names, chosen, keys, s) if taught else ({}, {})
+    for tid, lp in _unadapted(learner, untaught, tests).items():  # nothing to search or adapt on
+        logp[tid] = dict.fromkeys(keys, lp)
+        info[tid] = {"search": "none: fewer than two demonstrations"}
+    note = UNTAUGHT if s.tta_steps or s.search != "none" else ""
+    return [_answer(task, tests, logp, plan, canvas, info.get(task.task_id, {}), note if task in untaught else "")
+            for task in tasks]
+
+
+def _searches(policy: PolicyFn | None, s: SolveSettings) -> list[str]:
+    """The searches run for a group (zero first): the chosen one, and with ``best`` or ablations
+    every one, each where it can run (the policy search needs a policy and rounds, gradient steps)."""
+    wanted = set(SEARCHES) if s.search == "best" or s.ablations else {"zero", s.search}
+    runs = {"zero": True, "policy": policy is not None and s.search_rounds > 0, "gradient": s.search_steps > 0}
+    return [n for n in SEARCHES if n in wanted and runs[n]]
+
+
+def _plan(s: SolveSettings, chosen: str, names: list[str]) -> dict[str, tuple[Key, Scorer]]:
+    """Method name -> (the log-probs it scores, how): ``model`` first, then the ablations (see the
+    module docstring). The same for every task of a group, and for every group of a run."""
+    tta = s.tta_steps > 0
+    plan = {"model": ((chosen, tta), _poe)}
+    if s.ablations:
+        plan["model-no-tta"] = ((chosen, False), _poe)
+        plan["model-old-voting"] = ((chosen, tta), _vote)
+        plan.update((ABLATED[v], ((v, tta), _poe)) for v in names if tta or v == chosen)
+    return plan
+
+
+def _answer(task: Task, tests: dict[str, ViewSet], logp: LogProbs, plan: dict[str, tuple[Key, Scorer]],
+            canvas: int, info: dict, note: str) -> Solution:
+    """``task``'s attempts under every method of ``plan``; for a task larger than the canvas, copies
+    of its test inputs under every method, each test input marked unanswered."""
+    if task.task_id not in logp:
+        copies = [(p.input.copy(), p.input.copy()) for p in task.test]
+        return Solution(task.task_id, dict.fromkeys(plan, copies), tuple(range(len(task.test))),
+                        f"larger than the {canvas}x{canvas} canvas")
+    views, side, mine = tests[task.task_id], task_side(task), logp[task.task_id]
+    methods = {name: score(task, views, mine[key], side) for name, (key, score) in plan.items()}
+    return Solution(task.task_id, methods, note=note, info=info)
+
+
+def _taught(learner, policy, taught, demos, tests, names, chosen, keys, s) -> tuple[LogProbs, dict[str, dict]]:
+    """(log-probs for ``keys``, info) of the tasks with two or more demonstrations: their deltas
+    searched, then adapted copies for the keys ``(v, True)`` and the checkpoint's agent for
+    ``(v, False)``. With ``best``, where every search is adapted anyway, each task's best copy is
+    the one of its best search."""
+    stacked = stack_views([demos[t.task_id] for t in taught])
+    deltas, likelihood = _search(learner, policy, taught, stacked, names, s)
     info = {t.task_id: {"search": likelihood["best_of"][i] if chosen == "best" else chosen,
                         "demo_log_lik": {n: round(v[i], 4) for n, v in likelihood.items() if n != "best_of"}}
             for i, t in enumerate(taught)}
-    if settings.tta_steps > 0 and taught:
-        searched = [v for v in variants if v != "best"]
-        reuse = chosen == "best" and {"zero", "policy", "gradient"} & set(deltas) <= set(searched)
-        adapted, losses = _adapted(learner, taught, stacked, tests, deltas, searched if reuse else variants, settings)
-        if reuse:  # each task's best delta is one of the searches': its adapted copy is already there
-            adapted[("best", True)] = {t.task_id: adapted[(likelihood["best_of"][i], True)][t.task_id]
-                                       for i, t in enumerate(taught)}
-        logp.update(adapted)
+    by_key = {}  # key -> task id -> log-probs
+    adapted = sorted({v for v, a in keys if a}, key=_order(chosen))
+    if adapted:
+        reuse = chosen == "best" and set(names) <= set(adapted)
+        by_key, losses = _adapted(learner, taught, stacked, tests, deltas,
+                                  [v for v in adapted if v != "best"] if reuse else adapted, s)
+        if reuse:
+            by_key[("best", True)] = {t.task_id: by_key[(likelihood["best_of"][i], True)][t.task_id]
+                                      for i, t in enumerate(taught)}
         for t in taught:
             info[t.task_id]["tta_loss"] = [round(float(losses[0]), 4), round(float(losses[-1]), 4)]
-    if settings.tta_steps == 0 or settings.ablations or not taught:
-        logp[(chosen, False)] = _unadapted(learner, fits, tests, deltas.get(chosen), taught)
-    out = []
-    for task in tasks:
-        if task not in fits:
-            copies = [(p.input.copy(), p.input.copy()) for p in task.test]
-            out.append(Solution(task.task_id, {"model": copies}, tuple(range(len(task.test))),
-                                f"larger than the {canvas}x{canvas} canvas"))
-            continue
-        solution = _answers(task, tests[task.task_id], logp, chosen, settings)
-        solution.info = info.get(task.task_id, {"search": "none: fewer than two demonstrations"})
-        out.append(solution)
-    return out
+    for v in sorted({v for v, a in keys if not a}, key=_order(chosen)):
+        by_key[(v, False)] = _unadapted(learner, taught, tests, deltas[v])
+    return {t.task_id: {key: by_key[key][t.task_id] for key in keys} for t in taught}, info
 
 
-def _search(learner: EFELearner, policy: PolicyFn | None, taught: list[Task], stacked: Stacked | None,
-            s: SolveSettings) -> tuple[dict[str, torch.Tensor], dict[str, list[float]]]:
-    """Deltas (K, P) by search name, for the tasks with demonstrations, and their likelihoods."""
-    if stacked is None:
-        return {}, {}
+def _order(chosen: str) -> Callable[[str], tuple[bool, int]]:
+    """Sort key of delta names: the chosen one first, then the searches in order."""
+    return lambda v: (v != chosen, (*SEARCHES, "best").index(v))
+
+
+def _search(learner: EFELearner, policy: PolicyFn | None, taught: list[Task], stacked: Stacked,
+            names: list[str], s: SolveSettings) -> tuple[dict[str, torch.Tensor], dict[str, list[float]]]:
+    """Deltas (K, P) by search name (``names``, and ``best``: per task, the first of them with the
+    highest demonstration log-likelihood), for the tasks with demonstrations, and their likelihoods."""
     zero = torch.zeros_like(stacked.prompt[:, 0])
     deltas = {"zero": zero}
     ll = {"zero": demo_log_lik(learner, stacked, zero)}
-    if policy is not None and s.search_rounds and (s.search in ("policy", "best") or s.ablations):
+    if "policy" in names:
         deltas["policy"], ll["policy"] = policy_search(learner, policy, taught, stacked, rounds=s.search_rounds,
                                                        seed=s.seed)
-    if s.search_steps and (s.search in ("gradient", "best") or s.ablations):
+    if "gradient" in names:
         deltas["gradient"], ll["gradient"] = gradient_search(learner, stacked, steps=s.search_steps, lr=s.search_lr)
-    names = list(deltas)  # zero first: the best keeps zero on a tie
     table = torch.stack([ll[n] for n in names])  # (searches, K)
-    pick = table.argmax(0)  # first maximum
+    pick = table.argmax(0)  # first maximum: zero on a tie
     deltas["best"] = torch.stack([deltas[names[int(i)]][k] for k, i in enumerate(pick)])
     ll["best"] = table.max(0).values
     return deltas, {n: v.tolist() for n, v in ll.items()} | {"best_of": [names[int(i)] for i in pick]}
 
 
 def _adapted(learner, taught, stacked, tests, deltas, variants, s) -> tuple[dict, np.ndarray]:
-    """(test-view log-probs of adapted copies, one per (variant, task); the loss per step)."""
-    variants = [v for v in variants if v in deltas]
+    """((variant, True) -> task id -> test-view log-probs of its adapted copy, one copy per (variant,
+    task); the loss per step (steps,))."""
     k = len(taught)
     copy_task = torch.arange(k, device=stacked.prompt.device).repeat(len(variants))  # (M,)
     copy_delta = torch.cat([deltas[v] for v in variants])  # (M, P)
@@ -176,33 +243,17 @@ def _adapted(learner, taught, stacked, tests, deltas, variants, s) -> tuple[dict
     return out, losses.cpu().numpy()
 
 
-def _unadapted(learner, fits, tests, delta, taught) -> dict:
-    """Test-view log-probs of the checkpoint's agent (with the chosen delta where one was searched)."""
-    index = {t.task_id: i for i, t in enumerate(taught)}
+def _unadapted(learner, tasks, tests, delta: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Task id -> (V, S, S, 11) test-view log-probs of the checkpoint's agent, with the prompt plus
+    ``delta[i]`` (K, P) for ``tasks[i]`` (no delta when None)."""
     out = {}
-    for t in fits:
+    for i, t in enumerate(tasks):
         views = tests[t.task_id]
-        d = delta[index[t.task_id]] if delta is not None and t.task_id in index else torch.zeros_like(views.prompt[0])
+        d = delta[i] if delta is not None else torch.zeros_like(views.prompt[0])
         with torch.no_grad(), learner.autocast():
             logits = learner.agent.eval()(views.canvas, views.prompt + d, views.view)
         out[t.task_id] = torch.log_softmax(logits.float(), -1).cpu().numpy()
     return out
-
-
-def _answers(task: Task, views: ViewSet, logp: dict, chosen: str, s: SolveSettings) -> Solution:
-    side = task_side(task)
-    primary = (chosen, True) if (chosen, True) in logp and task.task_id in logp[(chosen, True)] else (chosen, False)
-    methods = {"model": _poe(task, views, logp[primary][task.task_id], side)}
-    if s.ablations:
-        if (chosen, False) in logp:
-            methods["model-no-tta"] = _poe(task, views, logp[(chosen, False)][task.task_id], side)
-        methods["model-old-voting"] = _vote(task, views, logp[primary][task.task_id], side)
-        for v, name in (("zero", "model-no-search"), ("policy", "model-policy-search"),
-                        ("gradient", "model-gradient-search")):
-            key = (v, primary[1])
-            if key in logp and task.task_id in logp[key]:
-                methods[name] = _poe(task, views, logp[key][task.task_id], side)
-    return Solution(task.task_id, methods)
 
 
 def _poe(task: Task, views: ViewSet, logp: np.ndarray, side: int) -> Attempts:

@@ -164,7 +164,7 @@ def test_sources_train_on_tasks_with_two_known_pairs_and_name_the_others(tmp_pat
     env.reset(seed=0)
     for _ in range(cfg.env.steps_per_episode):
         assert np.isfinite(env.step(env.action_space.sample())[1])
-    assert trainee.learner.steps == 3 + cfg.env.steps_per_episode
+    assert trainee.learner.steps == 3 + cfg.env.steps_per_episode * cfg.env.learner_steps_per_action
     assert evaluate(trainee.learner, trainee.eval_tasks)["outputs"] == 1.0
 
 

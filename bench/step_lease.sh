@@ -7,12 +7,14 @@
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh steps    # the arc preset's step, old and new; larger
 #                                                                 # batches; compiled; wider agents
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh compare  # the Qwen2.5-1.5B shape, 4096 tokens, old and new
-#   bash bench/step_lease.sh ray                                 # RLlib against the bare loop; a real Tune trial
+#   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh speed    # on another card: the baseline again, compiled runs
+#   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh again    # without the profiler, expandable segments, a trace
+#   TRIAL_S=150 bash bench/step_lease.sh ray                     # RLlib against the bare loop; a real Tune trial
 #
 # SETS (e.g. "learner.compile=true"): config overrides for the ray stage, space-separated.
 # Each stage fits one 10-minute device command; a failing measurement is logged and the next runs.
 set -uo pipefail
-stage=${1:?usage: bash bench/step_lease.sh steps|compare|ray}
+stage=${1:?usage: bash bench/step_lease.sh steps|speed|again|compare|ray}
 OUT=${OUT:-$PWD/step_out}
 WORK=${WORK:-/root/step_work}
 REV=${REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -43,6 +45,15 @@ case $stage in
     bench new-arc-d256-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
       --set agent.d_model=256 --set agent.num_heads=4
     ;;
+  speed)  # on a new card: the baseline again, then compiled runs (d_model 128 and the ARC issue's 512)
+    bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"
+    bench new-arc-noprof --revision "$REV" --preset arc --steps 40
+    bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
+    bench new-arc-big-2heads-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --compile "${BIG[@]}" \
+      --set agent.num_heads=2
+    bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
+      --set agent.d_model=512 --set agent.num_heads=8
+    ;;
   again)  # on a new card: the baseline again; the profiler's overhead, the allocator, a trace, compiled runs
     bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"
     bench new-arc --revision "$REV" "${ARC[@]}"
@@ -68,12 +79,12 @@ case $stage in
   ray)
     sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done
     say "ray_overhead, arc preset ${SETS:-}"
-    timeout 300 python3 bench/ray_overhead.py --preset arc --device cuda --iterations 3 \
+    timeout 200 python3 bench/ray_overhead.py --preset arc --device cuda --iterations 3 \
       --set rl.train_batch_size=32 --set rl.minibatch_size=16 "${sets[@]}" > "$WORK/ray_overhead.log" 2>&1
     say "  exit $? $(grep -E 'ratio|steps/s' "$WORK/ray_overhead.log" | tr '\n' ' ')"
     pack
-    say "a Tune trial of the arc preset, 150 s"
-    timeout 280 python3 -m efe_ray.tune --preset arc --num-samples 1 --time-budget-s 150 --no-dashboard \
+    say "a Tune trial of the arc preset, ${TRIAL_S:-150} s"
+    timeout $((${TRIAL_S:-150} + 130)) python3 -m efe_ray.tune --preset arc --num-samples 1 --time-budget-s "${TRIAL_S:-150}" --no-dashboard \
       --storage-path /root/step_runs --name arc-trial "${sets[@]}" > "$WORK/tune_trial.log" 2>&1
     say "  exit $?"
     python3 bench/trial_rate.py /root/step_runs/arc-trial | tee -a "$WORK/lease.log"

@@ -3,7 +3,8 @@
 Files, written atomically (temporary file, fsync, rename) into a checkpoint folder:
 
 - ``efe_learner.pt``: :meth:`EFELearner.state_dict` (weights, optimizer, scaler, caches, counters,
-  torch RNG) with :meth:`TaskSampler.state_dict` (numpy RNG, curriculum); loads with
+  torch RNG and, with ``learner.ema_decay``, the average of the weights under ``ema``) with
+  :meth:`TaskSampler.state_dict` (numpy RNG, curriculum); loads with
   ``torch.load(weights_only=True)``;
 - ``efe_policy.pt`` (trial checkpoints): the RL policy's weights and what rebuilds its module
   (spaces as tensors, the model config as plain values); loads with ``torch.load(weights_only=True)``;
@@ -15,8 +16,9 @@ a checkpoint reads them: evaluation rebuilds the policy from ``efe_policy.pt``
 (efe_ray/rl/policy.py). Nothing here imports Ray.
 
 An **exported** folder (``python -m efe_ray.export``) holds only what evaluation needs, in files
-small enough to carry: the weights of the agent and the prompt encoder (no optimizer, caches or
-RNG) in bf16 or fp32, split into shards ``weights-<i>-of-<n>.pt`` (flat ``{"agent.<name>" |
+small enough to carry: the weights of the agent and the prompt encoder that evaluation uses
+(:func:`evaluation_weights`: the average where the learner kept one; no optimizer, caches or RNG)
+in bf16 or fp32, split into shards ``weights-<i>-of-<n>.pt`` (flat ``{"agent.<name>" |
 "prompt.<name>": tensor}`` dicts), ``efe_policy.pt`` if the source had one, and ``efe_meta.json``
 with ``format`` :data:`EXPORT_FORMAT`, each shard's SHA-256 and tensor names, the dtype, the
 source and its learner's SHA-256. :func:`load` reads both kinds; for an exported folder the state
@@ -47,6 +49,8 @@ EXPORT_FORMAT = "weights-1"
 """The ``format`` of an exported folder's metadata."""
 WEIGHT_MODULES = ("agent", "prompt")
 """The learner's modules whose weights an exported folder carries (a shard key is ``<module>.<name>``)."""
+EMA_KEY = "ema"
+"""The learner state's key for the average of the weights (efe_ray/ema.py), absent without one."""
 WEIGHTS_ONLY = "weights_only"
 """Marks the state :func:`load` returns for an exported folder (:meth:`EFELearner.load_weights` loads it)."""
 
@@ -115,6 +119,24 @@ def is_exported(meta: dict) -> bool:
 def is_weights_only(state: dict) -> bool:
     """Whether a state from :func:`load` holds weights only (an exported folder's)."""
     return state.get(WEIGHTS_ONLY) is True
+
+
+def evaluation_weights(state: dict) -> dict[str, dict[str, Any]]:
+    """``{"agent": {...}, "prompt": {...}}``: the weights of a learner state that evaluation uses,
+    in the modules' state-dict order: the average of the weights (``ema``, efe_ray/ema.py) where the
+    state has one, over the training weights of the same names (buffers stay the training state's);
+    the training weights otherwise. Raises CheckpointError when the average names a weight the
+    state does not have."""
+    ema = state.get(EMA_KEY) or {}
+    out = {}
+    for module in WEIGHT_MODULES:
+        average = ema.get(module, {})
+        unknown = sorted(set(average) - set(state[module]))
+        if unknown:
+            raise CheckpointError(f"the average of the weights names {module} weights the state does not have: "
+                                  f"{unknown[:5]}")
+        out[module] = {name: average.get(name, t) for name, t in state[module].items()}
+    return out
 
 
 def _read_tensors(path: Path, sha256: str, map_location: str | torch.device) -> dict:

@@ -170,10 +170,39 @@ class LearnerConfig(Checked):
     """Curriculum: share of easy tasks after the first epoch."""
     seed: int = bounded(0, 0, SEED_MAX)
     """Seed for sampling, augmentation and initialisation."""
+    warmup_steps: int = bounded(0, 0, 10**9)
+    """ARC recipe: learning-rate warm-up. Learner step ``n`` (counted from 1) of the first
+    ``warmup_steps`` uses ``n / warmup_steps`` of every group's base rate (0: no warm-up)."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """ARC recipe: after the warm-up, keep the base rates ("constant") or follow a cosine from them
+    to 0 at learner step ``schedule_steps`` ("cosine"; 0 from then on)."""
+    schedule_steps: int = bounded(0, 0, 10**9)
+    """ARC recipe: the learner steps the cosine schedule lasts, warm-up included (0: not set; needed,
+    and larger than ``warmup_steps``, with ``lr_schedule=cosine``)."""
+    ema_decay: float = bounded(0.0, 0.0, 1.0, high_open=True)
+    """ARC recipe: keep an exponential moving average of the agent's and the prompt encoder's
+    weights, ``ema = ema_decay * ema + (1 - ema_decay) * weights`` after each optimizer step; held-out
+    scoring, ``evaluate`` and ``export`` use the average (0: off)."""
+    task_lr: float = bounded(0.0, 0.0, 1.0)
+    """ARC recipe: with ``prompt.task_embedding``, update the task table by sign-SGD,
+    ``row -= task_lr * sign(grad)``, outside AdamW, so that only the rows of the step's tasks move
+    (0: the table is in the agent's AdamW group, at ``agent_lr``)."""
+    task_weight_decay: float = bounded(0.0, 0.0, 1.0)
+    """ARC recipe: decoupled weight decay of the task table's sign-SGD update, applied to the rows
+    that move (``row -= task_lr * task_weight_decay * row``); needs ``task_lr > 0``."""
 
     def check(self) -> None:
         if self.efe_weight + self.rl_weight <= 0:
             raise ConfigError("efe_weight: efe_weight and rl_weight are both 0: the learner would have no loss")
+        if self.lr_schedule == "cosine" and self.schedule_steps <= self.warmup_steps:
+            raise ConfigError(f"schedule_steps: {self.schedule_steps} with lr_schedule=cosine must be larger than "
+                              f"warmup_steps={self.warmup_steps} (the cosine's length, warm-up included)")
+        if self.lr_schedule == "constant" and self.schedule_steps:
+            raise ConfigError(f"schedule_steps: {self.schedule_steps} is set but lr_schedule=constant does not use "
+                              "it; set lr_schedule=cosine or schedule_steps=0")
+        if self.task_weight_decay and not self.task_lr:
+            raise ConfigError(f"task_weight_decay: {self.task_weight_decay} needs task_lr > 0 (the task table's "
+                              "own update)")
 
 
 @dataclass
@@ -283,6 +312,9 @@ class ExperimentConfig(Checked):
     def check(self) -> None:
         if self.env.action_dim > self.prompt.prompt_dim:
             raise ConfigError(f"env.action_dim: {self.env.action_dim} exceeds prompt.prompt_dim={self.prompt.prompt_dim}")
+        if self.learner.task_lr and not self.prompt.task_embedding:
+            raise ConfigError(f"learner.task_lr: {self.learner.task_lr} needs prompt.task_embedding=true (there is "
+                              "no task table to update)")
 
 
 def search_dimensions() -> dict[str, tuple[str, str]]:

@@ -8,11 +8,13 @@ How to run this script
   ``python -m efe_ray.evaluate`` resolves it (efe_ray/evaluation/resolve.py: the latest checkpoint
   of the trial with the best last ``--metric``, by default evaluate's).
 * ``DIR`` must not exist or be empty. It receives only what evaluation needs: the agent's and
-  the prompt encoder's weights (no optimizer state, caches or RNG) in ``--dtype`` (default bf16),
+  the prompt encoder's weights (the average of the weights where the trial kept one,
+  ``learner.ema_decay``; no optimizer state, caches or RNG) in ``--dtype`` (default bf16),
   split into ``weights-<i>-of-<n>.pt`` shards of at most ``--shard-mib`` MiB each (plain
   ``torch.save`` tensor dicts, read back with ``torch.load(weights_only=True)``), ``efe_policy.pt``
   if the checkpoint has one, and ``efe_meta.json`` (config, trained tasks, env statistics, each
-  shard's SHA-256 and tensors, the dtype, the source and its learner's SHA-256). The folder is
+  shard's SHA-256 and tensors, the dtype, the source and its learner's SHA-256, and ``ema_weights``:
+  whether the weights are the average). The folder is
   written beside ``DIR`` and renamed into place, each file atomically, the metadata last.
 * Then ``python -m efe_ray.evaluate --checkpoint DIR ...`` evaluates it like the trial checkpoint:
   every shard is verified, the weights cast back to fp32, the optimizer fresh.
@@ -175,7 +177,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: str = "
         raise ExportError(f"{folder}: already an exported folder; export from its source, {meta.get('source')}")
     _check_out(out)
     state, _, meta = ckpt.load(folder)
-    tensors = flat_weights(state, DTYPES[dtype])
+    tensors = flat_weights(ckpt.evaluation_weights(state), DTYPES[dtype])  # the average, if any
     shards = shard(tensors, limit, dtype)
     names = [shard_name(i, len(shards)) for i in range(len(shards))]
     files = {name: s.blob for name, s in zip(names, shards)}
@@ -187,7 +189,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: str = "
         **kept, "format": ckpt.EXPORT_FORMAT, "dtype": dtype, "shard_mib": shard_mib,
         "source": str(folder), "source_learner_sha256": meta["learner_sha256"],
         "steps": int(state["steps"]), "lrs": {k: float(v) for k, v in state["lrs"].items()},
-        "weights": sum(t.numel() for t in tensors.values()),
+        "weights": sum(t.numel() for t in tensors.values()), "ema_weights": ckpt.EMA_KEY in state,
         **({"task_ids": list(state["task_ids"])} if "task_ids" in state else {}),  # what builds a task table
         "shards": [{"file": n, "sha256": hashlib.sha256(s.blob).hexdigest(), "bytes": len(s.blob),
                     "tensors": s.tensors} for n, s in zip(names, shards)],

@@ -16,7 +16,12 @@ A step on a batch (B views of one task, then R rehearsal views): a host
 4. loss = efe_weight * EFE loss + rl_weight * RL term (efe_ray/refine.py: the encoder's prompt
    pulled toward the refinement, in proportion to the reward it earned);
 5. backward (scaled in fp16), unscale, clip, and the fused optimizer step, which the device skips
-   when the loss or the gradients are not finite.
+   when the loss or the gradients are not finite;
+6. the ARC recipe, each part off by default: every group's learning rate follows the schedule
+   (efe_ray/optim.py: warm-up, then constant or cosine, from the step counter on the host); with
+   ``learner.task_lr`` the task table takes a sign-SGD step of its own (only the batch's tasks'
+   rows move); with ``learner.ema_decay`` an average of the weights follows them (efe_ray/ema.py),
+   which is what evaluation scores (:meth:`EFELearner.ema_weights`). A skipped step moves neither.
 
 :meth:`EFELearner.train_step` never waits for the device: its metrics come back as one tensor,
 which the caller reads when it needs them (the env once per action, :meth:`EFELearner.step` at
@@ -38,8 +43,10 @@ from efe_ray.data.batching import Batch
 from efe_ray.data.device_sampler import DeviceBatch
 from efe_ray.device import upload
 from efe_ray.efe import canvas_cell_accuracy, efe_loss
+from efe_ray.ema import EMA
 from efe_ray.models.agent import GridAgent
 from efe_ray.models.prompt import QwenHybridPrompt
+from efe_ray.optim import SignSGD, lr_factor
 from efe_ray.refine import delta_tensor, pull_term, refinement_reward
 from efe_ray.text_cache import TextCache
 
@@ -56,7 +63,8 @@ def grad_norm(params: list[torch.nn.Parameter], device: torch.device) -> torch.T
 
 
 class EFELearner:
-    """Owns the prompt encoder, the agent, their optimizer and scaler, and the per-task text cache."""
+    """Owns the prompt encoder, the agent, their optimizers and scaler, the per-task text cache and,
+    with ``learner.ema_decay``, the average of the weights."""
 
     def __init__(self, prompt_cfg: PromptConfig, agent_cfg: AgentConfig, cfg: LearnerConfig,
                  device: str | torch.device = "cpu", task_ids: tuple[str, ...] = ()):
@@ -79,31 +87,66 @@ class EFELearner:
         if cfg.precision not in modes:
             raise ValueError(f"learner.precision: unknown mode {cfg.precision!r}; use fp32, bf16 or fp16")
         self.autocast_dtype, self.use_scaler = modes[cfg.precision]  # fp16 alone needs a GradScaler
+        if cfg.task_lr > 0 and self.prompt.task_table is None:
+            raise ValueError(f"learner.task_lr={cfg.task_lr} needs prompt.task_embedding=true (no task table)")
+        self.steps = 0
         self.reset_optimizer()
+        self.ema = EMA({"agent": self.agent, "prompt": self.prompt}, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.task_ids = tuple(task_ids)
         self.text_cache = TextCache(self.prompt, cfg.cache_every, task_ids=self.task_ids)  # task id -> (P,) embedding
         self.task_steps: dict[str, int] = {}  # task id -> learner steps on that task
-        self.steps = 0
         self._skipped = torch.zeros((), dtype=torch.long, device=self.device)  # skipped steps, counted on the device
         self._stores: dict = {}  # task store -> (its tasks,) long: their rows here
         self.last_fresh = False  # whether the last step encoded its prompts with gradient
 
     def reset_optimizer(self) -> None:
-        """A fresh fused AdamW (agent and Qwen groups) and GradScaler, as at construction."""
-        groups = [{"params": list(self.agent.parameters()) + self.prompt.other_parameters(),
+        """A fresh fused AdamW (agent and Qwen groups), GradScaler and, with ``learner.task_lr``, the
+        task table's sign-SGD (:class:`~efe_ray.optim.SignSGD`, the table then outside AdamW), as at
+        construction; the learning rates those of the schedule at the current step."""
+        table = self.prompt.task_table if self.cfg.task_lr > 0 else None
+        groups = [{"params": list(self.agent.parameters()) + [p for p in self.prompt.other_parameters()
+                                                              if p is not table],
                    "lr": self.cfg.agent_lr, "name": "agent"}]
         if self.prompt.qwen_parameters():
             groups.append({"params": self.prompt.qwen_parameters(), "lr": self.cfg.qwen_lr, "name": "qwen"})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay, fused=True)
+        self.task_optimizer = None if table is None else SignSGD(
+            [{"params": [table], "name": "task"}], lr=self.cfg.task_lr, weight_decay=self.cfg.task_weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_scaler)
+        self._schedule_lrs()
 
-    def set_learning_rates(self, agent_lr: float | None = None, qwen_lr: float | None = None) -> None:
-        """Set the optimizer groups' learning rates (also after loading optimizer state)."""
-        for group in self.optimizer.param_groups:
-            if group["name"] == "agent" and agent_lr is not None:
-                group["lr"] = self.cfg.agent_lr = agent_lr
-            if group["name"] == "qwen" and qwen_lr is not None:
-                group["lr"] = self.cfg.qwen_lr = qwen_lr
+    def param_groups(self) -> list[dict]:
+        """Every optimizer group: AdamW's ("agent", "qwen"), then the task table's ("task"), if any."""
+        return self.optimizer.param_groups + (self.task_optimizer.param_groups if self.task_optimizer else [])
+
+    def schedule_factor(self) -> float:
+        """The schedule's multiplier of the base learning rates for the next step (efe_ray/optim.py)."""
+        cfg = self.cfg
+        return lr_factor(self.steps, cfg.warmup_steps, cfg.lr_schedule, cfg.schedule_steps)
+
+    def _schedule_lrs(self) -> None:
+        """Each group's ``lr``: its base rate (``agent_lr``, ``qwen_lr``, ``task_lr``) times
+        :meth:`schedule_factor` (host arithmetic on the step counter; nothing is read from the device)."""
+        factor = self.schedule_factor()
+        base = {"agent": self.cfg.agent_lr, "qwen": self.cfg.qwen_lr, "task": self.cfg.task_lr}
+        for group in self.param_groups():
+            group["lr"] = base[group["name"]] * factor
+
+    def set_learning_rates(self, agent_lr: float | None = None, qwen_lr: float | None = None,
+                           task_lr: float | None = None) -> None:
+        """Set the base learning rates (also after loading optimizer state, and for PBT); the
+        schedule multiplies them from the current step on. ``task_lr`` may change its value, not
+        whether the table has its own update (0 or not)."""
+        if task_lr is not None and (task_lr > 0) != (self.task_optimizer is not None):
+            raise ValueError(f"task_lr={task_lr}: the learner was built with learner.task_lr={self.cfg.task_lr}; "
+                             "whether the task table has its own update is fixed at construction")
+        if agent_lr is not None:
+            self.cfg.agent_lr = agent_lr
+        if qwen_lr is not None:
+            self.cfg.qwen_lr = qwen_lr
+        if task_lr is not None:
+            self.cfg.task_lr = task_lr
+        self._schedule_lrs()
 
     def autocast(self):
         """The autocast context of ``learner.precision`` (none in fp32)."""
@@ -160,36 +203,47 @@ class EFELearner:
             loss = cfg.efe_weight * efe_total + cfg.rl_weight * rl_term
         with record_function("learner/backward"):
             self.optimizer.zero_grad(set_to_none=True)
+            if self.task_optimizer is not None:
+                self.task_optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
         with record_function("learner/optimizer"):
             self.scaler.unscale_(self.optimizer)  # true-scale gradients from here on (invariant 6)
-            norms = [grad_norm(g["params"], self.device) for g in self.optimizer.param_groups]  # 0-d each
-            total = get_total_norm(norms)
+            if self.task_optimizer is not None:
+                self.scaler.unscale_(self.task_optimizer)
+            groups = self.param_groups()
+            norms = {g["name"]: grad_norm(g["params"], self.device) for g in groups}  # 0-d each
+            total = get_total_norm(list(norms.values()))
             skipped = ~(torch.isfinite(loss.detach()) & torch.isfinite(total))  # 0-d bool
             if cfg.grad_clip > 0:
-                clip_grads_with_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                      cfg.grad_clip, total)
-            self._optimizer_step(skipped)  # a non-finite step never reaches the weights or the moments
+                clip_grads_with_norm_([p for g in groups for p in g["params"]], cfg.grad_clip, total)
+            self._optimizer_step(skipped)  # a non-finite step never reaches the weights, moments or average
             self._skipped += skipped
-            qwen_norm = norms[1] if len(norms) > 1 else torch.zeros_like(norms[0])
+            qwen_norm = norms["qwen"] if "qwen" in norms else torch.zeros_like(norms["agent"])
             values = torch.stack([loss.detach(), efe_total.detach(), terms.cross_entropy, terms.risk, terms.entropy,
                                   terms.forward_kl, rl_term.detach(), terms.mask_ratio, acc_before, acc_after,
-                                  reward, qwen_norm, norms[0], skipped]).float()  # (len(METRICS),)
+                                  reward, qwen_norm, norms["agent"], skipped]).float()  # (len(METRICS),)
         self.steps += 1
         self.task_steps[batch.task_id] = self.task_steps.get(batch.task_id, 0) + 1
         self.last_fresh = fresh
         return values
 
     def _optimizer_step(self, skipped: torch.Tensor) -> None:
-        """The fused AdamW step, skipped on the device where ``skipped`` (0-d bool) is set: the
-        optimizer's ``found_inf`` (as a GradScaler hands it over) leaves weights, moments and step
-        counts as they were, with no host read. In fp16 the scaler then backs its scale off after an
-        inf or NaN in the gradients (its own check, made when unscaling)."""
+        """The fused AdamW step at the schedule's learning rates, skipped on the device where
+        ``skipped`` (0-d bool) is set: the optimizer's ``found_inf`` (as a GradScaler hands it over)
+        leaves weights, moments and step counts as they were, with no host read; then the task
+        table's sign-SGD step and the average of the weights, which ``skipped`` leaves as they were
+        too. In fp16 the scaler then backs its scale off after an inf or NaN in the gradients (its
+        own check, made when unscaling)."""
+        self._schedule_lrs()  # host arithmetic on self.steps
         self.optimizer.grad_scale, self.optimizer.found_inf = None, skipped.float()  # gradients are unscaled
         try:
             self.optimizer.step()
         finally:
             del self.optimizer.grad_scale, self.optimizer.found_inf
+        if self.task_optimizer is not None:
+            self.task_optimizer.step(skipped)
+        if self.ema is not None:
+            self.ema.update(skipped)
         self.scaler.update()
 
     def _rows(self, batch: Batch | DeviceBatch) -> torch.Tensor:
@@ -240,23 +294,56 @@ class EFELearner:
         """Steps skipped for a non-finite loss or gradient (reads the device counter)."""
         return int(self._skipped)
 
+    # -- evaluation weights --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """A block in which the modules hold the average of the weights (``learner.ema_decay``) and
+        the text cache starts empty (its rows are the training weights' embeddings); the training
+        weights and cache come back after it, exactly. No change without an average. The block
+        must not train."""
+        if self.ema is None:
+            yield
+            return
+        cache = self.text_cache
+        self.text_cache = TextCache(self.prompt, self.cfg.cache_every, task_ids=self.task_ids)
+        try:
+            with self.ema.swapped():
+                yield
+        finally:
+            self.text_cache = cache
+
+    def use_ema_weights(self) -> None:
+        """Make the average the weights, for good, and empty the text cache: a learner that only
+        evaluates (efe_ray/evaluation/model.py) then scores, adapts and observes with the average.
+        No change without an average."""
+        if self.ema is None:
+            return
+        self.ema.copy_to()
+        self.text_cache = TextCache(self.prompt, self.cfg.cache_every, task_ids=self.task_ids)
+
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Weights, optimizer, scaler, text cache, counters, torch RNG and learning rates."""
-        return {
+        """Weights, optimizer, scaler, text cache, counters, torch RNG, base learning rates and, with
+        ``learner.ema_decay``, the average of the weights (``ema``: ``{"agent"|"prompt": {name: tensor}}``)."""
+        state = {
             "agent": self.agent.state_dict(), "prompt": self.prompt.state_dict(),
             "task_ids": list(self.prompt.task_ids),
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "text_cache": {k: v.cpu() for k, v in self.text_cache.items()},
             "task_steps": dict(self.task_steps), "steps": self.steps, "skipped_steps": self.skipped_steps,
             "torch_rng": torch.get_rng_state(),
-            "lrs": {"agent_lr": self.cfg.agent_lr, "qwen_lr": self.cfg.qwen_lr},
+            "lrs": {"agent_lr": self.cfg.agent_lr, "qwen_lr": self.cfg.qwen_lr, "task_lr": self.cfg.task_lr},
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict, *, keep_lrs: bool = False) -> None:
         """Restore :meth:`state_dict` (other keys, such as a sampler's, are ignored). With
-        ``keep_lrs`` the current learning rates survive the load."""
-        lrs = {"agent_lr": self.cfg.agent_lr, "qwen_lr": self.cfg.qwen_lr}
+        ``keep_lrs`` the current base learning rates survive the load; the schedule goes on from
+        the loaded step count. A state without an average (older, or written without
+        ``learner.ema_decay``) starts this learner's average, if it keeps one, at the loaded weights."""
+        lrs = {"agent_lr": self.cfg.agent_lr, "qwen_lr": self.cfg.qwen_lr, "task_lr": self.cfg.task_lr}
         self.agent.load_state_dict(state["agent"])
         self.prompt.load_state_dict(state["prompt"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -267,17 +354,31 @@ class EFELearner:
         self.steps = int(state["steps"])
         self._skipped.fill_(int(state["skipped_steps"]))
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it to the GPU
+        self._load_ema(state)
         self.set_learning_rates(**(lrs if keep_lrs else state["lrs"]))
+
+    def _load_ema(self, state: dict) -> None:
+        """The average of ``state`` where it has one, else the weights just loaded (nothing to do
+        where this learner keeps no average)."""
+        if self.ema is None:
+            return
+        if "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        else:
+            self.ema.reset()
 
     def load_weights(self, state: dict) -> None:
         """Restore only the weights of a :meth:`state_dict` (``agent`` and ``prompt``, strictly; any
         float dtype is copied into the fp32 parameters), its ``steps`` and ``lrs``, as an exported
-        checkpoint holds them (efe_ray/export.py): the optimizer and scaler start fresh, the text
-        cache and per-task counts empty; torch's RNG is left alone."""
+        checkpoint holds them (efe_ray/export.py: the average's weights where the source kept one):
+        the optimizer and scaler start fresh, the text cache and per-task counts empty, the average
+        (if this learner keeps one) at the loaded weights; torch's RNG is left alone."""
         self.agent.load_state_dict(state["agent"])
         self.prompt.load_state_dict(state["prompt"])
         self.text_cache, self.task_steps = TextCache(self.prompt, self.cfg.cache_every, task_ids=self.task_ids), {}
         self.steps = int(state["steps"])
         self._skipped.zero_()
         self.reset_optimizer()
+        if self.ema is not None:
+            self.ema.reset()
         self.set_learning_rates(**state["lrs"])

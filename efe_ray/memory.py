@@ -3,8 +3,9 @@
 A trial's learner holds, on its GPU:
 
 - per parameter: the fp32 weight, its fp32 gradient and AdamW's two fp32 moments (16 bytes),
-  plus, under bf16/fp16 autocast, the half-precision copy of each Qwen weight that the forward
-  pass makes and keeps for the backward pass (2 bytes);
+  with ``learner.ema_decay`` its fp32 average (4 bytes more), plus, under bf16/fp16 autocast, the
+  half-precision copy of each Qwen weight that the forward pass makes and keeps for the backward
+  pass (2 bytes);
 - the Qwen activations kept for the backward pass: per prompt token and layer about
   ``c·(10·d + 4·I) + 16·d`` bytes (``c`` = 2 under autocast, 4 in fp32; ``d`` the width, ``I`` the
   MLP width; the ``16·d`` is the fp32 residual stream and norms), and in fp32, where SDPA has no
@@ -47,7 +48,8 @@ class MemoryEstimate:
     """The estimated peak of one trial, in bytes, by part."""
 
     params: int
-    """Weights, gradients and AdamW moments (fp32), plus autocast's half copies of Qwen weights."""
+    """Weights, gradients, AdamW moments and any average of the weights (fp32), plus autocast's half
+    copies of Qwen weights."""
     qwen_activations: int
     """Qwen activations kept for the backward pass at the longest prompt."""
     agent_activations: int
@@ -120,7 +122,7 @@ def estimate_trial_memory(cfg: ExperimentConfig, tasks: list[Task]) -> MemoryEst
     n_all = sum(p.numel() for p in prompt.parameters()) + sum(p.numel() for p in agent.parameters())
     qwen = getattr(prompt, "qwen", None) if cfg.prompt.use_qwen else None
     n_qwen = sum(p.numel() for p in qwen.parameters()) if qwen is not None else 0
-    params = 16 * n_all + (2 * n_qwen if half else 0)
+    params = (16 + (4 if learner.ema_decay > 0 else 0)) * n_all + (2 * n_qwen if half else 0)
 
     c = 2 if half else 4  # bytes per activation value
     tokens = longest_prompt_tokens(tasks, cfg.prompt.max_tokens) if qwen is not None else 0

@@ -29,23 +29,26 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Bounds:
-    """Inclusive ``low``/``high`` limits (``low_open``: low itself excluded); ``None``: no limit."""
+    """Inclusive ``low``/``high`` limits (``low_open`` / ``high_open``: that limit itself excluded);
+    ``None``: no limit."""
 
     low: float | None = None
     high: float | None = None
     low_open: bool = False
+    high_open: bool = False
 
     def check(self, key: str, value: Any) -> None:
         """Raise ConfigError naming ``key`` and ``value`` when ``value`` is out of bounds."""
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}: must be finite, got {value!r}")
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        if too_low or (self.high is not None and value > self.high):
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if too_low or too_high:
             raise ConfigError(f"{key}: must be {self}, got {value!r}")
 
     def __str__(self) -> str:
         parts = [] if self.low is None else [f"{'>' if self.low_open else '>='} {self.low:g}"]
-        return " and ".join(parts + ([] if self.high is None else [f"<= {self.high:g}"]))
+        return " and ".join(parts + ([] if self.high is None else [f"{'<' if self.high_open else '<='} {self.high:g}"]))
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,10 @@ class Pattern:
             raise ConfigError(f"{key}: expected {self.what}, got {value!r}")
 
 
-def bounded(default: Any, low: float | None = None, high: float | None = None, *, low_open: bool = False) -> Any:
-    """A number field with its bounds (inclusive unless ``low_open``)."""
-    return field(default=default, metadata={"rule": Bounds(low, high, low_open)})
+def bounded(default: Any, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+            high_open: bool = False) -> Any:
+    """A number field with its bounds (inclusive unless ``low_open`` / ``high_open``)."""
+    return field(default=default, metadata={"rule": Bounds(low, high, low_open, high_open)})
 
 
 def matching(default: str, regex: str, what: str) -> Any:

@@ -1,4 +1,4 @@
-"""learner.compile: it changes how the step runs, never what it computes (the slow inductor test)."""
+"""learner.compile: it changes how the step runs, never what it computes (the slow inductor tests)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from efe_ray.config import LearnerConfig
+from efe_ray.data.batching import TaskSampler
 from efe_ray.data.synthetic import synthetic_tasks
+from efe_ray.evaluation.predict import predict_logits
 from efe_ray.learner import EFELearner
 
 
@@ -39,3 +42,35 @@ def test_compiled_learner_matches_eager(make_learner):
     fresh, _ = make_learner(tasks, seed=1)
     fresh.load_state_dict(comp.state_dict())  # no "_orig_mod." prefixes
     assert all(torch.equal(x, y) for x, y in zip(weights(fresh), weights(comp)))
+
+
+@pytest.mark.slow
+def test_compiled_learner_with_the_arc_recipe_matches_eager(tiny_prompt, tiny_agent):
+    """The schedule, the average of the weights and the task table's sign-SGD under learner.compile:
+    the same losses, weights and average as eager; scoring the average in the compiled learner
+    gives the same log-probabilities as eager, and its training weights back."""
+    tasks = synthetic_tasks(side=4, seed=0)
+    runs = []
+    for compiled in (False, True):
+        cfg = LearnerConfig(compile=compiled, seed=0, cache_every=2, warmup_steps=2, lr_schedule="cosine",
+                            schedule_steps=6, ema_decay=0.7, task_lr=0.01)
+        learner = EFELearner(tiny_prompt(task_embedding=True), tiny_agent(), cfg,
+                             task_ids=tuple(t.task_id for t in tasks))
+        sampler = TaskSampler(tasks, cfg, 6)
+        metrics = [learner.step(sampler.batch(tasks[i % 3]), np.full(32, 0.01, np.float32)) for i in range(4)]
+        kept = [t.clone() for t in weights(learner)]
+        with learner.ema_weights():
+            logp = predict_logits(learner, tasks[0].train, [p.input for p in tasks[0].test])
+        assert all(torch.equal(x, y) for x, y in zip(kept, weights(learner)))  # the training weights are back
+        metrics.append(learner.step(sampler.batch(tasks[1])))
+        runs.append((learner, metrics, logp))
+    (eager, m_eager, lp_eager), (comp, m_comp, lp_comp) = runs
+    for a, b in zip(m_eager, m_comp):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    for x, y in zip(weights(eager), weights(comp)):
+        torch.testing.assert_close(y, x, rtol=1e-3, atol=2e-4)
+    for m in ("agent", "prompt"):
+        for name, x in eager.ema.state_dict()[m].items():
+            torch.testing.assert_close(comp.ema.state_dict()[m][name], x, rtol=1e-3, atol=2e-4, msg=name)
+    torch.testing.assert_close(lp_comp, lp_eager, rtol=1e-3, atol=1e-3)
+    assert eager.prompt.task_table[:3].abs().sum() > 0

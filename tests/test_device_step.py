@@ -83,6 +83,26 @@ def test_a_training_step_reads_nothing_back(make_learner):
             learner.step(sampler.batch(tasks[0]))
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_training_step_with_the_arc_recipe_reads_nothing_back(tiny_prompt, tiny_agent, precision):
+    """Warm-up and cosine schedule, the average of the weights and the task table's sign-SGD, on."""
+    tasks = synthetic_tasks(side=4, num_train=5, num_test=1, seed=3)
+    cfg = LearnerConfig(batch_size=2, rehearsal=2, cache_every=3, precision=precision, warmup_steps=2,
+                        lr_schedule="cosine", schedule_steps=10, ema_decay=0.9, task_lr=0.01, task_weight_decay=0.1)
+    learner = EFELearner(tiny_prompt(task_embedding=True), tiny_agent(), cfg, task_ids=tuple(t.task_id for t in tasks))
+    sampler = DeviceSampler(tasks, cfg, 6)
+    learner.step(sampler.batch(tasks[1]))  # the first step on a task fills the text rows it needs
+    batches = [sampler.batch(tasks[i % 3]) for i in range(4)]
+    delta = np.full(learner.prompt.cfg.prompt_dim, 0.05, np.float32)
+    with no_host_reads():
+        values = [learner.train_step(b, delta) for b in batches]
+    assert all(v.shape == (len(METRICS),) for v in values) and learner.steps == 5
+    assert float(torch.stack(values)[:, METRICS.index("skipped")].sum()) == 0.0
+    assert learner.prompt.task_table[:3].abs().sum() > 0  # the table's own update ran
+    average = learner.ema.state_dict()["agent"]
+    assert any(not torch.equal(average[n], p) for n, p in learner.agent.named_parameters())  # so did the average
+
+
 def test_a_non_finite_step_is_skipped_on_the_device(make_learner):
     learner, _, sampler, tasks = _pair(make_learner)
     before = {k: v.clone() for k, v in learner.agent.state_dict().items()}

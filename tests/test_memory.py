@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 import ray
+import torch
 
 from efe_ray import memory
 from efe_ray.config import AgentConfig, ConfigError, ExperimentConfig, LearnerConfig, PromptConfig
@@ -58,6 +59,16 @@ def test_parameter_part_counts_the_real_learner(precision):
     est = memory.estimate_trial_memory(cfg, tasks)
     # 16 bytes per parameter (fp32 weight, gradient, two AdamW moments) + autocast's 2-byte Qwen copies.
     assert est.params == 16 * n_all + (2 * n_qwen if precision == "bf16" else 0)
+
+
+def test_the_average_of_the_weights_adds_its_fp32_copies():
+    cfg = config()
+    cfg.learner = LearnerConfig(batch_size=4, rehearsal=2, ema_decay=0.99)
+    learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner)
+    n_all = sum(p.numel() for p in learner.prompt.parameters()) + sum(p.numel() for p in learner.agent.parameters())
+    n_avg = sum(t.numel() for t in learner.ema.shadow)
+    assert n_avg == n_all and all(t.dtype == torch.float32 for t in learner.ema.shadow)
+    assert memory.estimate_trial_memory(cfg, synthetic_tasks(side=4, seed=0)).params == 16 * n_all + 4 * n_avg
 
 
 def test_prompt_bound_holds_for_every_sample_the_learner_draws():

@@ -97,8 +97,11 @@ class LoadedModel:
 
 
 def build_learner(state: dict, cfg: ExperimentConfig, device: str | torch.device = "cpu") -> EFELearner:
-    """An EFELearner with ``cfg``'s architecture and ``state`` loaded; the global torch RNG is
-    left as it was (the constructor seeds it, the state carries the run's)."""
+    """An EFELearner with ``cfg``'s architecture and ``state`` loaded, holding the weights evaluation
+    uses: the average of the weights where the trial kept one (``learner.ema_decay``; an exported
+    folder's weights already are it), so that predictions, test-time adaptation (copies of the
+    agent) and the policy's observations all start from it; the global torch RNG is left as it was
+    (the constructor seeds it, the state carries the run's)."""
     device = torch.device(device)
     with private_torch_rng(device):
         learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device, task_ids=tuple(state.get("task_ids", ())))
@@ -106,6 +109,7 @@ def build_learner(state: dict, cfg: ExperimentConfig, device: str | torch.device
             learner.load_weights(state)
         else:
             learner.load_state_dict(state)
+        learner.use_ema_weights()
     return learner
 
 

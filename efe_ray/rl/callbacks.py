@@ -12,7 +12,9 @@
   :func:`efe_ray.evaluation.predict.evaluate`, with the policy's deterministic refinement, and
   each key it returns becomes ``eval/<key>``; the last scores are repeated in between, so that
   ASHA always sees its metric. Pictures of a few held-out predictions go under
-  ``result["images"]`` (TensorBoard only, efe_ray/rl/tensorboard.py).
+  ``result["images"]`` (TensorBoard only, efe_ray/rl/tensorboard.py). Both use the average of
+  the learner's weights where it keeps one (``learner.ema_decay``: :func:`held_out_evaluation`),
+  as ``evaluate`` and ``export`` do; training goes on from its own weights.
 
 Not RLlib's ``custom_evaluation_function``: with ``evaluation_interval`` set, RLlib builds a
 separate evaluation EnvRunnerGroup whose local runner makes its own env, i.e. a second learner
@@ -80,13 +82,21 @@ class TrialMetrics(RLlibCallback):
         result.update({tag: float(runners.pop(tag)) for tag in TAGS if tag in runners})
         trainee = algorithm.trainee
         if not self.last_eval or result["training_iteration"] % trainee.cfg.rl.eval_every == 0:
-            refine = refinement(algorithm.get_module(), trainee)
-            scores = evaluate(trainee.learner, trainee.eval_tasks, delta_fn=refine)
+            scores, result["images"] = held_out_evaluation(trainee, refinement(algorithm.get_module(), trainee))
             self.last_eval = {f"eval/{key}": value for key, value in scores.items()}
-            result["images"] = held_out_pictures(trainee, refine)
         result.update(self.last_eval)
         result["learner_device"] = str(trainee.learner.device)
         result["node_id"] = ray.get_runtime_context().get_node_id()
+
+
+def held_out_evaluation(trainee: Trainee, refine: DeltaFn) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """(scores of :func:`~efe_ray.evaluation.predict.evaluate`, :func:`held_out_pictures`) of the
+    held-out tasks with the policy's refinement ``refine``, computed with the average of the
+    learner's weights in its modules where it keeps one (the policy then observes the average's
+    prompts too); the training weights are back afterwards, bit for bit."""
+    with trainee.learner.ema_weights():
+        scores = evaluate(trainee.learner, trainee.eval_tasks, delta_fn=refine)
+        return scores, held_out_pictures(trainee, refine)
 
 
 def held_out_pictures(trainee: Trainee, refine: DeltaFn, count: int = 3) -> dict[str, np.ndarray]:

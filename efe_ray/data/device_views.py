@@ -113,9 +113,9 @@ def transformed_hw(hw: torch.Tensor, d8: torch.Tensor) -> torch.Tensor:
 def cells(store: TaskStore, pair: torch.Tensor, io: int, i: torch.Tensor, j: torch.Tensor, d8: torch.Tensor,
           lut: torch.Tensor) -> torch.Tensor:
     """The class of cell (i, j) of the transformed grid ``io`` (0 input, 1 output) of ``pair``:
-    the stored grid's source cell under transform ``d8``, through colour table ``lut`` ((..., 11),
-    broadcast like the rest); ``OUTSIDE`` beyond the transformed grid. All index arguments broadcast
-    together; returns long of their broadcast shape."""
+    the stored grid's source cell under transform ``d8``, through colour table ``lut`` ((N, 11): one
+    table per leading index); ``OUTSIDE`` beyond the transformed grid. The index arguments broadcast
+    together to (N, ...); returns long of that shape."""
     h, w = store.hw[pair, io, 0], store.hw[pair, io, 1]
     table = d8_table(store.device)
     swap, flip_r, flip_c = table[d8, 0], table[d8, 1], table[d8, 2]
@@ -123,8 +123,7 @@ def cells(store: TaskStore, pair: torch.Tensor, io: int, i: torch.Tensor, j: tor
     inside = (a < h) & (b < w)
     r = torch.where(flip_r, h - 1 - a, a).clamp(0, MAX_SIDE - 1)
     c = torch.where(flip_c, w - 1 - b, b).clamp(0, MAX_SIDE - 1)
-    flat = store.grids[:, io].reshape(-1, MAX_SIDE * MAX_SIDE)  # (num_pairs, 900)
-    value = flat[pair, r * MAX_SIDE + c].long()  # (N, ...) stored classes
+    value = store.grids[pair, io, r, c].long()  # (N, ...) stored classes: one gather, no copy of the store
     return torch.where(inside, _lookup(lut, value), OUTSIDE)
 
 

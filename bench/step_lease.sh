@@ -26,7 +26,7 @@ pack() { tar czf "$OUT/$stage.tgz" -C "$WORK" . ; }
 bench() {
   local name=$1; shift
   say "learner_step $name: $*"
-  timeout 420 python3 bench/learner_step.py --device cuda --precision bf16 --json "$J" "$@" > "$WORK/$name.log" 2>&1
+  timeout "${BENCH_S:-420}" python3 bench/learner_step.py --device cuda --precision bf16 --json "$J" "$@" > "$WORK/$name.log" 2>&1
   say "  exit $? $(grep -E '^samples/s|MFU|busy' "$WORK/$name.log" | tr '\n' ' ' | cut -c1-240)"
   pack
 }
@@ -49,10 +49,10 @@ case $stage in
     bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"
     bench new-arc-noprof --revision "$REV" --preset arc --steps 40
     bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
-    bench new-arc-big-2heads-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --compile "${BIG[@]}" \
-      --set agent.num_heads=2
     bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
       --set agent.d_model=512 --set agent.num_heads=8
+    bench new-arc-big-2heads-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --compile "${BIG[@]}" \
+      --set agent.num_heads=2
     ;;
   again)  # on a new card: the baseline again; the profiler's overhead, the allocator, a trace, compiled runs
     bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"

@@ -203,3 +203,12 @@ def test_prompt_tokens_of_a_single_view_need_no_padding():
     text = batch.prompt_texts()[0]
     n = len(text) + 2
     assert tokens[0, :n].tolist() == tokenizer(text)["input_ids"] and mask[0].sum() == n
+
+
+def test_a_device_named_without_its_index_is_the_current_one(monkeypatch):
+    from efe_ray.data.device_sampler import same_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert same_device(torch.device("cuda"), torch.device("cuda:0"))  # env.device=cuda, the store on cuda:0
+    assert not same_device(torch.device("cuda:1"), torch.device("cuda:0"))
+    assert same_device(CPU, torch.device("cpu")) and not same_device(CPU, torch.device("cuda:0"))

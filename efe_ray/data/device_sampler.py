@@ -33,6 +33,14 @@ VIEW_STREAM = 0x76696577
 """Mixed into the seed of the view generator (see DeviceSampler)."""
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether ``a`` and ``b`` are one device ("cuda" is the current CUDA device, as "cuda:0" is in a
+    process that sees one)."""
+    def index(d: torch.device) -> int | None:
+        return (torch.cuda.current_device() if d.index is None else d.index) if d.type == "cuda" else d.index
+    return a.type == b.type and index(a) == index(b)
+
+
 @dataclass(frozen=True, eq=False)
 class DeviceBatch:
     """One learner step's views on the device: ``own`` views of ``task_id``, then the rehearsal views."""
@@ -68,7 +76,7 @@ class DeviceBatch:
 
     def tensors(self, device: torch.device) -> BatchTensors:
         """The views' tensors (efe_ray/data/batching.py's shapes) on the store's device."""
-        if torch.device(device) != self.store.device:
+        if not same_device(torch.device(device), self.store.device):
             raise ValueError(f"the batch lives on {self.store.device}, not {device}")
         return view_tensors(self.store, self.draw, self.side)
 

@@ -26,7 +26,7 @@ import torch
 
 from efe_ray.data.batching import FAR_WEIGHT, MAX_DEMOS, BatchTensors
 from efe_ray.data.canvas import OUTSIDE
-from efe_ray.data.features import AXIS_PAIRS
+from efe_ray.data.features import AXIS_PAIRS, MAX_RATIO
 from efe_ray.data.store import COL, TaskStore
 from efe_ray.data.task import MAX_SIDE, NUM_COLOURS
 
@@ -40,8 +40,6 @@ FLIP_R = (False, False, True, True, False, True, True, False)
 FLIP_C = (False, True, True, False, False, False, True, True)
 """Whether transform d8 reads the source columns from the right."""
 _TABLES: dict[torch.device, torch.Tensor] = {}
-_MAX_RATIO = 4.0
-"""Features 4 and 5 clip the size ratio here (efe_ray/data/features.py)."""
 
 
 def d8_table(device: torch.device) -> torch.Tensor:
@@ -150,7 +148,7 @@ def features(store: TaskStore, draw: ViewDraw) -> torch.Tensor:
         return (st[..., COL[name]] * weight).sum(1) / weight.sum(1).clamp_min(1.0)
 
     same = st[..., COL["same"]] * valid
-    side, colours, ratio = float(MAX_SIDE), float(NUM_COLOURS), _MAX_RATIO
+    side, colours, ratio = float(MAX_SIDE), float(NUM_COLOURS), MAX_RATIO
     q = store.stats[draw.query]  # (N, len(STATS))
     feats = torch.stack([
         mean("in_h") / side, mean("in_w") / side, mean("out_h") / side, mean("out_w") / side,

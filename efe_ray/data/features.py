@@ -61,12 +61,33 @@ NUM_FEATURES = 15
 """Length of a feature vector."""
 assert len(FEATURE_NAMES) == NUM_FEATURES
 
-_MAX_RATIO = 4.0
+MAX_RATIO = 4.0
+"""Features 4 and 5 clip a demonstration's output/input size ratio here."""
+PAIR_STATS: tuple[str, ...] = ("in_h", "in_w", "out_h", "out_w", "h_ratio", "w_ratio", "same", "in_colours",
+                               "out_colours", "subset", "changed", "background")
+"""The per-demonstration terms that features 0..11 are means of (:func:`pair_stats`), in order.
+``changed`` is the share of cells that differ where input and output have one shape (0 otherwise;
+``same`` says which: feature 10 is its mean over the same-shape demonstrations only)."""
 
 
-def _mean(values: list[float]) -> float:
+def _mean(values: Sequence[float]) -> float:
     """Mean of ``values``; 0 for an empty list."""
-    return float(np.mean(values)) if values else 0.0
+    return float(np.mean(values)) if len(values) else 0.0
+
+
+def pair_stats(demo: Pair, what: str = "demo") -> list[float]:
+    """The :data:`PAIR_STATS` terms of one answered demonstration pair (``what`` names it in errors)."""
+    if demo.output is None:
+        raise ValueError(f"{what} has no output; demonstrations must be answered")
+    x = as_grid(demo.input, f"{what} input")  # (H, W)
+    y = as_grid(demo.output, f"{what} output")  # (H', W')
+    same = x.shape == y.shape
+    x_set, y_set = np.unique(x), np.unique(y)
+    _, counts = np.unique(y, return_counts=True)
+    return [x.shape[0], x.shape[1], y.shape[0], y.shape[1],
+            min(max(y.shape[0] / x.shape[0], 0.0), MAX_RATIO), min(max(y.shape[1] / x.shape[1], 0.0), MAX_RATIO),
+            float(same), len(x_set), len(y_set), float(np.isin(y_set, x_set).all()),
+            float(np.mean(x != y)) if same else 0.0, float(counts.max()) / y.size]
 
 
 def task_features(demos: Sequence[Pair], query: np.ndarray) -> np.ndarray:
@@ -79,47 +100,23 @@ def task_features(demos: Sequence[Pair], query: np.ndarray) -> np.ndarray:
     if isinstance(query, Pair):
         raise TypeError("task_features takes the query input grid, not a Pair (its output must not leak)")
     q = as_grid(query, "query")  # (Hq, Wq)
-
-    in_h, in_w, out_h, out_w = [], [], [], []
-    h_ratio, w_ratio, same_shape = [], [], []
-    in_cols, out_cols, subset = [], [], []
-    changed, background = [], []
-    for i, demo in enumerate(demos):
-        if demo.output is None:
-            raise ValueError(f"demo {i} has no output; demonstrations must be answered")
-        x = as_grid(demo.input, f"demo {i} input")  # (H, W)
-        y = as_grid(demo.output, f"demo {i} output")  # (H', W')
-        in_h.append(x.shape[0])
-        in_w.append(x.shape[1])
-        out_h.append(y.shape[0])
-        out_w.append(y.shape[1])
-        h_ratio.append(min(max(y.shape[0] / x.shape[0], 0.0), _MAX_RATIO))
-        w_ratio.append(min(max(y.shape[1] / x.shape[1], 0.0), _MAX_RATIO))
-        same = x.shape == y.shape
-        same_shape.append(float(same))
-        x_set, y_set = np.unique(x), np.unique(y)
-        in_cols.append(len(x_set))
-        out_cols.append(len(y_set))
-        subset.append(float(np.isin(y_set, x_set).all()))
-        if same:
-            changed.append(float(np.mean(x != y)))
-        _, counts = np.unique(y, return_counts=True)
-        background.append(float(counts.max()) / y.size)
-
+    rows = [pair_stats(demo, f"demo {i}") for i, demo in enumerate(demos)]
+    col = {name: [r[k] for r in rows] for k, name in enumerate(PAIR_STATS)}
+    changed = [c for c, same in zip(col["changed"], col["same"]) if same]
     feats = np.array(
         [
-            _mean(in_h) / MAX_SIDE,
-            _mean(in_w) / MAX_SIDE,
-            _mean(out_h) / MAX_SIDE,
-            _mean(out_w) / MAX_SIDE,
-            _mean(h_ratio) / _MAX_RATIO,
-            _mean(w_ratio) / _MAX_RATIO,
-            _mean(same_shape),
-            _mean(in_cols) / NUM_COLOURS,
-            _mean(out_cols) / NUM_COLOURS,
-            _mean(subset),
+            _mean(col["in_h"]) / MAX_SIDE,
+            _mean(col["in_w"]) / MAX_SIDE,
+            _mean(col["out_h"]) / MAX_SIDE,
+            _mean(col["out_w"]) / MAX_SIDE,
+            _mean(col["h_ratio"]) / MAX_RATIO,
+            _mean(col["w_ratio"]) / MAX_RATIO,
+            _mean(col["same"]),
+            _mean(col["in_colours"]) / NUM_COLOURS,
+            _mean(col["out_colours"]) / NUM_COLOURS,
+            _mean(col["subset"]),
             _mean(changed),
-            _mean(background),
+            _mean(col["background"]),
             q.shape[0] / MAX_SIDE,
             q.shape[1] / MAX_SIDE,
             len(np.unique(q)) / NUM_COLOURS,

@@ -26,30 +26,19 @@ import torch
 
 from efe_ray.data.batching import MAX_DEMOS, known_pairs
 from efe_ray.data.canvas import OUTSIDE
+from efe_ray.data.features import PAIR_STATS, pair_stats
 from efe_ray.data.task import MAX_SIDE, Pair, Task
 
-STATS = ("in_h", "in_w", "out_h", "out_w", "h_ratio", "w_ratio", "same", "in_colours", "out_colours",
-         "subset", "changed", "background", "side", "in_side")
-"""Columns of :attr:`TaskStore.stats`. ``changed`` is the share of cells that differ where input and
-output have one shape (0 otherwise; ``same`` says which); ``side`` the pair's largest grid side and
-``in_side`` its input's."""
+STATS = (*PAIR_STATS, "side", "in_side")
+"""Columns of :attr:`TaskStore.stats`: the per-demonstration terms of the features
+(efe_ray/data/features.py), then the pair's largest grid side and its input's."""
 COL = {name: i for i, name in enumerate(STATS)}
 """Column index of each statistic."""
-_MAX_RATIO = 4.0
 
 
-def pair_stats(pair: Pair) -> list[float]:
-    """The :data:`STATS` row of one answered pair, as :func:`~efe_ray.data.features.task_features`
-    computes the per-demonstration terms of its means."""
-    x, y = pair.input, pair.output
-    same = x.shape == y.shape
-    x_set, y_set = np.unique(x), np.unique(y)
-    _, counts = np.unique(y, return_counts=True)
-    return [x.shape[0], x.shape[1], y.shape[0], y.shape[1],
-            min(max(y.shape[0] / x.shape[0], 0.0), _MAX_RATIO), min(max(y.shape[1] / x.shape[1], 0.0), _MAX_RATIO),
-            float(same), len(x_set), len(y_set), float(np.isin(y_set, x_set).all()),
-            float(np.mean(x != y)) if same else 0.0, float(counts.max()) / y.size,
-            max(*x.shape, *y.shape), max(x.shape)]
+def store_stats(pair: Pair) -> list[float]:
+    """The :data:`STATS` row of one answered pair."""
+    return [*pair_stats(pair), max(*pair.input.shape, *pair.output.shape), max(pair.input.shape)]
 
 
 def text_bounds(hw: np.ndarray, offset: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -106,11 +95,10 @@ class TaskStore:
             for io, g in enumerate((p.input, p.output)):
                 grids[i, io, : g.shape[0], : g.shape[1]] = g
                 hw[i, io] = g.shape
-        stats = np.array([pair_stats(p) for p in pairs], dtype=np.float64)
+        stats = np.array([store_stats(p) for p in pairs], dtype=np.float64)
         count = np.array(counts, dtype=np.int64)
         offset = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
-        side = np.array([max(max(p.input.shape + p.output.shape) for p in known_pairs(t)) for t in tasks],
-                        dtype=np.int64)
+        side = np.maximum.reduceat(stats[:, COL["side"]], offset).astype(np.int64)  # each task's largest
         device = torch.device(device)
         return cls(tuple(t.task_id for t in tasks), torch.from_numpy(grids).to(device), torch.from_numpy(hw).to(device),
                    torch.from_numpy(stats).to(device), torch.from_numpy(offset).to(device),

@@ -108,9 +108,10 @@ def transformed_hw(hw: torch.Tensor, d8: torch.Tensor) -> torch.Tensor:
     return torch.where(swap[..., None], hw.flip(-1), hw)
 
 
-def cells(store: TaskStore, pair: torch.Tensor, io: int, i: torch.Tensor, j: torch.Tensor, d8: torch.Tensor,
-          lut: torch.Tensor) -> torch.Tensor:
-    """The class of cell (i, j) of the transformed grid ``io`` (0 input, 1 output) of ``pair``:
+def cells(store: TaskStore, pair: torch.Tensor, io: int | torch.Tensor, i: torch.Tensor, j: torch.Tensor,
+          d8: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """The class of cell (i, j) of the transformed grid ``io`` (0 input, 1 output; an int or a long
+    tensor) of ``pair``:
     the stored grid's source cell under transform ``d8``, through colour table ``lut`` ((N, 11): one
     table per leading index); ``OUTSIDE`` beyond the transformed grid. The index arguments broadcast
     together to (N, ...); returns long of that shape."""
@@ -238,7 +239,7 @@ def prompt_tokens(store: TaskStore, draw: ViewDraw, ids: CharIds, max_tokens: in
         else:
             hw = query_hw[:, 0] if kind == "query" else demo_hw[:, d, 0 if kind == "in" else 1]  # (N, 2)
             length = (hw[:, 0] * (hw[:, 1] + 1) - 1) * (valid[:, d] if d >= 0 else 1)
-            kinds.append(-1 if kind != "out" else -2), ios.append(1 if kind == "out" else 0)
+            kinds.append(-1), ios.append(1 if kind == "out" else 0)
             pairs.append(draw.query if kind == "query" else draw.demos[:, d])
         lengths.append(length)
     seg_len = torch.stack(lengths, dim=1)  # (N, G) characters per segment
@@ -250,17 +251,16 @@ def prompt_tokens(store: TaskStore, draw: ViewDraw, ids: CharIds, max_tokens: in
     real = pos < total[:, None]
     seg = torch.searchsorted(ends, pos, right=True).clamp_max(len(_SEGMENTS) - 1)  # (N, C)
     offset = pos - (ends.gather(1, seg) - seg_len.gather(1, seg))  # (N, C) within the segment
-    seg_kind = torch.tensor(kinds, device=dev)[seg]  # (N, C): literal 0..3, -1 input/query grid, -2 output
+    seg_kind = torch.tensor(kinds, device=dev)[seg]  # (N, C): literal 0..3, -1 a grid
     seg_pair = torch.stack(pairs, dim=1).gather(1, seg)  # (N, C)
-    seg_io = torch.tensor(ios, device=dev)[seg]
+    seg_io = torch.tensor(ios, device=dev)[seg]  # (N, C): 0 an input grid, 1 an output grid
     # A grid character: row offset // (w + 1), column offset % (w + 1); column w is the "\n".
-    width = torch.where(seg_io.bool()[..., None], store.hw[seg_pair, 1], store.hw[seg_pair, 0])  # (N, C, 2) source h, w
-    width = torch.where(d8_table(dev)[draw.d8, 0][:, None], width[..., 0], width[..., 1])  # transformed width
+    source = store.hw[seg_pair, seg_io]  # (N, C, 2): the source grid's h, w
+    width = torch.where(d8_table(dev)[draw.d8, 0][:, None], source[..., 0], source[..., 1])  # transformed width
     row, col = offset // (width + 1), offset % (width + 1)
     d8 = draw.d8[:, None].expand_as(row)
-    colour_in = cells(store, seg_pair, 0, row, col.clamp_max(MAX_SIDE - 1), d8, draw.colours)
-    colour_out = cells(store, seg_pair, 1, row, col.clamp_max(MAX_SIDE - 1), d8, draw.colours)
-    colour = torch.where(seg_io.bool(), colour_out, colour_in).clamp_max(NUM_COLOURS - 1)
+    colour = cells(store, seg_pair, seg_io, row, col.clamp_max(MAX_SIDE - 1), d8, draw.colours)
+    colour = colour.clamp_max(NUM_COLOURS - 1)  # the "\n" column and literal positions read past the grid
     digit = torch.tensor(ids.digits, device=dev)[colour]
     grid_char = torch.where(col == width, ids.newline, digit)
     lit_char = _literal_table(ids, dev)[seg_kind.clamp_min(0), offset.clamp(0, 2)]

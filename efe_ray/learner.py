@@ -96,7 +96,6 @@ class EFELearner:
         self.text_cache = TextCache(self.prompt, cfg.cache_every, task_ids=self.task_ids)  # task id -> (P,) embedding
         self.task_steps: dict[str, int] = {}  # task id -> learner steps on that task
         self._skipped = torch.zeros((), dtype=torch.long, device=self.device)  # skipped steps, counted on the device
-        self._stores: dict = {}  # task store -> (its tasks,) long: their rows here
         self.last_fresh = False  # whether the last step encoded its prompts with gradient
 
     def reset_optimizer(self) -> None:
@@ -172,16 +171,16 @@ class EFELearner:
         cfg, b, n = self.cfg, batch.own, batch.size
         self.agent.train()
         self.prompt.train()
-        rows = self._rows(batch)  # (N,) long: the views' rows of the text and task tables
+        host_rows, rows = self._rows(batch)  # (N,) the views' rows of the text and task tables: numpy, device
         fresh = self.text_cache.due(batch.task_id, self.task_steps.get(batch.task_id, 0))
         with record_function("learner/forward"), self.autocast():  # Qwen first: it runs during the prep
-            text_emb = self._own_text(batch, rows, fresh)  # (B, P) or None
+            text_emb = self._own_text(batch, int(host_rows[0]), fresh)  # (B, P) or None
         with record_function("learner/prepare"):
             t = batch.tensors(self.device)
             delta_t = delta_tensor(delta, b, self.device, pad_rows=n - b)  # (N, P) constant, or None
         with record_function("learner/forward"), self.autocast():
             if text_emb is not None and n > b:
-                text_emb = torch.cat([text_emb, self._cached_text(batch, rows, b).to(text_emb.dtype)])
+                text_emb = torch.cat([text_emb, self._cached_text(batch, host_rows, rows, b).to(text_emb.dtype)])
             prompt = self.prompt.fuse(text_emb, t.features, rows)  # (N, P), with gradient
             refined = prompt if delta_t is None else prompt + delta_t
             passes = self.agent(t.canvas, refined, t.view, all_passes=True)  # passes x (N, S, S, 11)
@@ -246,15 +245,16 @@ class EFELearner:
             self.ema.update(skipped)
         self.scaler.update()
 
-    def _rows(self, batch: Batch | DeviceBatch) -> torch.Tensor:
-        """(N,) long rows of the views' tasks in the text cache and the task table, on the device: a
-        device batch's store rows go through a lookup table made once per store (the identity for a
-        store of the learner's own tasks in their order); a host batch's ids are looked up."""
+    def _rows(self, batch: Batch | DeviceBatch) -> tuple[np.ndarray, torch.Tensor]:
+        """(N,) rows of the views' tasks in the text cache and the task table, on the host and on the
+        device: a device batch's store rows go through the text cache's lookup table of that store
+        (the identity for a store of the learner's own tasks in their order), which goes with the
+        cache when a load replaces it; a host batch's ids are looked up."""
         if isinstance(batch, DeviceBatch):
-            if batch.store not in self._stores:
-                self._stores[batch.store] = upload(self.text_cache.rows(list(batch.store.task_ids)), self.device)
-            return self._stores[batch.store][batch.rows]
-        return upload(self.text_cache.rows(batch.task_ids()), self.device)
+            host, device = self.text_cache.store_rows(batch.store)
+            return host[batch.rows_host], device[batch.rows]
+        host = self.text_cache.rows(batch.task_ids())
+        return host, upload(host, self.device)
 
     def _prompt_inputs(self, batch: Batch | DeviceBatch, index: list[int]) -> dict[str, torch.Tensor]:
         """Tokenized prompts of the views at ``index``: built on the device where the batch and the
@@ -264,23 +264,22 @@ class EFELearner:
             return batch.prompt_tokens(index, ids, self.prompt.cfg.max_tokens)
         return self.prompt.tokenize(batch.prompt_texts(index), self.device)
 
-    def _own_text(self, batch: Batch | DeviceBatch, rows: torch.Tensor, fresh: bool) -> torch.Tensor | None:
+    def _own_text(self, batch: Batch | DeviceBatch, row: int, fresh: bool) -> torch.Tensor | None:
         """(B, P) Qwen embedding of the task's own views: encoded now, with gradient, on a fresh step
         (and kept, detached, as the task's row), the cached row otherwise; None without Qwen."""
         if self.prompt.qwen is None:
             return None
-        row = int(self.text_cache.rows([batch.task_id])[0])
         if not fresh:
             return self.text_cache.table[row].expand(batch.own, -1)
         emb = self.prompt.encode_tokens(self._prompt_inputs(batch, list(range(batch.own))))  # (B, P)
         self.text_cache.store(row, emb.detach().float().mean(0))
         return emb
 
-    def _cached_text(self, batch: Batch | DeviceBatch, rows: torch.Tensor, b: int) -> torch.Tensor:
+    def _cached_text(self, batch: Batch | DeviceBatch, host_rows: np.ndarray, rows: torch.Tensor,
+                     b: int) -> torch.Tensor:
         """(R, P) cached Qwen embeddings of the rehearsal views' tasks: one gather, after filling the
         rows never filled, in one batched pass without gradient from those views' prompts."""
-        host_rows = self.text_cache.rows(batch.task_ids()[b:])
-        self.text_cache.fill(host_rows, lambda at: self.prompt.encode_tokens(
+        self.text_cache.fill(host_rows[b:], lambda at: self.prompt.encode_tokens(
             self._prompt_inputs(batch, [b + i for i in at])))
         return self.text_cache.table[rows[b:]]
 

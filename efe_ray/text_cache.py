@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
+from efe_ray.device import upload
 from efe_ray.models.prompt import QwenHybridPrompt
 
 __all__ = ["TextCache"]
@@ -35,6 +36,7 @@ class TextCache:
         self.table = torch.zeros(0, prompt.cfg.prompt_dim, device=prompt.numeric[0].weight.device)  # (rows, P)
         self.filled = np.zeros(0, dtype=bool)
         self.order: list[str] = []  # filled ids, in the order they were filled
+        self._stores: dict = {}  # task store -> its tasks' rows, (numpy, device)
         self.rows(list(task_ids))
         for k, v in (items or {}).items():
             self[k] = v
@@ -52,6 +54,14 @@ class TextCache:
             self.table = grown
             self.filled = np.concatenate([self.filled, np.zeros(grown.shape[0] - self.filled.shape[0], dtype=bool)])
         return np.array([self.index[t] for t in task_ids], dtype=np.int64)
+
+    def store_rows(self, store) -> tuple[np.ndarray, torch.Tensor]:
+        """(num_tasks,) rows of the tasks of ``store`` (anything with ``task_ids``), on the host and on
+        the table's device: a lookup table from store rows to these rows, made once per store."""
+        if store not in self._stores:
+            rows = self.rows(list(store.task_ids))
+            self._stores[store] = (rows, upload(rows, self.table.device))
+        return self._stores[store]
 
     def due(self, task_id: str, task_step: int) -> bool:
         """Whether a step on ``task_id``, its ``task_step``-th, recomputes the embedding with gradient."""

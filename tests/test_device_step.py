@@ -216,3 +216,16 @@ def test_a_store_in_another_order_than_the_learners_tasks_maps_its_rows(tiny_pro
         assert ma["loss"] == pytest.approx(mb["loss"], rel=1e-5)
     torch.testing.assert_close(a.prompt.task_table, b.prompt.task_table)
     assert a.prompt.task_table[:3].abs().sum() > 0  # the rows of the tasks trained on moved
+
+
+def test_rows_of_a_store_follow_the_text_cache_a_load_puts_in_place(make_learner):
+    tasks = synthetic_tasks(side=4, num_train=5, num_test=1, seed=3)
+    a, _ = make_learner(tasks)  # no task ids: the cache's rows come in the order tasks are first seen
+    b, _ = make_learner(tasks)
+    forward, backward = (DeviceSampler(order, a.cfg, 6) for order in (tasks, list(reversed(tasks))))
+    a.step(forward.batch(tasks[0]))
+    b.step(backward.batch(tasks[0]))  # b's cache numbers the tasks the other way round
+    batch = forward.batch(tasks[1])
+    a.load_state_dict(b.state_dict())
+    host, device = a._rows(batch)
+    assert [a.text_cache.ids[r] for r in host] == batch.task_ids() and torch.equal(torch.as_tensor(host), device)

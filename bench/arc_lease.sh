@@ -8,16 +8,23 @@
 #                                      # (one GPU: the main search alone)
 #   bash bench/arc_lease.sh resume     # the searches continue from their checkpoints (--resume)
 #   bash bench/arc_lease.sh eval-main  # bf16 exports; ARC-AGI-1 evaluation with adaptation, ablations, baselines
-#   bash bench/arc_lease.sh eval-more  # the no-transduction checkpoint; ARC-AGI-2 evaluation; the training-set fit
+#   bash bench/arc_lease.sh eval-more  # the no-transduction checkpoint; the training weights (no EMA);
+#                                      # ARC-AGI-2 evaluation; the training-set fit
 #   bash bench/arc_lease.sh scale      # trials per hour: the arc search on all G GPUs, then on one
 #   bash bench/arc_lease.sh eval-scale # ARC-AGI-1 evaluation of each snapshot (the compute-scaling rows)
 #   bash bench/arc_lease.sh pack       # archives of what exists so far (reports, TensorBoard files, exports)
+#
+# SETS="learner.ema_decay=0.999 learner.compile=true" on train: config overrides of the main search
+# (space-separated key=value), written to the log. Where the main search kept an average of the
+# weights, eval-main also exports its training weights (export-arc-trained) and eval-more scores
+# them as the row model-no-ema: the average's ablation from the same trial.
 #
 # SNAP=3min on train or resume also exports the main search's checkpoint as it stands after the stage
 # (export-arc-3min), which eval-scale scores with eval-main's settings as the row model-train-3min.
 #
 # Environment: RUNS (experiment folders; default /root/arc_runs), OUT (results; default ./arc_out),
-# TRAIN_S / RESUME_S (time budgets of the two training commands), TTA_STEPS, DRY=1 (the same commands
+# TRAIN_S / RESUME_S (time budgets of the two training commands), TTA_STEPS, EVAL_S / NOEMA_S / ARC2_S /
+# FIT_S (evaluation budgets), DRY=1 (the same commands
 # on the CPU with tiny models and budgets: what tests the script before a lease; DRY_G=1 as on one GPU).
 # bench/arc_results.py turns what comes back into bench/arc_results.json and the table of RESULTS.md.
 set -uo pipefail
@@ -52,6 +59,7 @@ else
 fi
 ABLATION=(--set data.transductive=false --set data.eval_source=synthetic-eval --set tune.num_samples=1
           --set learner.agent_lr=0.002 --set learner.qwen_lr=0.0003 --set learner.reward_scale=5)
+sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done
 tune() { python3 -m efe_ray.tune --storage-path "$RUNS" --no-dashboard "$@"; }
 dev() { if ((GPU)); then echo "CUDA_VISIBLE_DEVICES=$1"; else echo "CUDA_VISIBLE_DEVICES="; fi; }
 ok() { [[ $1 == 0 || $1 == 124 ]]; }  # 124: the time budget ended the search, which --resume continues
@@ -76,9 +84,10 @@ trap 'echo "{\"stage\": \"$stage\", \"seconds\": $(( $(date +%s) - started )), \
 
 case $stage in
 train)
-  say "train: main search on GPUs $MAIN_GPUS ($((G > 1 ? G - 1 : 1)) trials), ${LAST:+ablation on GPU $LAST, }${TRAIN_S}s"
+  say "train: main search on GPUs $MAIN_GPUS ($((G > 1 ? G - 1 : 1)) trials), ${LAST:+ablation on GPU $LAST, }${TRAIN_S}s${SETS:+, --set $SETS}"
   env $(dev "$MAIN_GPUS") python3 -m efe_ray.tune --preset arc --name arc --storage-path "$RUNS" --no-dashboard \
-    --num-samples $((G > 1 ? G - 1 : 1)) --time-budget-s "$TRAIN_S" "${TINY[@]}" "${RES[@]}" > "$OUT/train_main.log" 2>&1 &
+    --num-samples $((G > 1 ? G - 1 : 1)) --time-budget-s "$TRAIN_S" "${TINY[@]}" "${RES[@]}" "${sets[@]}" \
+    > "$OUT/train_main.log" 2>&1 &
   main=$!
   if [[ -n "$LAST" ]]; then
     env $(dev "$LAST") python3 -m efe_ray.tune --preset arc --name arc-no-transduction --storage-path "$RUNS" \
@@ -129,22 +138,32 @@ eval-main)
     [[ -d "$RUNS/$name" ]] || continue
     python3 -m efe_ray.export --checkpoint "$RUNS/$name" --out "$RUNS/export-$name" --dtype bf16 2>&1 | tee -a "$LOG"
   done
+  if grep -q '"ema_weights": true' "$RUNS/export-arc/efe_meta.json"; then  # the average's ablation
+    python3 -m efe_ray.export --checkpoint "$RUNS/arc" --out "$RUNS/export-arc-trained" --dtype bf16 \
+      --weights trained 2>&1 | tee -a "$LOG"
+  fi
   set +e
   say "eval-main: ARC-AGI-1 evaluation with adaptation, ablations and baselines on $G GPUs"
   evaluate "$RUNS/export-arc" arc1-eval arc1-eval "$TTA_STEPS" ${EVAL_S:-300} --ablations --baselines --drop-leaked; rc=$?
   say "eval-main: exit $rc"; tail -n 14 "$OUT/eval_arc1-eval.log" | tee -a "$LOG"
   [[ $rc == 0 || $rc == 4 ]] ;;
 eval-more)
-  say "eval-more: the no-transduction checkpoint on ARC-AGI-1; ARC-AGI-2 evaluation; ARC-AGI-1 training (the fit)"
+  say "eval-more: the no-transduction checkpoint and the training weights on ARC-AGI-1; ARC-AGI-2 evaluation; ARC-AGI-1 training (the fit)"
   r1=0
   if [[ -d "$RUNS/export-arc-no-transduction" ]]; then
     evaluate "$RUNS/export-arc-no-transduction" arc1-eval arc1-eval-no-transduction "$TTA_STEPS" 100 --drop-leaked
     r1=$?
   fi
-  evaluate "$RUNS/export-arc" arc2-eval arc2-eval "$TTA_STEPS" 80 --baselines --drop-leaked; r2=$?
-  evaluate "$RUNS/export-arc" arc1-train arc1-train 0 40 --baselines --allow-leakage; r3=$?
-  say "eval-more: exits $r1 $r2 $r3"
-  for f in arc1-eval-no-transduction arc2-eval arc1-train; do tail -n 7 "$OUT/eval_$f.log" | tee -a "$LOG"; done ;;
+  r4=0
+  if [[ -d "$RUNS/export-arc-trained" ]]; then
+    evaluate "$RUNS/export-arc-trained" arc1-eval arc1-eval-no-ema "$TTA_STEPS" ${NOEMA_S:-100} --drop-leaked; r4=$?
+  fi
+  evaluate "$RUNS/export-arc" arc2-eval arc2-eval "$TTA_STEPS" ${ARC2_S:-80} --baselines --drop-leaked; r2=$?
+  evaluate "$RUNS/export-arc" arc1-train arc1-train 0 ${FIT_S:-40} --baselines --allow-leakage; r3=$?
+  say "eval-more: exits $r1 $r4 $r2 $r3"
+  for f in arc1-eval-no-transduction arc1-eval-no-ema arc2-eval arc1-train; do
+    [[ -f "$OUT/eval_$f.log" ]] && tail -n 7 "$OUT/eval_$f.log" | tee -a "$LOG"
+  done ;;
 eval-scale)
   say "eval-scale: ARC-AGI-1 evaluation of the snapshots, with eval-main's settings"
   rc=0

@@ -26,6 +26,7 @@ RUNS = {
     "arc1-eval": ("arc1-eval", None),
     "arc1-eval-no-transduction": ("arc1-eval", {"model": "model-no-transduction"}),
     "arc1-eval-no-transduction-tta400": ("arc1-eval", {"model": "model-no-transduction-tta400-no-search"}),
+    "arc1-eval-no-ema": ("arc1-eval", {"model": "model-no-ema"}),
     "arc2-eval": ("arc2-eval", None),
     "arc1-train": ("arc1-train", {"model": "model-no-tta", "copy_input": "copy_input", "demo_rule": "demo_rule"}),
 }

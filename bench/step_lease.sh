@@ -7,6 +7,7 @@
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh steps    # the arc preset's step, old and new; larger
 #                                                                 # batches; compiled; wider agents
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh compare  # the Qwen2.5-1.5B shape, 4096 tokens, old and new
+#                                                                 # (COMPARE_BATCHES="1": batch 1 alone)
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh speed    # on another card: the baseline again, compiled runs
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh again    # without the profiler, expandable segments, a trace
 #   TRIAL_S=150 bash bench/step_lease.sh ray                     # RLlib against the bare loop; a real Tune trial
@@ -51,8 +52,6 @@ case $stage in
     bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
     bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
       --set agent.d_model=512 --set agent.num_heads=8
-    bench new-arc-big-2heads-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --compile "${BIG[@]}" \
-      --set agent.num_heads=2
     ;;
   again)  # on a new card: the baseline again; the profiler's overhead, the allocator, a trace, compiled runs
     bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"
@@ -68,13 +67,14 @@ case $stage in
     bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
       --set agent.d_model=512 --set agent.num_heads=8
     ;;
-  compare)
+  compare)  # COMPARE_BATCHES (default "1 2"): the views a step at that shape
     B=(--compare --shapes qwen2.5-1.5b --max-tokens 4096 --min-tokens 4096 --tasks 4 --rehearsal 0
        --cache-every 1 --precisions bf16 --compile --warmup 4)
-    bench old-1.5b-b1 --code "$OLD" --revision "$OLD_REV" --sampler host "${B[@]}" --batch 1 --steps 12
-    bench new-1.5b-b1 --revision "$REV" "${B[@]}" --batch 1 --steps 12
-    bench old-1.5b-b2 --code "$OLD" --revision "$OLD_REV" --sampler host "${B[@]}" --batch 2 --steps 8
-    bench new-1.5b-b2 --revision "$REV" "${B[@]}" --batch 2 --steps 8
+    for b in ${COMPARE_BATCHES:-1 2}; do
+      steps=$((b == 1 ? 12 : 8))
+      bench old-1.5b-b$b --code "$OLD" --revision "$OLD_REV" --sampler host "${B[@]}" --batch "$b" --steps "$steps"
+      bench new-1.5b-b$b --revision "$REV" "${B[@]}" --batch "$b" --steps "$steps"
+    done
     ;;
   ray)
     sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done

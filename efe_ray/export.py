@@ -2,14 +2,16 @@
 
 How to run this script
 ----------------------
-``python -m efe_ray.export --checkpoint PATH --out DIR [--dtype bf16|fp32] [--shard-mib 15]``
+``python -m efe_ray.export --checkpoint PATH --out DIR [--dtype bf16|fp32] [--shard-mib 15]
+[--weights average|trained]``
 
 * ``PATH`` is a trial checkpoint folder or an experiment folder, resolved as
   ``python -m efe_ray.evaluate`` resolves it (efe_ray/evaluation/resolve.py: the latest checkpoint
   of the trial with the best last ``--metric``, by default evaluate's).
 * ``DIR`` must not exist or be empty. It receives only what evaluation needs: the agent's and
   the prompt encoder's weights (the average of the weights where the trial kept one,
-  ``learner.ema_decay``; no optimizer state, caches or RNG) in ``--dtype`` (default bf16),
+  ``learner.ema_decay``; ``--weights trained`` takes the training weights instead, the ablation
+  of the average; no optimizer state, caches or RNG) in ``--dtype`` (default bf16),
   split into ``weights-<i>-of-<n>.pt`` shards of at most ``--shard-mib`` MiB each (plain
   ``torch.save`` tensor dicts, read back with ``torch.load(weights_only=True)``), ``efe_policy.pt``
   if the checkpoint has one, and ``efe_meta.json`` (config, trained tasks, env statistics, each
@@ -162,12 +164,21 @@ def _check_out(out: Path) -> None:
         raise ExportError(f"{out}: exists and is not an empty folder; pass a new --out")
 
 
+WEIGHTS = ("average", "trained")
+"""``--weights``: the average of the weights where the trial kept one (what evaluation uses), or the
+training weights."""
+
+
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: str = "bf16",
-           shard_mib: float = 15.0, metric: str | None = None) -> tuple[list[tuple[str, int]], dict]:
+           shard_mib: float = 15.0, metric: str | None = None,
+           weights: str = "average") -> tuple[list[tuple[str, int]], dict]:
     """Export ``checkpoint`` (see the module docstring) into ``out``; returns (``[(file, bytes), ...]``,
-    the metadata written)."""
+    the metadata written). ``weights="trained"`` exports the training weights of a trial that kept an
+    average, and is refused for one that did not (there is nothing to take out)."""
     if dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if weights not in WEIGHTS:
+        raise ExportError(f"--weights {weights!r}: use one of {', '.join(WEIGHTS)}")
     if not (math.isfinite(shard_mib) and shard_mib > 0):
         raise ExportError(f"--shard-mib {shard_mib!r}: must be a number > 0")
     limit, out = int(shard_mib * MIB), Path(out).absolute()
@@ -177,7 +188,12 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: str = "
         raise ExportError(f"{folder}: already an exported folder; export from its source, {meta.get('source')}")
     _check_out(out)
     state, _, meta = ckpt.load(folder)
-    tensors = flat_weights(ckpt.evaluation_weights(state), DTYPES[dtype])  # the average, if any
+    averaged = ckpt.EMA_KEY in state
+    if weights == "trained" and not averaged:
+        raise ExportError(f"--weights trained: {folder} kept no average of the weights (learner.ema_decay "
+                          f"was 0), so its export already holds the training weights; drop --weights")
+    chosen = ckpt.evaluation_weights(state) if weights == "average" else {m: state[m] for m in ckpt.WEIGHT_MODULES}
+    tensors = flat_weights(chosen, DTYPES[dtype])
     shards = shard(tensors, limit, dtype)
     names = [shard_name(i, len(shards)) for i in range(len(shards))]
     files = {name: s.blob for name, s in zip(names, shards)}
@@ -189,7 +205,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: str = "
         **kept, "format": ckpt.EXPORT_FORMAT, "dtype": dtype, "shard_mib": shard_mib,
         "source": str(folder), "source_learner_sha256": meta["learner_sha256"],
         "steps": int(state["steps"]), "lrs": {k: float(v) for k, v in state["lrs"].items()},
-        "weights": sum(t.numel() for t in tensors.values()), "ema_weights": ckpt.EMA_KEY in state,
+        "weights": sum(t.numel() for t in tensors.values()), "ema_weights": averaged and weights == "average",
         **({"task_ids": list(state["task_ids"])} if "task_ids" in state else {}),  # what builds a task table
         "shards": [{"file": n, "sha256": hashlib.sha256(s.blob).hexdigest(), "bytes": len(s.blob),
                     "tensors": s.tensors} for n, s in zip(names, shards)],
@@ -226,6 +242,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="dtype of the stored weights")
     p.add_argument("--shard-mib", type=float, default=15.0, help="largest file, in MiB")
     p.add_argument("--metric", help="metric that picks the best trial of an experiment (default: evaluate's)")
+    p.add_argument("--weights", choices=WEIGHTS, default="average",
+                   help="the average of the weights where the trial kept one, or the training weights")
     return p.parse_args(argv)
 
 
@@ -233,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the export; prints the files and their sizes. 0 on success, 2 when refused."""
     args = parse_args(argv)
     try:
-        files, meta = export(args.checkpoint, args.out, args.dtype, args.shard_mib, args.metric)
+        files, meta = export(args.checkpoint, args.out, args.dtype, args.shard_mib, args.metric, args.weights)
     except (ExportError, ckpt.CheckpointError, CheckpointNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -45,6 +45,7 @@ from efe_ray.device import upload
 from efe_ray.efe import canvas_cell_accuracy, efe_loss
 from efe_ray.ema import EMA
 from efe_ray.models.agent import GridAgent
+from efe_ray.models.inductor import compile_function, compile_module
 from efe_ray.models.prompt import QwenHybridPrompt
 from efe_ray.optim import SignSGD, lr_factor
 from efe_ray.refine import delta_tensor, pull_term, refinement_reward
@@ -78,11 +79,11 @@ class EFELearner:
         self.efe_loss = efe_loss
         if cfg.compile:  # checkpoints stay those of the uncompiled modules
             # Automatic dynamic shapes: a shape that changes (views, canvas side, prompt length) is
-            # compiled once more as symbolic. (dynamic=True, every dimension symbolic from the start,
-            # made torch 2.11's compiled backward return a (d,) gradient for a (1, 1, d) parameter.)
+            # compiled once more as symbolic. Inductor's mix-order reductions stay off
+            # (efe_ray/models/inductor.py: they break the norms' gradients on CUDA).
             self.prompt.compile_layers()
-            self.agent.compile()  # whole: TorchDynamo does not trace nn.TransformerEncoder on its own
-            self.efe_loss = torch.compile(efe_loss)  # one fused kernel pair instead of ~40 small ones
+            compile_module(self.agent)  # whole: TorchDynamo does not trace nn.TransformerEncoder on its own
+            self.efe_loss = compile_function(efe_loss)  # one fused kernel pair instead of ~40 small ones
         modes = {"fp32": (None, False), "bf16": (torch.bfloat16, False), "fp16": (torch.float16, True)}
         if cfg.precision not in modes:
             raise ValueError(f"learner.precision: unknown mode {cfg.precision!r}; use fp32, bf16 or fp16")

@@ -74,3 +74,41 @@ def test_compiled_learner_with_the_arc_recipe_matches_eager(tiny_prompt, tiny_ag
             torch.testing.assert_close(comp.ema.state_dict()[m][name], x, rtol=1e-3, atol=2e-4, msg=name)
     torch.testing.assert_close(lp_comp, lp_eager, rtol=1e-3, atol=1e-3)
     assert eager.prompt.task_table[:3].abs().sum() > 0
+
+
+def test_every_compiled_module_turns_mix_order_reductions_off(make_learner, monkeypatch):
+    """learner.compile hands Inductor ``triton.mix_order_reduction=False`` for the Qwen layers, the
+    agent and the loss: on CUDA that fused kernel returns (d,) gradients for (1, 1, d) parameters or
+    wrong ones (efe_ray/models/inductor.py). Compiling is lazy, so recording the calls runs nothing."""
+    from torch._inductor import config
+
+    assert hasattr(config.triton, "mix_order_reduction")  # this torch has the option the project turns off
+    before = config.triton.mix_order_reduction
+    calls = []
+    real = torch.compile
+
+    def recording(model=None, **kwargs):
+        calls.append(kwargs.get("options"))
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording)
+    learner, _ = make_learner(synthetic_tasks(side=4, seed=0), compile=True, seed=0)
+    n_layers = len(learner.prompt.qwen.layers)
+    assert len(calls) == n_layers + 2  # every Qwen layer, the agent, the loss
+    assert all(options == {"triton.mix_order_reduction": False} for options in calls)
+    assert config.triton.mix_order_reduction == before  # per compile call; the global setting is untouched
+
+
+def test_evaluation_runs_a_compiled_trial_eager(make_learner):
+    """build_learner (what evaluate loads) leaves learner.compile to training: the same weights, no
+    compiled module, so test-time adaptation pays no compile time."""
+    from efe_ray.config import ExperimentConfig
+    from efe_ray.evaluation.model import build_learner
+
+    trained, _ = make_learner(synthetic_tasks(side=4, seed=0), compile=True, seed=0)
+    assert trained.agent._compiled_call_impl is not None
+    cfg = ExperimentConfig(prompt=trained.prompt.cfg, agent=trained.agent_cfg, learner=trained.cfg)
+    loaded = build_learner(trained.state_dict(), cfg)
+    assert loaded.cfg.compile is False and loaded.agent._compiled_call_impl is None
+    assert all(layer._compiled_call_impl is None for layer in loaded.prompt.qwen.layers)
+    assert all(torch.equal(x, y) for x, y in zip(weights(loaded), weights(trained)))

@@ -302,6 +302,28 @@ def test_export_and_evaluate_use_the_average(ema_checkpoint, tmp_path):
             assert torch.equal(t, want.to(torch.bfloat16).float() if want.is_floating_point() else want), n
 
 
+def test_export_of_the_training_weights_is_the_ablation_of_the_average(ema_checkpoint, recipe, tmp_path):
+    """--weights trained: the training weights, marked as such, evaluated as they are; refused for a
+    trial without an average, and for an unknown choice."""
+    folder, learner = ema_checkpoint
+    training = params(learner)
+    assert exp.main(["--checkpoint", str(folder), "--out", str(tmp_path / "trained"), "--dtype", "fp32",
+                     "--weights", "trained"]) == 0
+    assert ckpt.read_meta(tmp_path / "trained")["ema_weights"] is False
+    loaded = load_model(tmp_path / "trained", device="cpu", use_policy=False).learner
+    assert all(torch.equal(training[k], v) for k, v in params(loaded).items())
+
+    plain, sampler = recipe(agent_lr=0.02)  # no average kept
+    plain.step(sampler.batch(TASKS[0]))
+    cfg = ExperimentConfig(prompt=plain.prompt.cfg, agent=plain.agent_cfg, learner=plain.cfg)
+    ckpt.save(tmp_path / "checkpoint_000002", {**plain.state_dict(), **sampler.state_dict()}, cfg, TASKS)
+    with pytest.raises(exp.ExportError, match="kept no average"):
+        exp.export(tmp_path / "checkpoint_000002", tmp_path / "none", weights="trained")
+    with pytest.raises(exp.ExportError, match="--weights 'best'"):
+        exp.export(folder, tmp_path / "none", weights="best")
+    assert not (tmp_path / "none").exists()
+
+
 def test_an_average_that_names_unknown_weights_is_refused(ema_checkpoint):
     folder, learner = ema_checkpoint
     state = ckpt.load(folder)[0]

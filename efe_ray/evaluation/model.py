@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -101,10 +101,13 @@ def build_learner(state: dict, cfg: ExperimentConfig, device: str | torch.device
     uses: the average of the weights where the trial kept one (``learner.ema_decay``; an exported
     folder's weights already are it), so that predictions, test-time adaptation (copies of the
     agent) and the policy's observations all start from it; the global torch RNG is left as it was
-    (the constructor seeds it, the state carries the run's)."""
+    (the constructor seeds it, the state carries the run's). The modules run eager whatever the
+    trial's ``learner.compile``: that is a training setting, and test-time adaptation trains fresh
+    copies of the agent at shapes of its own."""
     device = torch.device(device)
     with private_torch_rng(device):
-        learner = EFELearner(cfg.prompt, cfg.agent, cfg.learner, device, task_ids=tuple(state.get("task_ids", ())))
+        learner = EFELearner(cfg.prompt, cfg.agent, replace(cfg.learner, compile=False), device,
+                             task_ids=tuple(state.get("task_ids", ())))
         if is_weights_only(state):  # an exported folder: weights only, the optimizer stays fresh
             learner.load_weights(state)
         else:

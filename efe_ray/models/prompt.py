@@ -39,6 +39,7 @@ from efe_ray.config import PromptConfig
 from efe_ray.data.device_views import CharIds
 from efe_ray.data.serialize import CHARACTERS, grid_tokenizer
 from efe_ray.device import upload
+from efe_ray.models.inductor import compile_module
 
 
 class ModelLoadError(RuntimeError):
@@ -221,7 +222,7 @@ class QwenHybridPrompt(nn.Module):
         graph inputs), and the model's Python around them (masks, pooling) stays eager.
         """
         for layer in self.qwen.layers if self.qwen is not None else ():
-            layer.compile()
+            compile_module(layer)
 
     # -- parameter groups -------------------------------------------------------------------
     def qwen_parameters(self) -> list[nn.Parameter]:

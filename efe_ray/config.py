@@ -147,7 +147,14 @@ class LearnerConfig(Checked):
     """Apply a random D8 transform (the agent sees which, as the view) to each sample."""
     augment_colours: bool = True
     """With ``augment``, also permute colours 1..9 (0 fixed). The agent is not told the permutation:
-    leave it off where a task embedding, rather than the prompt text, identifies the task."""
+    leave it off where a task embedding, rather than the prompt text, identifies the task, unless
+    ``colour_versions`` gives every permutation its own row."""
+    colour_versions: int = bounded(0, 0, 1000)
+    """With ``prompt.task_embedding``: give each training task this many fixed colour permutations of
+    1..9 (0 fixed; version 0 the identity; drawn from ``seed`` and the task id), each with its own row
+    of the task table. A view draws a version uniformly instead of a random permutation and uses its
+    (task, version) row; evaluation uses version 0. Needs ``augment`` and ``augment_colours``
+    (0: off; the table keeps one row per task)."""
     cache_every: int = bounded(10, 1, 10**6)
     """Recompute a task's Qwen embedding every this many steps on that task; reuse it between."""
     compile: bool = False
@@ -203,6 +210,10 @@ class LearnerConfig(Checked):
         if self.task_weight_decay and not self.task_lr:
             raise ConfigError(f"task_weight_decay: {self.task_weight_decay} needs task_lr > 0 (the task table's "
                               "own update)")
+        if self.colour_versions and not (self.augment and self.augment_colours):
+            raise ConfigError(f"colour_versions: {self.colour_versions} needs augment=true and augment_colours=true "
+                              f"(got augment={self.augment}, augment_colours={self.augment_colours}): the "
+                              "versions are colour permutations of the training views")
 
 
 @dataclass
@@ -315,6 +326,9 @@ class ExperimentConfig(Checked):
         if self.learner.task_lr and not self.prompt.task_embedding:
             raise ConfigError(f"learner.task_lr: {self.learner.task_lr} needs prompt.task_embedding=true (there is "
                               "no task table to update)")
+        if self.learner.colour_versions and not self.prompt.task_embedding:
+            raise ConfigError(f"learner.colour_versions: {self.learner.colour_versions} needs "
+                              "prompt.task_embedding=true (the versions are rows of the task table)")
 
 
 def search_dimensions() -> dict[str, tuple[str, str]]:

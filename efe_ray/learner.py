@@ -7,7 +7,8 @@ A step on a batch (B views of one task, then R rehearsal views): a host
 1. prompt: the task's Qwen text embedding is recomputed, with gradient, every ``cache_every``-th
    step on that task and cached, detached, in between (efe_ray/text_cache.py: one table on the
    device; rehearsal views read their tasks' rows), then fused with the 15 numeric features (and
-   each view's task embedding, if any);
+   each view's task embedding, if any: with ``learner.colour_versions`` the row of its task's
+   colour version);
 2. ``refined = prompt + delta`` on the task's views; ``delta`` (numpy, from the RL policy) is a
    constant: the learner never back-propagates into the policy;
 3. agent (given each view's D8 transform) -> logits after each of its ``passes`` -> the EFE loss
@@ -70,11 +71,14 @@ class EFELearner:
     def __init__(self, prompt_cfg: PromptConfig, agent_cfg: AgentConfig, cfg: LearnerConfig,
                  device: str | torch.device = "cpu", task_ids: tuple[str, ...] = ()):
         """``task_ids``: the training tasks, the rows of the prompt's task table
-        (``prompt.task_embedding``); ignored without one."""
+        (``prompt.task_embedding``; ``learner.colour_versions`` rows each); ignored without one."""
         self.cfg, self.agent_cfg = cfg, agent_cfg
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
-        self.prompt = QwenHybridPrompt(prompt_cfg, task_ids=task_ids).to(self.device)
+        if cfg.colour_versions and not prompt_cfg.task_embedding:
+            raise ValueError(f"learner.colour_versions={cfg.colour_versions} needs prompt.task_embedding=true "
+                             "(the versions are rows of the task table)")
+        self.prompt = QwenHybridPrompt(prompt_cfg, task_ids=task_ids, versions=cfg.colour_versions).to(self.device)
         self.agent = GridAgent(agent_cfg, prompt_cfg.prompt_dim).to(self.device)
         self.efe_loss = efe_loss
         if cfg.compile:  # checkpoints stay those of the uncompiled modules
@@ -182,7 +186,7 @@ class EFELearner:
         with record_function("learner/forward"), self.autocast():
             if text_emb is not None and n > b:
                 text_emb = torch.cat([text_emb, self._cached_text(batch, host_rows, rows, b).to(text_emb.dtype)])
-            prompt = self.prompt.fuse(text_emb, t.features, rows)  # (N, P), with gradient
+            prompt = self.prompt.fuse(text_emb, t.features, self.table_rows(batch, rows))  # (N, P), with gradient
             refined = prompt if delta_t is None else prompt + delta_t
             passes = self.agent(t.canvas, refined, t.view, all_passes=True)  # passes x (N, S, S, 11)
             logits = passes[-1]
@@ -256,6 +260,15 @@ class EFELearner:
             return host[batch.rows_host], device[batch.rows]
         host = self.text_cache.rows(batch.task_ids())
         return host, upload(host, self.device)
+
+    def table_rows(self, batch: Batch | DeviceBatch, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,) long rows of the views in the prompt's task table, on the device: their tasks' rows
+        (``rows``, from :meth:`_rows` when None) or, with ``learner.colour_versions`` (V), the rows of
+        their (task, colour version) pairs, ``task row * V + version``."""
+        rows = self._rows(batch)[1] if rows is None else rows
+        if not self.prompt.versions:
+            return rows
+        return self.prompt.version_rows(rows, batch.versions(self.device))
 
     def _prompt_inputs(self, batch: Batch | DeviceBatch, index: list[int]) -> dict[str, torch.Tensor]:
         """Tokenized prompts of the views at ``index``: built on the device where the batch and the

@@ -17,8 +17,10 @@ A trial's learner holds, on its GPU:
 
 The longest prompt bounds ``T``: the text of a task's four largest pairs and its largest input,
 capped by ``prompt.max_tokens``. Parameter counts come from the real modules built on the
-``meta`` device (no memory, no weights). ``bench/memory_check.py`` compares the estimate with
-peaks measured on a GPU (``bench/RESULTS.md``); every measured peak lies below its estimate.
+``meta`` device (no memory, no weights), the task table with its rows for the training tasks
+(``learner.colour_versions`` rows a task with colour versions) included. ``bench/memory_check.py``
+compares the estimate with peaks measured on a GPU (``bench/RESULTS.md``); every measured peak lies
+below its estimate.
 """
 
 from __future__ import annotations
@@ -85,21 +87,25 @@ def longest_prompt_tokens(tasks: list[Task], max_tokens: int) -> int:
     return min(longest, max_tokens)
 
 
-def _meta_modules(cfg: ExperimentConfig):
-    """(prompt encoder, agent) built on the meta device: shapes and counts, no memory."""
+def _meta_modules(cfg: ExperimentConfig, task_ids: tuple[str, ...] = ()):
+    """(prompt encoder, agent) built on the meta device: shapes and counts, no memory. ``task_ids``:
+    the training tasks, whose rows (``learner.colour_versions`` each) the task table holds."""
     import torch
 
     from efe_ray.models.agent import GridAgent
     from efe_ray.models.prompt import QwenHybridPrompt
 
+    table = {"task_ids": task_ids, "versions": cfg.learner.colour_versions}
     with torch.device("meta"):
-        prompt = QwenHybridPrompt(cfg.prompt) if cfg.prompt.model_name == "embedded" else _meta_loaded(cfg)
+        prompt = (QwenHybridPrompt(cfg.prompt, **table) if cfg.prompt.model_name == "embedded"
+                  else _meta_loaded(cfg, table))
         agent = GridAgent(cfg.agent, cfg.prompt.prompt_dim)
     return prompt, agent
 
 
-def _meta_loaded(cfg: ExperimentConfig):
-    """A checkpoint's prompt encoder on the meta device, from its config.json (weights unread)."""
+def _meta_loaded(cfg: ExperimentConfig, table: dict):
+    """A checkpoint's prompt encoder on the meta device, from its config.json (weights unread);
+    ``table``: the task table's ``task_ids`` and ``versions``."""
     from transformers import AutoConfig, AutoModel
 
     from efe_ray.models.prompt import QwenHybridPrompt, model_location
@@ -111,12 +117,12 @@ def _meta_loaded(cfg: ExperimentConfig):
         raise ConfigError(f"prompt.model_name={cfg.prompt.model_name!r}: cannot read its config to estimate "
                           f"GPU memory ({type(err).__name__}: {err}); set tune.gpus_per_trial and "
                           "tune.share_gpus=false") from err
-    return QwenHybridPrompt(cfg.prompt, body=(AutoModel.from_config(qcfg), None))
+    return QwenHybridPrompt(cfg.prompt, body=(AutoModel.from_config(qcfg), None), **table)
 
 
 def estimate_trial_memory(cfg: ExperimentConfig, tasks: list[Task]) -> MemoryEstimate:
     """The peak GPU memory of one trial of ``cfg`` training on ``tasks`` (see the module docstring)."""
-    prompt, agent = _meta_modules(cfg)
+    prompt, agent = _meta_modules(cfg, tuple(t.task_id for t in tasks))
     learner, a = cfg.learner, cfg.agent
     half = learner.precision in ("bf16", "fp16")
     n_all = sum(p.numel() for p in prompt.parameters()) + sum(p.numel() for p in agent.parameters())

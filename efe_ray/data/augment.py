@@ -27,10 +27,16 @@ into a ``(W, H)`` grid; the others keep the shape. The inverse of rotation ``k``
 ``(4 - k) % 4``; indices 4..7 are reflections and are their own inverses.
 
 ``colours`` is a permutation of ``0..9``: ``colours[old] == new``.
+
+Colour versions (``learner.colour_versions``): :func:`colour_versions` gives a task ``V`` fixed,
+distinct colour permutations fixing 0, version 0 the identity, from the learner's seed and a stable
+hash of the task id (never Python's ``hash``, which is salted per process), so that every process,
+resume and evaluation agree on them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +46,8 @@ from efe_ray.data.task import NUM_COLOURS, Pair, Task, as_grid
 
 IDENTITY_COLOURS: tuple[int, ...] = tuple(range(NUM_COLOURS))
 """The colour permutation that changes nothing."""
+COLOUR_STREAM = 0x636F6C72
+"""Mixed into the seed of a task's colour versions (see :func:`colour_versions`)."""
 
 D8_NAMES: tuple[str, ...] = (
     "identity",
@@ -241,3 +249,35 @@ class Augmentation:
 def all_d8() -> list[Augmentation]:
     """The 8 geometric transforms (``d8`` = 0..7) with the identity colour permutation."""
     return [Augmentation(d8, IDENTITY_COLOURS) for d8 in range(8)]
+
+
+def task_seed(task_id: str, seed: int) -> np.random.SeedSequence:
+    """The seed of ``task_id``'s colour versions: ``seed``, :data:`COLOUR_STREAM` and the first 16 bytes
+    of the SHA-256 of the id (the same in every process, unlike Python's ``hash``)."""
+    words = np.frombuffer(hashlib.sha256(task_id.encode("utf-8")).digest()[:16], dtype=np.uint32)  # (4,)
+    return np.random.SeedSequence([int(seed), COLOUR_STREAM, *(int(w) for w in words)])
+
+
+def colour_versions(task_id: str, seed: int, versions: int) -> np.ndarray:
+    """(versions, 10) int64: ``versions`` distinct colour permutations of task ``task_id``
+    (``perm[old] == new``), each fixing 0 and permuting 1..9 uniformly; version 0 is the identity.
+    A function of (``task_id``, ``seed``, ``versions``) alone."""
+    if not 1 <= versions <= 362_880:  # 9! permutations of 1..9
+        raise ValueError(f"colour versions: {versions} must lie in 1..362880 (the permutations of 1..9)")
+    rng = np.random.default_rng(task_seed(task_id, seed))
+    kept = np.arange(NUM_COLOURS, dtype=np.int64)[None]  # (1, 10): version 0, the identity
+    while len(kept) < versions:
+        tail = rng.permuted(np.tile(np.arange(1, NUM_COLOURS, dtype=np.int64), (versions - len(kept), 1)), axis=1)
+        drawn = np.concatenate([kept, np.pad(tail, ((0, 0), (1, 0)))])  # (K, 10): kept first, 0 fixed
+        keys = drawn @ 10 ** np.arange(NUM_COLOURS - 1, -1, -1, dtype=np.int64)  # (K,) one number per permutation
+        _, first = np.unique(keys, return_index=True)
+        kept = drawn[np.sort(first)]  # the kept versions, then the new distinct ones in draw order
+    return kept[:versions]
+
+
+def version_table(task_ids: list[str] | tuple[str, ...], seed: int, versions: int) -> np.ndarray:
+    """(len(task_ids), versions, 10) uint8: :func:`colour_versions` of each task, in order."""
+    table = np.zeros((len(task_ids), versions, NUM_COLOURS), dtype=np.uint8)
+    for i, t in enumerate(task_ids):
+        table[i] = colour_versions(t, seed, versions)
+    return table

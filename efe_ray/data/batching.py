@@ -5,7 +5,9 @@ random about training data. For one step on a task, :meth:`TaskSampler.batch` dr
 
 - ``learner.batch_size`` leave-one-out views of the task: one known pair is the query, up to
   :data:`MAX_DEMOS` of the others are the demonstrations, all under one random augmentation
-  per view (``learner.augment``);
+  per view (``learner.augment``); with ``learner.colour_versions`` (V), its colour permutation is
+  one of the task's V fixed ones (efe_ray/data/augment.py), drawn uniformly, and the view carries
+  that version, which picks its row of the task table;
 - ``learner.rehearsal`` single views of other tasks of the list, drawn uniformly (from the
   ``learner.rehearsal_window`` tasks nearest in grid size, when set), so that an episode of steps
   on one task does not overwrite what was learned on the others;
@@ -41,7 +43,7 @@ import numpy as np
 import torch
 
 from efe_ray.config import LearnerConfig
-from efe_ray.data.augment import Augmentation
+from efe_ray.data.augment import Augmentation, colour_versions
 from efe_ray.data.features import swap_axes, task_features
 from efe_ray.data.serialize import prompt_text
 from efe_ray.data.task import Pair, Task
@@ -72,6 +74,9 @@ class Sample:
     features: np.ndarray | None = None
     """Its ``(15,)`` numeric features where already known (they depend on the augmentation only
     through a transpose: efe_ray/data/features.py); computed from the view when None."""
+    version: int = 0
+    """Its task's colour version (``learner.colour_versions``): ``aug.colours`` is that version's
+    permutation; 0 (the identity colours) without versions."""
 
     def prompt_text(self) -> str:
         """The text the prompt encoder reads: the demonstrations and the query input."""
@@ -184,6 +189,11 @@ class Batch:
         """The task id of every view (N): the task's own, then each rehearsal view's."""
         return [self.task_id] * len(self.samples) + [k for k, _ in self.rehearsal]
 
+    def versions(self, device: torch.device) -> torch.Tensor:
+        """(N,) long on ``device``: the colour version of every view (all 0 without versions)."""
+        every = list(self.samples) + [s for _, s in self.rehearsal]
+        return upload(np.array([s.version for s in every], dtype=np.int64), device)
+
     def tensors(self, device: torch.device) -> BatchTensors:
         """The batch's tensors on ``device`` (pinned, non-blocking uploads on CUDA)."""
         every = list(self.samples) + [s for _, s in self.rehearsal]
@@ -222,6 +232,27 @@ class TaskSampler:
         self.by_size = sorted(range(len(self.tasks)), key=lambda i: (sides[i], self.tasks[i].task_id))
         self.rank = {self.tasks[i].task_id: r for r, i in enumerate(self.by_size)}  # id -> place in by_size
         self._features: OrderedDict[tuple, np.ndarray] = OrderedDict()  # (task id, query, demos) -> features
+        self._versions: dict[str, np.ndarray] = {}  # task id -> (V, 10) colour versions
+
+    def colour_versions(self, task_id: str) -> np.ndarray:
+        """(V, 10) int64: the fixed colour permutations of ``task_id`` (``learner.colour_versions``
+        of them, from ``learner.seed``; efe_ray/data/augment.py), computed once per task."""
+        if task_id not in self._versions:
+            self._versions[task_id] = colour_versions(task_id, self.cfg.seed, self.cfg.colour_versions)
+        return self._versions[task_id]
+
+    def augmentation(self, task_id: str) -> tuple[Augmentation, int]:
+        """(augmentation, colour version) of one view of ``task_id``: a random D8 transform and a
+        random colour permutation, or with ``learner.colour_versions`` one of the task's versions
+        drawn uniformly; the identity (version 0) without ``learner.augment``."""
+        cfg = self.cfg
+        if not cfg.augment:
+            return Augmentation.identity(), 0
+        aug = Augmentation.random(self.rng, colours=cfg.augment_colours and not cfg.colour_versions)
+        if not cfg.colour_versions:
+            return aug, 0
+        version = int(self.rng.integers(cfg.colour_versions))
+        return Augmentation(aug.d8, tuple(int(c) for c in self.colour_versions(task_id)[version])), version
 
     def sample_task(self) -> Task:
         """The next training task, from the curriculum."""
@@ -235,13 +266,12 @@ class TaskSampler:
             q = int(self.rng.integers(len(pairs)))
             others = [p for i, p in enumerate(pairs) if i != q]
             order = self.rng.permutation(len(others))[:MAX_DEMOS]
-            aug = (Augmentation.random(self.rng, colours=self.cfg.augment_colours) if self.cfg.augment
-                   else Augmentation.identity())
+            aug, version = self.augmentation(task.task_id)
             demos = tuple(aug.apply_pair(others[i]) for i in order)
             key = (task.task_id, q, frozenset(int(i) for i in order))  # features ignore the demos' order
             raw = self._cached_features(key, [others[i] for i in order], pairs[q].input)
             feats = swap_axes(raw) if aug.swaps_axes else raw
-            out.append(Sample(demos, aug.apply(pairs[q].input), aug.apply(pairs[q].output), aug, feats))
+            out.append(Sample(demos, aug.apply(pairs[q].input), aug.apply(pairs[q].output), aug, feats, version))
         return out
 
     def _cached_features(self, key: tuple, demos: list[Pair], query: np.ndarray) -> np.ndarray:

@@ -3,15 +3,16 @@
 The same tasks, curriculum and rehearsal by grid size as the host's
 :class:`~efe_ray.data.batching.TaskSampler` (it is one: the host picks the step's task and the
 rehearsal tasks, vectorised, with the same numpy RNG), but the views themselves (query,
-leave-one-out demonstrations, D8 transform, colour permutation) are drawn by a torch generator on
-the device from the :class:`~efe_ray.data.store.TaskStore`, and their tensors are built there
+leave-one-out demonstrations, D8 transform, colour permutation or, with
+``learner.colour_versions``, colour version) are drawn by a torch generator on the device from the
+:class:`~efe_ray.data.store.TaskStore`, and their tensors are built there
 (efe_ray/data/device_views.py). Nothing in a batch is read back: the canvas side is the largest
 grid side of the batch's tasks, known on the host.
 
 A :class:`DeviceBatch` offers the learner what a host :class:`~efe_ray.data.batching.Batch` does
-(``task_id``, ``own``, ``size``, ``tensors``, ``task_ids``, ``prompt_texts``) plus the rows of its
-views' tasks in the store and, for a character-level tokenizer, its prompts' token ids built on the
-device. No Ray, no models here.
+(``task_id``, ``own``, ``size``, ``tensors``, ``task_ids``, ``versions``, ``prompt_texts``) plus the
+rows of its views' tasks in the store and, for a character-level tokenizer, its prompts' token ids
+built on the device. No Ray, no models here.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import numpy as np
 import torch
 
 from efe_ray.config import LearnerConfig
-from efe_ray.data.augment import Augmentation
+from efe_ray.data.augment import Augmentation, version_table
 from efe_ray.data.batching import Batch, BatchTensors, Sample, TaskSampler, known_pairs
-from efe_ray.data.device_views import CharIds, ViewDraw, draw_views, prompt_tokens, view_tensors
+from efe_ray.data.device_views import CharIds, ViewDraw, draw_views, prompt_tokens, version_luts, view_tensors
 from efe_ray.data.store import TaskStore
 from efe_ray.data.task import Task
 from efe_ray.device import upload
@@ -76,14 +77,22 @@ class DeviceBatch:
 
     def tensors(self, device: torch.device) -> BatchTensors:
         """The views' tensors (efe_ray/data/batching.py's shapes) on the store's device."""
+        self._check_device(device)
+        return view_tensors(self.store, self.draw, self.side)
+
+    def versions(self, device: torch.device) -> torch.Tensor:
+        """(N,) long: the colour version of every view (all 0 without versions), on the store's device."""
+        self._check_device(device)
+        return self.draw.version
+
+    def _check_device(self, device: torch.device) -> None:
         if not same_device(torch.device(device), self.store.device):
             raise ValueError(f"the batch lives on {self.store.device}, not {device}")
-        return view_tensors(self.store, self.draw, self.side)
 
     def _subset(self, index: list[int]) -> ViewDraw:
         at = upload(np.asarray(index, dtype=np.int64), self.store.device)
         d = self.draw
-        return ViewDraw(d.rows[at], d.query[at], d.demos[at], d.demo_count[at], d.d8[at], d.colours[at])
+        return ViewDraw(d.rows[at], d.query[at], d.demos[at], d.demo_count[at], d.d8[at], d.colours[at], d.version[at])
 
     def prompt_tokens(self, index: list[int], ids: CharIds, max_tokens: int) -> dict[str, torch.Tensor]:
         """{"input_ids", "attention_mask"} (len(index), T) of the prompts of the views at ``index``,
@@ -102,7 +111,7 @@ class DeviceBatch:
         """The views at ``index`` as host :class:`Sample` objects (reads their draws back)."""
         d = self._subset(index)
         query, demos, count = d.query.tolist(), d.demos.tolist(), d.demo_count.tolist()
-        d8, colours = d.d8.tolist(), d.colours.tolist()
+        d8, colours, version = d.d8.tolist(), d.colours.tolist(), d.version.tolist()
         offset = self.store.offset.cpu().numpy()
         out = []
         for k, i in enumerate(index):
@@ -111,7 +120,7 @@ class DeviceBatch:
             aug = Augmentation(d8[k], tuple(colours[k][:10]))
             q = pairs[query[k] - start]
             out.append(Sample(tuple(aug.apply_pair(pairs[p - start]) for p in demos[k][: count[k]]),
-                              aug.apply(q.input), aug.apply(q.output), aug))
+                              aug.apply(q.input), aug.apply(q.output), aug, version=version[k]))
         return out
 
     def host_batch(self) -> Batch:
@@ -129,6 +138,9 @@ class DeviceSampler(TaskSampler):
         super().__init__(tasks, cfg, side, seed)
         self.store = TaskStore.build(self.tasks, device)
         self.row = {t.task_id: i for i, t in enumerate(self.tasks)}
+        # (num_tasks, V, 11) colour lookup tables of each task's versions, or None without versions
+        self.versions = (version_luts(version_table(self.store.task_ids, cfg.seed, cfg.colour_versions),
+                                      self.store.device) if cfg.colour_versions else None)
         self.generator = torch.Generator(device=self.store.device)
         # A stream of its own: seeded like the host RNG, the generator would repeat torch's global
         # stream, which initialised the learner's weights with the same seed.
@@ -147,7 +159,7 @@ class DeviceSampler(TaskSampler):
             raise ValueError(f"batch canvas side {side} must lie in {need}..{self.side} (the batch's largest "
                              f"grid .. agent.canvas)")
         draw = draw_views(self.store, upload(rows, self.store.device), self.generator,
-                          augment=self.cfg.augment, colours=self.cfg.augment_colours)
+                          augment=self.cfg.augment, colours=self.cfg.augment_colours, versions=self.versions)
         return DeviceBatch(task.task_id, self.cfg.batch_size, rows, draw, side, self.store, self.tasks)
 
     def state_dict(self) -> dict:

@@ -5,7 +5,9 @@ and without leaving the device:
 
 - :func:`draw_views`: for each view (a task row), a query pair uniformly among the task's known
   pairs, its demonstrations a uniformly random ordered choice of up to ``MAX_DEMOS`` of the others,
-  a D8 transform uniformly from 0..7 and a colour permutation fixing 0 (where augmenting);
+  a D8 transform uniformly from 0..7 and a colour permutation fixing 0 (where augmenting): a
+  uniformly random one, or with colour versions (``learner.colour_versions``) a version drawn
+  uniformly and its task's permutation gathered from a (num_tasks, V, 11) table on the device;
 - :func:`cells`: the colour class of cell (i, j) of a transformed grid: the D8 transform as an
   index gather into the stored grid, the colour permutation as a lookup table;
 - :func:`view_tensors`: canvases, targets, loss and target masks and the 15 features, as
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from efe_ray.data.batching import FAR_WEIGHT, MAX_DEMOS, BatchTensors
@@ -65,6 +68,8 @@ class ViewDraw:
     """(N,) long: the D8 transform."""
     colours: torch.Tensor
     """(N, 11) long: the colour lookup table (index = old class, OUTSIDE maps to itself)."""
+    version: torch.Tensor
+    """(N,) long: each view's colour version (0 without versions)."""
 
     @property
     def demo_valid(self) -> torch.Tensor:
@@ -77,10 +82,19 @@ def identity_colours(n: int, device: torch.device) -> torch.Tensor:
     return torch.arange(NUM_COLOURS + 1, device=device).expand(n, -1).contiguous()
 
 
+def version_luts(table: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(num_tasks, V, 11) uint8 colour lookup tables on ``device`` of a (num_tasks, V, 10) table of
+    colour versions (efe_ray/data/augment.py: ``version_table``), OUTSIDE mapped to itself."""
+    outside = np.full((*table.shape[:2], 1), OUTSIDE, dtype=np.uint8)
+    return torch.from_numpy(np.concatenate([table.astype(np.uint8), outside], axis=2)).to(device)
+
+
 def draw_views(store: TaskStore, rows: torch.Tensor, generator: torch.Generator, *, augment: bool = True,
-               colours: bool = True) -> ViewDraw:
+               colours: bool = True, versions: torch.Tensor | None = None) -> ViewDraw:
     """Draw one view per entry of ``rows`` ((N,) long task rows on the store's device), with
-    ``generator`` (on the same device). See the module docstring for the distribution."""
+    ``generator`` (on the same device). ``versions``: (num_tasks, V, 11) lookup tables of the store's
+    tasks' colour versions (:func:`version_luts`), whose permutations replace the random ones where
+    ``augment`` and ``colours``. See the module docstring for the distribution."""
     dev, n = store.device, rows.shape[0]
     count, offset = store.count[rows], store.offset[rows]  # (N,)
     q = (torch.rand(n, generator=generator, device=dev) * count).long().clamp_max(count - 1)  # (N,) slot
@@ -94,12 +108,16 @@ def draw_views(store: TaskStore, rows: torch.Tensor, generator: torch.Generator,
     d8 = (torch.randint(0, 8, (n,), generator=generator, device=dev) if augment
           else torch.zeros(n, dtype=torch.long, device=dev))
     lut = identity_colours(n, dev)
-    if augment and colours:  # colour 0 (the usual background) stays; 1..9 permuted uniformly
+    version = torch.zeros(n, dtype=torch.long, device=dev)
+    if augment and colours and versions is not None:  # one of the task's fixed permutations, uniformly
+        version = torch.randint(0, versions.shape[1], (n,), generator=generator, device=dev)  # (N,)
+        lut = versions[rows, version].long()  # (N, 11)
+    elif augment and colours:  # colour 0 (the usual background) stays; 1..9 permuted uniformly
         perm = torch.rand(n, NUM_COLOURS - 1, generator=generator, device=dev).argsort(dim=1) + 1  # (N, 9)
         lut = torch.cat([lut[:, :1], perm, lut[:, NUM_COLOURS:]], dim=1)
     valid = torch.arange(MAX_DEMOS, device=dev) < demo_count[:, None]
     demos = torch.where(valid, offset[:, None] + order, offset[:, None])  # invalid slots point at a real pair
-    return ViewDraw(rows, offset + q, demos, demo_count, d8, lut)
+    return ViewDraw(rows, offset + q, demos, demo_count, d8, lut, version)
 
 
 def transformed_hw(hw: torch.Tensor, d8: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,9 @@ Two encoders, fused:
 With ``task_embedding``, a learned vector per training task (a row of ``task_table``, looked up by
 the task's id; zeros at first) is added to the fused prompt: what the encoders cannot tell about a
 task from its demonstrations, training can still write there. A task the table does not know
-(one never trained on) gets zeros.
+(one never trained on) gets zeros. With ``versions`` V > 0 (``learner.colour_versions``) each task
+has V rows, one per colour version: task ``i``'s version ``v`` is row ``i * V + v`` (so
+``row // V == i``), and a lookup by id gives version 0, the identity colours.
 
 The Qwen2 body is, by ``model_name``:
 
@@ -184,10 +186,11 @@ class QwenHybridPrompt(nn.Module):
     """(prompt texts, numeric features) -> (B, prompt_dim) prompt embeddings."""
 
     def __init__(self, cfg: PromptConfig, body: tuple[nn.Module, object] | None = None,
-                 task_ids: tuple[str, ...] = ()):
+                 task_ids: tuple[str, ...] = (), versions: int = 0):
         """``body``: a prebuilt (Qwen2-style model, tokenizer) instead of :func:`load_qwen_body` (the
         tokenizer may be None for a model that only counts parameters, as efe_ray/memory.py's);
-        ``task_ids``: the rows of the task table (with ``cfg.task_embedding``)."""
+        ``task_ids``: the tasks of the task table (with ``cfg.task_embedding``); ``versions``: rows
+        per task, one per colour version (``learner.colour_versions``; 0: one row per task)."""
         super().__init__()
         if cfg.dtype != "float32":
             raise ValueError(f"prompt.dtype must be float32 (got {cfg.dtype!r}); use learner.precision for speed")
@@ -198,8 +201,12 @@ class QwenHybridPrompt(nn.Module):
         self.task_index = {t: i for i, t in enumerate(self.task_ids)}
         if len(self.task_index) != len(self.task_ids):
             raise ValueError("task_ids must be distinct")
-        # Rows of the training tasks, then one for any other task (never moved off zero).
-        self.task_table = nn.Parameter(torch.zeros(len(self.task_ids) + 1, d)) if cfg.task_embedding else None
+        if versions < 0:
+            raise ValueError(f"versions: {versions} must be >= 0 (learner.colour_versions)")
+        self.versions = versions if cfg.task_embedding else 0
+        self.unknown_row = len(self.task_ids) * max(self.versions, 1)
+        # Rows of the training tasks (V a task with versions), then one for any other task (never moved off zero).
+        self.task_table = nn.Parameter(torch.zeros(self.unknown_row + 1, d)) if cfg.task_embedding else None
         self.qwen: nn.Module | None = None
         self.tokenizer = None
         if cfg.use_qwen:
@@ -288,19 +295,28 @@ class QwenHybridPrompt(nn.Module):
         return {"full_attention": None} if types and set(types) == {"full_attention"} else None
 
     def task_rows(self, task_ids: list[str], device: torch.device) -> torch.Tensor:
-        """(B,) long rows of ``task_table`` for ``task_ids``; the last (zero) row for an unknown task."""
-        unknown = len(self.task_ids)
-        rows = np.array([self.task_index.get(t, unknown) for t in task_ids], dtype=np.int64)
+        """(B,) long rows of ``task_table`` for ``task_ids``: each task's first row (with versions,
+        version 0's: the identity colours); the last (zero) row for an unknown task."""
+        step = max(self.versions, 1)
+        rows = np.array([self.task_index[t] * step if t in self.task_index else self.unknown_row for t in task_ids],
+                        dtype=np.int64)
         return upload(rows, device)
+
+    def version_rows(self, rows: torch.Tensor, versions: torch.Tensor) -> torch.Tensor:
+        """(B,) long rows of ``task_table`` of tasks' colour versions: ``rows * V + versions`` for the
+        tasks' indices ``rows`` ((B,) long, an index past the training tasks an unknown task, whose
+        row is past theirs too) and ``versions`` ((B,) long, each below V); ``rows`` as they are
+        without versions."""
+        return rows * self.versions + versions if self.versions else rows
 
     def task_vectors(self, task_ids: list[str] | torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
         """(B, P) task embeddings of ``task_ids`` (zeros for unknown tasks), or None without a table.
-        ``task_ids``: ids, or (B,) long rows of the table (a row past the training tasks is unknown)."""
+        ``task_ids``: ids, or (B,) long rows of the table (a row past the training tasks' is unknown)."""
         if self.task_table is None or task_ids is None:
             return None
         rows = task_ids if isinstance(task_ids, torch.Tensor) else self.task_rows(task_ids, device)
-        known = rows < len(self.task_ids)  # the unknown rows never move off zero
-        rows = rows.clamp_max(len(self.task_ids))
+        known = rows < self.unknown_row  # the unknown rows never move off zero
+        rows = rows.clamp_max(self.unknown_row)
         return F.embedding(rows, self.task_table) * known.unsqueeze(-1)  # backward: a sorted reduction
 
     def fuse(self, text_emb: torch.Tensor | None, features: torch.Tensor,

@@ -114,9 +114,9 @@ def test_versions_are_deterministic_and_follow_the_seed_and_the_task():
     device = DeviceSampler(TASKS[::-1], cfg, 6)
     for t in TASKS:
         want = colour_versions(t.task_id, 5, 20)
-        assert np.array_equal(host.colour_versions(t.task_id), want)
-        assert np.array_equal(other.colour_versions(t.task_id), want)
-        luts = device.versions[device.row[t.task_id]].long()  # (V, 11): the versions, OUTSIDE kept
+        assert np.array_equal(host.task_versions(t.task_id), want)
+        assert np.array_equal(other.task_versions(t.task_id), want)
+        luts = device.version_luts[device.row[t.task_id]].long()  # (V, 11): the versions, OUTSIDE kept
         assert torch.equal(luts[:, :10], torch.from_numpy(want)) and (luts[:, 10] == OUTSIDE).all()
     assert np.array_equal(version_table([t.task_id for t in TASKS], 5, 20),
                           np.stack([colour_versions(t.task_id, 5, 20) for t in TASKS]))

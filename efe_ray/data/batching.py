@@ -234,7 +234,7 @@ class TaskSampler:
         self._features: OrderedDict[tuple, np.ndarray] = OrderedDict()  # (task id, query, demos) -> features
         self._versions: dict[str, np.ndarray] = {}  # task id -> (V, 10) colour versions
 
-    def colour_versions(self, task_id: str) -> np.ndarray:
+    def task_versions(self, task_id: str) -> np.ndarray:
         """(V, 10) int64: the fixed colour permutations of ``task_id`` (``learner.colour_versions``
         of them, from ``learner.seed``; efe_ray/data/augment.py), computed once per task."""
         if task_id not in self._versions:
@@ -252,7 +252,7 @@ class TaskSampler:
         if not cfg.colour_versions:
             return aug, 0
         version = int(self.rng.integers(cfg.colour_versions))
-        return Augmentation(aug.d8, tuple(int(c) for c in self.colour_versions(task_id)[version])), version
+        return Augmentation(aug.d8, tuple(int(c) for c in self.task_versions(task_id)[version])), version
 
     def sample_task(self) -> Task:
         """The next training task, from the curriculum."""

@@ -139,8 +139,8 @@ class DeviceSampler(TaskSampler):
         self.store = TaskStore.build(self.tasks, device)
         self.row = {t.task_id: i for i, t in enumerate(self.tasks)}
         # (num_tasks, V, 11) colour lookup tables of each task's versions, or None without versions
-        self.versions = (version_luts(version_table(self.store.task_ids, cfg.seed, cfg.colour_versions),
-                                      self.store.device) if cfg.colour_versions else None)
+        self.version_luts = (version_luts(version_table(self.store.task_ids, cfg.seed, cfg.colour_versions),
+                                          self.store.device) if cfg.colour_versions else None)
         self.generator = torch.Generator(device=self.store.device)
         # A stream of its own: seeded like the host RNG, the generator would repeat torch's global
         # stream, which initialised the learner's weights with the same seed.
@@ -159,7 +159,7 @@ class DeviceSampler(TaskSampler):
             raise ValueError(f"batch canvas side {side} must lie in {need}..{self.side} (the batch's largest "
                              f"grid .. agent.canvas)")
         draw = draw_views(self.store, upload(rows, self.store.device), self.generator,
-                          augment=self.cfg.augment, colours=self.cfg.augment_colours, versions=self.versions)
+                          augment=self.cfg.augment, colours=self.cfg.augment_colours, versions=self.version_luts)
         return DeviceBatch(task.task_id, self.cfg.batch_size, rows, draw, side, self.store, self.tasks)
 
     def state_dict(self) -> dict:

@@ -9,13 +9,14 @@
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh compare  # the Qwen2.5-1.5B shape, 4096 tokens, old and new
 #                                                                 # (COMPARE_BATCHES="1": batch 1 alone)
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh speed    # on another card: the baseline again, compiled runs
+#   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh compiled # the baseline, then compiled steps at d_model 128 and 512
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh again    # without the profiler, expandable segments, a trace
 #   TRIAL_S=150 bash bench/step_lease.sh ray                     # RLlib against the bare loop; a real Tune trial
 #
 # SETS (e.g. "learner.compile=true"): config overrides for the ray stage, space-separated.
 # Each stage fits one 10-minute device command; a failing measurement is logged and the next runs.
 set -uo pipefail
-stage=${1:?usage: bash bench/step_lease.sh steps|speed|again|compare|ray}
+stage=${1:?usage: bash bench/step_lease.sh steps|speed|compiled|again|compare|ray}
 OUT=${OUT:-$PWD/step_out}
 WORK=${WORK:-/root/step_work}
 REV=${REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -49,6 +50,12 @@ case $stage in
   speed)  # on a new card: the baseline again, then compiled runs (d_model 128 and the ARC issue's 512)
     bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"
     bench new-arc-noprof --revision "$REV" --preset arc --steps 40
+    bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
+    bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
+      --set agent.d_model=512 --set agent.num_heads=8
+    ;;
+  compiled)  # the shortest check of compiled steps: the baseline, the 1,024-view step compiled, then d_model 512
+    bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"
     bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
     bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
       --set agent.d_model=512 --set agent.num_heads=8

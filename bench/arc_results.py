@@ -54,7 +54,7 @@ def runs(folder: Path) -> dict[str, tuple[str, dict | None]]:
     return {**RUNS, **snaps}
 
 
-def records(folder: Path, card: str, revision: str, date: str) -> list[dict]:
+def records(folder: Path, card: str, revision: str, date: str, train_command: str = "") -> list[dict]:
     train_min, eval_min = gpu_minutes(folder)
     out = []
     for sub, (split, rename) in runs(folder).items():
@@ -75,7 +75,8 @@ def records(folder: Path, card: str, revision: str, date: str) -> list[dict]:
                 "pass2_task": round(100 * m["task_score"], 2), "pass2_output": round(100 * m["output_score"], 2),
                 "cell_acc": round(100 * m["cell_acc"], 2), "tasks": m["tasks"], "outputs": m["outputs"],
                 "solved_outputs": m["solved_outputs"], "not_answered_in_time": _late(m), "card": card, "revision": revision, "date": date,
-                "train_gpu_min": train_min, "eval_gpu_min": eval_min, "commands": [command],
+                "train_gpu_min": train_min, "eval_gpu_min": eval_min,
+                "commands": ([train_command] if train_command else []) + [command],
             })
     return out
 
@@ -102,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--revision", required=True)
     p.add_argument("--date", required=True)
     p.add_argument("--write", type=Path)
+    p.add_argument("--train-command", default="", help="the training command, first in every record's commands")
     args = p.parse_args(argv)
-    rows = records(args.folder, args.card, args.revision, args.date)
+    rows = records(args.folder, args.card, args.revision, args.date, args.train_command)
     if not rows:
         print(f"no report.json under {args.folder}")
         return 1

@@ -14,6 +14,8 @@
 #   TRIAL_S=150 bash bench/step_lease.sh ray                     # RLlib against the bare loop; a real Tune trial
 #
 # SETS (e.g. "learner.compile=true"): config overrides for the ray stage, space-separated.
+# REV: the revision the records name (default: git's HEAD where the command runs). Pass it when the
+# tree was copied to another machine: a copy's git metadata can lag its files.
 # Each stage fits one 10-minute device command; a failing measurement is logged and the next runs.
 set -uo pipefail
 stage=${1:?usage: bash bench/step_lease.sh steps|speed|compiled|again|compare|ray}

@@ -78,10 +78,12 @@ def trained_record(task: Task) -> dict:
 
 
 def save(folder: str | os.PathLike, learner_state: dict, cfg: ExperimentConfig, trained: list[Task],
-         env_stats: dict[str, float] | None = None, policy: dict | None = None) -> None:
+         env_stats: dict[str, float] | None = None, policy: dict | None = None,
+         progress: dict[str, float] | None = None) -> None:
     """Write the learner state, the policy (if given) and metadata (with the env's control
-    statistics) into ``folder``. The metadata goes last: it names the hashes of the files it
-    vouches for, so a crash in between leaves a mismatch that :func:`load` reports."""
+    statistics, and ``progress``: the trial's ``training_iteration`` and ``time_total_s`` when
+    saved) into ``folder``. The metadata goes last: it names the hashes of the files it vouches for,
+    so a crash in between leaves a mismatch that :func:`load` reports."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -93,6 +95,8 @@ def save(folder: str | os.PathLike, learner_state: dict, cfg: ExperimentConfig, 
     }
     if policy is not None:
         meta["policy_sha256"] = _write_tensors(folder / POLICY_FILE, policy)
+    if progress is not None:
+        meta["progress"] = dict(progress)
     atomic_write(folder / META_FILE, json.dumps(meta, indent=1).encode())
 
 

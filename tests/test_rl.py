@@ -204,6 +204,42 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(ray_local, tmp_p
     fresh.stop()
 
 
+@pytest.mark.slow
+def test_a_checkpoint_that_is_gone_restores_from_the_newest_beside_it(ray_local, tmp_path):
+    """A kill -9 can leave Tune's experiment state naming a checkpoint its retention deleted: the
+    restore continues from the newest checkpoint beside it, learner and iteration count together."""
+    import shutil
+
+    from ray.train._internal.checkpoint_manager import _TrainingResult
+    from ray.tune import Checkpoint
+
+    from efe_ray import checkpoint as ckpt
+    from efe_ray.rl.algorithm import EFEPPO
+    from efe_ray.rl.config import ppo_config
+
+    algo = EFEPPO(config=ppo_config(SMOKE))
+    steps = []
+    for i in range(2):
+        algo.train()
+        algo.save_checkpoint(str(tmp_path / f"checkpoint_{i:06d}"))
+        steps.append(algo.trainee.learner.steps)
+    algo.stop()
+    assert ckpt.read_meta(tmp_path / "checkpoint_000001")["progress"]["training_iteration"] == 2
+    shutil.rmtree(tmp_path / "checkpoint_000001")
+    gone = _TrainingResult(checkpoint=Checkpoint.from_directory(str(tmp_path / "checkpoint_000001")),
+                           metrics={"training_iteration": 2})
+
+    fresh = EFEPPO(config=ppo_config(SMOKE))
+    with pytest.warns(UserWarning, match="checkpoint_000001 is gone; the trial continues from checkpoint_000000, "
+                                         "at iteration 1"):
+        fresh.restore(gone)
+    assert fresh.iteration == 1 and fresh.trainee.learner.steps == steps[0] < steps[1]
+    shutil.rmtree(tmp_path / "checkpoint_000000")
+    with pytest.raises(ValueError, match="checkpoint_000001 is gone and no checkpoint with recorded progress"):
+        fresh.restore(gone)
+    fresh.stop()
+
+
 def test_a_nan_weight_stops_the_env_with_the_parameter_named():
     from envs.arc_prompt_env import NonFiniteWeightsError
 

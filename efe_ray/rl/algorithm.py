@@ -9,7 +9,10 @@ ours beside them (efe_ray/checkpoint.py): ``efe_learner.pt`` (the learner and it
 efe_ray/rl/policy.py) and ``efe_meta.json`` (config, trained tasks, control statistics, hashes).
 These are weights-only and hashed; RLlib's env-runner state is pickled, so the learner is not put
 there (``evaluate`` must never unpickle a checkpoint). A restore that finds our files truncated or
-corrupt falls back to the newest earlier good checkpoint beside it, with a warning.
+corrupt falls back to the newest earlier good checkpoint beside it, with a warning; so does a
+restore whose checkpoint folder is gone (a ``kill -9`` can leave Tune's experiment state naming a
+checkpoint that its retention, ``num_to_keep``, had just deleted): the trial then continues from the
+newest checkpoint beside it, at the iteration our metadata recorded there.
 
 Per-iteration results (learner metrics, held-out scores) come from efe_ray/rl/callbacks.py.
 """
@@ -21,6 +24,9 @@ from pathlib import Path
 
 from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.train._internal.checkpoint_manager import _TrainingResult
+from ray.tune import Checkpoint
+from ray.tune.result import TIME_TOTAL_S, TRAINING_ITERATION
 
 from efe_ray import checkpoint as ckpt
 from efe_ray.rl.env_runner import TraineeEnvRunner
@@ -48,6 +54,29 @@ def load_learner_or_previous(checkpoint_dir: str, device) -> tuple[dict, dict]:
         raise ckpt.CheckpointError(f"{err}; no earlier good checkpoint beside it in {here.parent}") from err
 
 
+def existing_checkpoint(result: _TrainingResult | Checkpoint | str) -> _TrainingResult | Checkpoint | str:
+    """``result`` (what Tune hands :meth:`EFEPPO.restore`) where its local checkpoint folder exists;
+    where it is gone, the newest ``checkpoint_*`` folder beside it that has our metadata and its
+    recorded progress, with a warning. Raises ValueError naming the folder when there is none."""
+    ckpt_obj = result.checkpoint if isinstance(result, _TrainingResult) else result
+    path = Path(ckpt_obj.path if isinstance(ckpt_obj, Checkpoint) else ckpt_obj)
+    if path.exists() or (isinstance(ckpt_obj, Checkpoint) and ckpt_obj.filesystem.type_name != "local"):
+        return result
+    for candidate in sorted(path.parent.glob("checkpoint_*"), reverse=True):
+        try:
+            progress = ckpt.read_meta(candidate).get("progress")
+        except ckpt.CheckpointError:
+            continue
+        if progress is None:  # written before checkpoints recorded their iteration
+            continue
+        warnings.warn(f"checkpoint {path} is gone; the trial continues from {candidate.name}, at iteration "
+                      f"{progress['training_iteration']}", stacklevel=2)
+        metrics = {TRAINING_ITERATION: progress["training_iteration"], TIME_TOTAL_S: progress["time_total_s"]}
+        return _TrainingResult(checkpoint=Checkpoint.from_directory(str(candidate)), metrics=metrics)
+    raise ValueError(f"cannot restore: checkpoint {path} is gone and no checkpoint with recorded progress is "
+                     f"beside it in {path.parent}")
+
+
 class EFEPPO(PPO):
     """PPO prompt refiner whose checkpoints carry the trial's learner (see the module docstring)."""
 
@@ -67,7 +96,13 @@ class EFEPPO(PPO):
         weights = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
         policy = policy_state(self.get_module(DEFAULT_MODULE_ID), weights)
         t = self.trainee
-        ckpt.save(checkpoint_dir, t.state_dict(), t.cfg, t.train_tasks, env_stats=t.stats(), policy=policy)
+        progress = {"training_iteration": self.iteration, "time_total_s": float(self._time_total)}
+        ckpt.save(checkpoint_dir, t.state_dict(), t.cfg, t.train_tasks, env_stats=t.stats(), policy=policy,
+                  progress=progress)
+
+    def restore(self, checkpoint_path: _TrainingResult | Checkpoint | str) -> None:
+        """Tune's restore, from the newest checkpoint beside a folder that is gone (module docstring)."""
+        super().restore(existing_checkpoint(checkpoint_path))
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         super().load_checkpoint(checkpoint_dir)

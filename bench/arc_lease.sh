@@ -12,12 +12,21 @@
 #                                      # ARC-AGI-2 evaluation; the training-set fit
 #   bash bench/arc_lease.sh scale      # trials per hour: the arc search on all G GPUs, then on one
 #   bash bench/arc_lease.sh eval-scale # ARC-AGI-1 evaluation of each snapshot (the compute-scaling rows)
+#   bash bench/arc_lease.sh ablate     # recipe arms trained side by side on the same GPUs, each scored on
+#                                      # the first ABLATE_LIMIT ARC-AGI-1 evaluation tasks
 #   bash bench/arc_lease.sh pack       # archives of what exists so far (reports, TensorBoard files, exports)
 #
 # SETS="learner.ema_decay=0.999 learner.compile=true" on train: config overrides of the main search
 # (space-separated key=value), written to the log. Where the main search kept an average of the
 # weights, eval-main also exports its training weights (export-arc-trained) and eval-more scores
 # them as the row model-no-ema: the average's ablation from the same trial.
+#
+# ARMS on ablate: space-separated NAME:key=value,key=value arms (an empty list after the colon is the
+# recipe as SETS gives it), e.g. ARMS="base: no-warmup:learner.warmup_steps=0". Every arm is a search
+# of its own (--name ablate-NAME, SETS then the arm's overrides) for ABLATE_S seconds; they run at
+# the same time and share the GPUs, so they get equal compute. Each is exported and scored with
+# eval-main's settings on the first ABLATE_LIMIT tasks (ABLATE_EVAL_S seconds): the rows
+# model-ablate-NAME, comparable with each other (not with the main search, which had a GPU alone).
 #
 # SNAP=3min on train or resume also exports the main search's checkpoint as it stands after the stage
 # (export-arc-3min), which eval-scale scores with eval-main's settings as the row model-train-3min.
@@ -28,7 +37,7 @@
 # on the CPU with tiny models and budgets: what tests the script before a lease; DRY_G=1 as on one GPU).
 # bench/arc_results.py turns what comes back into bench/arc_results.json and the table of RESULTS.md.
 set -uo pipefail
-stage=${1:?usage: bash bench/arc_lease.sh train|resume|eval-main|eval-more|eval-scale|scale|pack}
+stage=${1:?usage: bash bench/arc_lease.sh train|resume|eval-main|eval-more|eval-scale|ablate|scale|pack}
 RUNS=${RUNS:-/root/arc_runs}
 OUT=${OUT:-$PWD/arc_out}
 mkdir -p "$RUNS" "$OUT"
@@ -164,6 +173,34 @@ eval-more)
   for f in arc1-eval-no-transduction arc1-eval-no-ema arc2-eval arc1-train; do
     [[ -f "$OUT/eval_$f.log" ]] && tail -n 7 "$OUT/eval_$f.log" | tee -a "$LOG"
   done ;;
+ablate)
+  arms=(${ARMS:?ARMS: space-separated NAME:key=value,... arms, e.g. "base: no-warmup:learner.warmup_steps=0"})
+  for arm in "${arms[@]}"; do  # every arm checked before any starts
+    [[ "${arm%%:*}" =~ ^[A-Za-z0-9_-]+$ && "$arm" == *:* ]] || { say "ablate: bad arm '$arm' (NAME:key=value,...)"; exit 2; }
+  done
+  say "ablate: ${#arms[@]} arms side by side on GPUs $MAIN_GPUS for ${ABLATE_S:=240}s${SETS:+, --set $SETS}"
+  pids=()
+  for arm in "${arms[@]}"; do
+    name=${arm%%:*}; over=${arm#*:}; extra=()
+    for kv in ${over//,/ }; do extra+=(--set "$kv"); done
+    say "  arm $name: ${over:-(the recipe)}"
+    env $(dev "$MAIN_GPUS") python3 -m efe_ray.tune --preset arc --name "ablate-$name" --storage-path "$RUNS" \
+      --no-dashboard --num-samples 1 --time-budget-s "$ABLATE_S" "${TINY[@]}" "${RES[@]}" "${sets[@]}" "${extra[@]}" \
+      > "$OUT/train_ablate-$name.log" 2>&1 &
+    pids+=($!)
+  done
+  rc=0
+  for i in "${!arms[@]}"; do wait "${pids[$i]}"; r=$?; ok $r || { rc=$r; say "  arm ${arms[$i]%%:*}: exit $r"; }; done
+  for arm in "${arms[@]}"; do
+    name=${arm%%:*}
+    python3 -m efe_ray.export --checkpoint "$RUNS/ablate-$name" --out "$RUNS/export-ablate-$name" --dtype bf16 \
+      > "$OUT/export_ablate-$name.log" 2>&1 || { rc=1; say "  arm $name: export failed"; continue; }
+    evaluate "$RUNS/export-ablate-$name" arc1-eval "arc1-eval-ablate-$name" "$TTA_STEPS" ${ABLATE_EVAL_S:-90} \
+      --limit ${ABLATE_LIMIT:-100} --drop-leaked
+    r=$?; [[ $r == 0 || $r == 4 ]] || rc=$r
+    tail -n 4 "$OUT/eval_arc1-eval-ablate-$name.log" | tee -a "$LOG"
+  done
+  [[ $rc == 0 ]] ;;
 eval-scale)
   say "eval-scale: ARC-AGI-1 evaluation of the snapshots, with eval-main's settings"
   rc=0

@@ -48,10 +48,12 @@ def gpu_minutes(folder: Path) -> tuple[float | None, float | None]:
 
 def runs(folder: Path) -> dict[str, tuple[str, dict | None]]:
     """:data:`RUNS` plus the compute-scaling snapshots found in ``folder`` (``arc1-eval-train-<t>``,
-    bench/arc_lease.sh eval-scale): their ``model`` is the row ``model-train-<t>``."""
-    snaps = {p.name: ("arc1-eval", {"model": "model-" + p.name.removeprefix("arc1-eval-")})
-             for p in sorted(folder.glob("arc1-eval-train-*")) if p.is_dir()}
-    return {**RUNS, **snaps}
+    bench/arc_lease.sh eval-scale) and the recipe arms (``arc1-eval-ablate-<name>``, ablate): their
+    ``model`` is the row ``model-train-<t>`` or ``model-ablate-<name>``."""
+    found = {p.name: ("arc1-eval", {"model": "model-" + p.name.removeprefix("arc1-eval-")})
+             for pattern in ("arc1-eval-train-*", "arc1-eval-ablate-*")
+             for p in sorted(folder.glob(pattern)) if p.is_dir()}
+    return {**RUNS, **found}
 
 
 def records(folder: Path, card: str, revision: str, date: str, train_command: str = "") -> list[dict]:

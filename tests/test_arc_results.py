@@ -37,8 +37,8 @@ def test_an_empty_folder_is_refused(tmp_path, capsys):
     assert "no report.json" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["arc1-eval-train-3min", "arc1-eval-train-12min"])
-def test_snapshots_become_scaling_rows(tmp_path, name):
+@pytest.mark.parametrize("name", ["arc1-eval-train-3min", "arc1-eval-train-12min", "arc1-eval-ablate-no-warmup"])
+def test_snapshots_and_recipe_arms_become_their_rows(tmp_path, name):
     src = LEASE / "arc1-eval-no-ema" / "report.json"
     (tmp_path / name).mkdir()
     (tmp_path / name / "report.json").write_text(src.read_text())

@@ -69,8 +69,9 @@ fi
 ABLATION=(--set data.transductive=false --set data.eval_source=synthetic-eval --set tune.num_samples=1
           --set learner.agent_lr=0.002 --set learner.qwen_lr=0.0003 --set learner.reward_scale=5)
 sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done
-tune() { python3 -m efe_ray.tune --storage-path "$RUNS" --no-dashboard "$@"; }
 dev() { if ((GPU)); then echo "CUDA_VISIBLE_DEVICES=$1"; else echo "CUDA_VISIBLE_DEVICES="; fi; }
+# tune GPUS ARGS...: python -m efe_ray.tune on those GPUs (a comma-separated list), in $RUNS, no dashboard
+tune() { local gpus=$1; shift; env $(dev "$gpus") python3 -m efe_ray.tune --storage-path "$RUNS" --no-dashboard "$@"; }
 ok() { [[ $1 == 0 || $1 == 124 ]]; }  # 124: the time budget ended the search, which --resume continues
 share() { if ((GPU)); then echo "--gpus-per-task 0.5 --workers $((2 * G))"; else echo "--workers 0"; fi; }
 # evaluate CHECKPOINT SPLIT OUTNAME TTA_STEPS SECONDS [options]: on every GPU; the model's predictions stop
@@ -94,13 +95,13 @@ trap 'echo "{\"stage\": \"$stage\", \"seconds\": $(( $(date +%s) - started )), \
 case $stage in
 train)
   say "train: main search on GPUs $MAIN_GPUS ($((G > 1 ? G - 1 : 1)) trials), ${LAST:+ablation on GPU $LAST, }${TRAIN_S}s${SETS:+, --set $SETS}"
-  env $(dev "$MAIN_GPUS") python3 -m efe_ray.tune --preset arc --name arc --storage-path "$RUNS" --no-dashboard \
+  tune "$MAIN_GPUS" --preset arc --name arc \
     --num-samples $((G > 1 ? G - 1 : 1)) --time-budget-s "$TRAIN_S" "${TINY[@]}" "${RES[@]}" "${sets[@]}" \
     > "$OUT/train_main.log" 2>&1 &
   main=$!
   if [[ -n "$LAST" ]]; then
-    env $(dev "$LAST") python3 -m efe_ray.tune --preset arc --name arc-no-transduction --storage-path "$RUNS" \
-      --no-dashboard --time-budget-s "$TRAIN_S" "${ABLATION[@]}" "${TINY[@]}" "${RES[@]}" > "$OUT/train_ablation.log" 2>&1 &
+    tune "$LAST" --preset arc --name arc-no-transduction \
+      --time-budget-s "$TRAIN_S" "${ABLATION[@]}" "${TINY[@]}" "${RES[@]}" > "$OUT/train_ablation.log" 2>&1 &
     abl=$!
   fi
   wait $main; rc_main=$?; rc_abl=0; [[ -z "$LAST" ]] || { wait $abl; rc_abl=$?; }
@@ -109,12 +110,12 @@ train)
   ok $rc_main && ok $rc_abl ;;
 resume)
   say "resume: the searches continue for ${RESUME_S}s"
-  env $(dev "$MAIN_GPUS") python3 -m efe_ray.tune --resume --name arc --storage-path "$RUNS" --no-dashboard \
+  tune "$MAIN_GPUS" --resume --name arc \
     --time-budget-s "$RESUME_S" > "$OUT/resume_main.log" 2>&1 &
   main=$!
   if [[ -n "$LAST" ]]; then
-    env $(dev "$LAST") python3 -m efe_ray.tune --resume --name arc-no-transduction --storage-path "$RUNS" \
-      --no-dashboard --time-budget-s "$RESUME_S" > "$OUT/resume_ablation.log" 2>&1 &
+    tune "$LAST" --resume --name arc-no-transduction \
+      --time-budget-s "$RESUME_S" > "$OUT/resume_ablation.log" 2>&1 &
     abl=$!
   fi
   wait $main; rc_main=$?; rc_abl=0; [[ -z "$LAST" ]] || { wait $abl; rc_abl=$?; }
@@ -125,10 +126,10 @@ scale)
   # Trials per hour of the arc search: G trials on G GPUs at once, then 2 trials one after the other on one.
   all=$(seq -s, 0 $((G - 1)))
   t0=$(date +%s.%N)
-  env $(dev "$all") python3 -m efe_ray.tune --preset arc --name scale-all --storage-path "$RUNS" --no-dashboard \
+  tune "$all" --preset arc --name scale-all \
     --num-samples "$G" --iterations "$SCALE_ITERS" "${TINY[@]}" "${RES[@]}" > "$OUT/scale_all.log" 2>&1; rc1=$?
   t1=$(date +%s.%N)
-  env $(dev 0) python3 -m efe_ray.tune --preset arc --name scale-one --storage-path "$RUNS" --no-dashboard \
+  tune 0 --preset arc --name scale-one \
     --num-samples 2 --iterations "$SCALE_ITERS" "${TINY[@]}" "${RES[@]}" > "$OUT/scale_one.log" 2>&1; rc2=$?
   t2=$(date +%s.%N)
   python3 - "$G" "$t0" "$t1" "$t2" "$rc1" "$rc2" <<'PY' | tee -a "$LOG" "$OUT/scale.json"
@@ -184,8 +185,8 @@ ablate)
     name=${arm%%:*}; over=${arm#*:}; extra=()
     for kv in ${over//,/ }; do extra+=(--set "$kv"); done
     say "  arm $name: ${over:-(the recipe)}"
-    env $(dev "$MAIN_GPUS") python3 -m efe_ray.tune --preset arc --name "ablate-$name" --storage-path "$RUNS" \
-      --no-dashboard --num-samples 1 --time-budget-s "$ABLATE_S" "${TINY[@]}" "${RES[@]}" "${sets[@]}" "${extra[@]}" \
+    tune "$MAIN_GPUS" --preset arc --name "ablate-$name" \
+      --num-samples 1 --time-budget-s "$ABLATE_S" "${TINY[@]}" "${RES[@]}" "${sets[@]}" "${extra[@]}" \
       > "$OUT/train_ablate-$name.log" 2>&1 &
     pids+=($!)
   done

@@ -36,13 +36,17 @@ bench() {
 }
 ARC=(--preset arc --steps 20 --profile)          # the command the issue measured today's step with
 BIG=(--batch 64 --rehearsal 960 --steps-per-read 8) # 1,024 views a step; the env's read every 8 steps
+baseline() { bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"; }  # the old tree's step
+compiled_runs() {  # the 1,024-view step compiled, then the ARC issue's d_model 512
+  bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
+  bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
+    --set agent.d_model=512 --set agent.num_heads=8
+}
 case $stage in
   steps)
-    bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"
+    baseline
     bench new-arc --revision "$REV" "${ARC[@]}"
-    bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
-    bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
-      --set agent.d_model=512 --set agent.num_heads=8
+    compiled_runs
     bench new-arc-big --revision "$REV" --preset arc --steps 60 --warmup 70 --profile "${BIG[@]}"
     bench old-arc-big --code "$OLD" --revision "$OLD_REV" --sampler host --preset arc --steps 6 --warmup 2 \
       --batch 64 --rehearsal 960
@@ -50,20 +54,16 @@ case $stage in
       --set agent.d_model=256 --set agent.num_heads=4
     ;;
   speed)  # on a new card: the baseline again, then compiled runs (d_model 128 and the ARC issue's 512)
-    bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"
+    baseline
     bench new-arc-noprof --revision "$REV" --preset arc --steps 40
-    bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
-    bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
-      --set agent.d_model=512 --set agent.num_heads=8
+    compiled_runs
     ;;
   compiled)  # the shortest check of compiled steps: the baseline, the 1,024-view step compiled, then d_model 512
-    bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"
-    bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
-    bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
-      --set agent.d_model=512 --set agent.num_heads=8
+    baseline
+    compiled_runs
     ;;
   again)  # on a new card: the baseline again; the profiler's overhead, the allocator, a trace, compiled runs
-    bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"
+    baseline
     bench new-arc --revision "$REV" "${ARC[@]}"
     bench new-arc-noprof --revision "$REV" --preset arc --steps 40
     bench new-arc-big-noprof --revision "$REV" --preset arc --steps 60 --warmup 70 "${BIG[@]}"
@@ -72,9 +72,7 @@ case $stage in
     bench new-arc-big-trace --revision "$REV" --preset arc --steps 8 --warmup 70 --profile \
       --trace "$WORK/big.json" "${BIG[@]}"
     gzip -f "$WORK/big.json"; pack
-    bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
-    bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
-      --set agent.d_model=512 --set agent.num_heads=8
+    compiled_runs
     ;;
   compare)  # COMPARE_BATCHES (default "1 2"): the views a step at that shape
     B=(--compare --shapes qwen2.5-1.5b --max-tokens 4096 --min-tokens 4096 --tasks 4 --rehearsal 0

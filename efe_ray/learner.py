@@ -75,9 +75,6 @@ class EFELearner:
         self.cfg, self.agent_cfg = cfg, agent_cfg
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
-        if cfg.colour_versions and not prompt_cfg.task_embedding:
-            raise ValueError(f"learner.colour_versions={cfg.colour_versions} needs prompt.task_embedding=true "
-                             "(the versions are rows of the task table)")
         self.prompt = QwenHybridPrompt(prompt_cfg, task_ids=task_ids, versions=cfg.colour_versions).to(self.device)
         self.agent = GridAgent(agent_cfg, prompt_cfg.prompt_dim).to(self.device)
         self.efe_loss = efe_loss
@@ -94,6 +91,9 @@ class EFELearner:
         self.autocast_dtype, self.use_scaler = modes[cfg.precision]  # fp16 alone needs a GradScaler
         if cfg.task_lr > 0 and self.prompt.task_table is None:
             raise ValueError(f"learner.task_lr={cfg.task_lr} needs prompt.task_embedding=true (no task table)")
+        if cfg.colour_versions and self.prompt.task_table is None:
+            raise ValueError(f"learner.colour_versions={cfg.colour_versions} needs prompt.task_embedding=true "
+                             "(the versions are rows of the task table)")
         self.steps = 0
         self.reset_optimizer()
         self.ema = EMA({"agent": self.agent, "prompt": self.prompt}, cfg.ema_decay) if cfg.ema_decay > 0 else None

@@ -180,9 +180,13 @@ class Batch:
         """N = B + R: every view."""
         return len(self.samples) + len(self.rehearsal)
 
+    def views(self) -> list[Sample]:
+        """Every view (N): the task's own, then the rehearsal views."""
+        return list(self.samples) + [s for _, s in self.rehearsal]
+
     def prompt_texts(self, index: list[int] | None = None) -> list[str]:
         """Prompt texts of the views at positions ``index`` (default: the task's own views, B)."""
-        every = list(self.samples) + [s for _, s in self.rehearsal]
+        every = self.views()
         return [every[i].prompt_text() for i in (range(len(self.samples)) if index is None else index)]
 
     def task_ids(self) -> list[str]:
@@ -191,12 +195,11 @@ class Batch:
 
     def versions(self, device: torch.device) -> torch.Tensor:
         """(N,) long on ``device``: the colour version of every view (all 0 without versions)."""
-        every = list(self.samples) + [s for _, s in self.rehearsal]
-        return upload(np.array([s.version for s in every], dtype=np.int64), device)
+        return upload(np.array([s.version for s in self.views()], dtype=np.int64), device)
 
     def tensors(self, device: torch.device) -> BatchTensors:
         """The batch's tensors on ``device`` (pinned, non-blocking uploads on CUDA)."""
-        every = list(self.samples) + [s for _, s in self.rehearsal]
+        every = self.views()
         loss_mask = np.zeros((len(every), self.side, self.side), dtype=np.float32)  # (N, S, S)
         target_mask = np.zeros_like(loss_mask)
         for i, s in enumerate(every):

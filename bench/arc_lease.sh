@@ -30,6 +30,10 @@
 #
 # SNAP=3min on train or resume also exports the main search's checkpoint as it stands after the stage
 # (export-arc-3min), which eval-scale scores with eval-main's settings as the row model-train-3min.
+# SNAP_AT="240:4min 420:7min" on train or resume exports it while the search runs, at those seconds
+# from the stage's start: the scaling rows from one training command, which pays for compilation
+# once (a resumed trial compiles again; on a fresh machine the first compile took about 2 minutes).
+# Use tune.checkpoint_every=1 in SETS so the snapshot is the newest iteration.
 #
 # Environment: RUNS (experiment folders; default /root/arc_runs), OUT (results; default ./arc_out),
 # TRAIN_S / RESUME_S (time budgets of the two training commands), TTA_STEPS, EVAL_S / NOEMA_S / ARC2_S /
@@ -83,10 +87,28 @@ evaluate() {
     --checkpoint "$ckpt" --split "$split" --tta-steps "$steps" --time-budget-s "$limit" "${EVAL[@]}" $(share) \
     --out "$OUT/$name" "$@" > "$OUT/eval_$name.log" 2>&1
 }
-# snapshot: with SNAP set, the main search's checkpoint as it stands, exported (a compute-scaling row)
+# snapshot [NAME]: the main search's checkpoint as it stands, exported as export-arc-NAME (a
+# compute-scaling row); NAME defaults to $SNAP, and without either nothing is exported
 snapshot() {
-  [[ -n "${SNAP:-}" ]] || return 0
-  python3 -m efe_ray.export --checkpoint "$RUNS/arc" --out "$RUNS/export-arc-$SNAP" --dtype bf16 2>&1 | tee -a "$LOG"
+  local name=${1:-${SNAP:-}}
+  [[ -n "$name" ]] || return 0
+  python3 -m efe_ray.export --checkpoint "$RUNS/arc" --out "$RUNS/export-arc-$name" --dtype bf16 2>&1 | tee -a "$LOG"
+  say "snapshot $name: exit ${PIPESTATUS[0]}, $(python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))
+print("iteration", m["progress"]["training_iteration"], "trial seconds", round(m["progress"]["time_total_s"]),
+      "learner steps", m["steps"])' "$RUNS/export-arc-$name/efe_meta.json" 2>&1)"
+}
+# snapshots_during PID: the SNAP_AT snapshots ("SECONDS:NAME ...", counted from the stage's start) taken
+# while the search PID runs; one not yet due when the search ends is not taken (it is named)
+snapshots_during() {
+  local pid=$1 at
+  for at in ${SNAP_AT:-}; do
+    [[ "$at" =~ ^[0-9]+:[A-Za-z0-9_-]+$ ]] || { say "SNAP_AT: bad entry '$at' (SECONDS:NAME)"; return 2; }
+  done
+  for at in ${SNAP_AT:-}; do
+    while kill -0 "$pid" 2>/dev/null && (( $(date +%s) - started < ${at%%:*} )); do sleep 2; done
+    kill -0 "$pid" 2>/dev/null || { say "snapshot ${at#*:}: not taken (the search ended first)"; continue; }
+    snapshot "${at#*:}"
+  done
 }
 started=$(date +%s)
 # Every stage's wall time and GPU count, for the GPU-minutes of bench/arc_results.py.
@@ -104,6 +126,7 @@ train)
       --time-budget-s "$TRAIN_S" "${ABLATION[@]}" "${TINY[@]}" "${RES[@]}" > "$OUT/train_ablation.log" 2>&1 &
     abl=$!
   fi
+  snapshots_during $main || { kill $main; wait; exit 2; }
   wait $main; rc_main=$?; rc_abl=0; [[ -z "$LAST" ]] || { wait $abl; rc_abl=$?; }
   say "train: main exit $rc_main${LAST:+, ablation exit $rc_abl}"; tail -n 12 "$OUT/train_main.log" | tee -a "$LOG"
   snapshot
@@ -118,6 +141,7 @@ resume)
       --time-budget-s "$RESUME_S" > "$OUT/resume_ablation.log" 2>&1 &
     abl=$!
   fi
+  snapshots_during $main || { kill $main; wait; exit 2; }
   wait $main; rc_main=$?; rc_abl=0; [[ -z "$LAST" ]] || { wait $abl; rc_abl=$?; }
   say "resume: main exit $rc_main${LAST:+, ablation exit $rc_abl}"; tail -n 12 "$OUT/resume_main.log" | tee -a "$LOG"
   snapshot

@@ -8,7 +8,8 @@ Run, after unpacking ``reports.tgz`` into a folder::
 ``FOLDER`` holds the evaluation folders the lease wrote (``arc1-eval``, ``arc1-eval-no-transduction``,
 ``arc2-eval``, ``arc1-train``, the snapshots' ``arc1-eval-train-<t>``, each with its ``report.json``)
 and ``stages.jsonl``. Prints one record
-per (split, method) and a Markdown table; with ``--write``, the records go to the JSON file (the
+per (split, method) and a Markdown table (a method whose time budget ended before it answered any
+task gets no row, only a line that names it); with ``--write``, the records go to the JSON file (the
 format the issue asks for: ``split``, ``method``, ``pass2_task``, ``pass2_output`` and
 ``cell_acc`` in percent, ``card``, ``revision``, ``date``, ``train_gpu_min``, ``eval_gpu_min``,
 ``commands``).
@@ -72,6 +73,8 @@ def records(folder: Path, card: str, revision: str, date: str, train_command: st
         for name, m in report["methods"].items():
             if rename is not None and name not in rename:
                 continue
+            if _late(m) >= m["tasks"]:  # a budget too short for one group: no measurement, not a 0%
+                continue
             out.append({
                 "split": split, "method": (rename or {}).get(name, name),
                 "pass2_task": round(100 * m["task_score"], 2), "pass2_output": round(100 * m["output_score"], 2),
@@ -80,6 +83,19 @@ def records(folder: Path, card: str, revision: str, date: str, train_command: st
                 "train_gpu_min": train_min, "eval_gpu_min": eval_min,
                 "commands": ([train_command] if train_command else []) + [command],
             })
+    return out
+
+
+def unanswered(folder: Path) -> list[str]:
+    """``split/method`` of every run in ``folder`` whose time budget ended before it answered any task:
+    :func:`records` gives them no row (0% would read as a measurement)."""
+    out = []
+    for sub, (split, rename) in runs(folder).items():
+        path = folder / sub / "report.json"
+        if path.exists():
+            for name, m in json.loads(path.read_text())["methods"].items():
+                if (rename is None or name in rename) and _late(m) >= m["tasks"]:
+                    out.append(f"{sub}: {(rename or {}).get(name, name)} ({m['tasks']} tasks)")
     return out
 
 
@@ -112,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no report.json under {args.folder}")
         return 1
     print(table(rows))
+    for run in unanswered(args.folder):
+        print(f"no row: {run}: the time budget ended before any task was answered")
     if args.write:
         args.write.write_text(json.dumps(rows, indent=1) + "\n")
         print(f"wrote {args.write} ({len(rows)} records)")

@@ -13,9 +13,10 @@ sys.path.insert(0, str(BENCH))
 import arc_results  # noqa: E402  (a script of bench/, beside its helper command.py)
 
 LEASE = BENCH / "arc_lease" / "2026-12-06"
+SCALING = BENCH / "arc_lease" / "2026-12-06-b"
 
 
-def test_the_single_gpu_lease_rebuilds_its_table_and_records():
+def test_the_first_single_gpu_lease_rebuilds_its_table():
     rows = arc_results.records(LEASE, "NVIDIA H100 80GB HBM3", "cf66d43", "2026-12-06", train_command="train it")
     by = {(r["split"], r["method"]): r for r in rows}
     model = by["arc1-eval", "model"]
@@ -26,10 +27,25 @@ def test_the_single_gpu_lease_rebuilds_its_table_and_records():
     assert ("arc1-train", "model") not in by  # the fit is scored without adaptation, named so
     assert (model["train_gpu_min"], model["eval_gpu_min"]) == (5.9, 6.6)  # stages.jsonl: 356 s; 241 + 156 s
     assert model["commands"][0] == "train it" and "--tta-steps 200" in model["commands"][1]
+
+
+def test_the_scaling_lease_is_the_committed_records():
+    rows = arc_results.records(SCALING, "NVIDIA H100 80GB HBM3", "702de3f", "2026-12-06")
+    by = {(r["split"], r["method"]): r for r in rows}
+    assert [(m, by["arc1-eval", m]["solved_outputs"], by["arc1-eval", m]["not_answered_in_time"])
+            for m in ("model-train-4min", "model-train-7min", "model", "model-no-search", "model-no-tta")] == \
+        [("model-train-4min", 13, 79), ("model-train-7min", 20, 111), ("model", 22, 47),
+         ("model-no-search", 25, 47), ("model-no-tta", 13, 47)]
+    # arc2-eval's and the fit's budgets ended before the model answered a task: no model rows, named
+    assert ("arc2-eval", "model") not in by and ("arc1-train", "model-no-tta") not in by
+    assert ("arc2-eval", "demo_rule") in by
+    assert arc_results.unanswered(SCALING) == ["arc2-eval: model (120 tasks)", "arc1-train: model-no-tta (400 tasks)"]
+    # stages.jsonl: 219 s (the first try, no checkpoint) + 541 s of training; 291 + 267 + 93 s of evaluation
+    assert (by["arc1-eval", "model"]["train_gpu_min"], by["arc1-eval", "model"]["eval_gpu_min"]) == (12.7, 10.8)
     stored = json.loads((BENCH / "arc_results.json").read_text())  # the committed file is these records
     assert [{k: v for k, v in r.items() if k != "commands"} for r in stored] == \
         [{k: v for k, v in r.items() if k != "commands"} for r in rows]
-    assert all(r["commands"][0].startswith('SETS="learner.compile=true') for r in stored)
+    assert all("bash bench/arc_lease.sh train" in r["commands"][0] for r in stored)
 
 
 def test_an_empty_folder_is_refused(tmp_path, capsys):

@@ -111,6 +111,25 @@ def test_ablations_come_from_the_same_pass_and_a_task_too_large_is_unanswered(le
     assert set(big.methods) == set(answer.methods)  # stand-ins under every method: no ablated row fails it
 
 
+def test_by_default_no_search_runs_and_the_answer_adapts_the_zero_delta(learner):
+    """The default (``search="none"``, as ``--search`` on the command line): the policy is never
+    asked, and the answer is that of an explicit zero delta."""
+    from efe_ray.evaluation.arguments import parse_args
+
+    assert parse_args(["--split", "arc1-eval", "--baseline", "copy_input"]).search == SolveSettings().search == "none"
+    task, calls = colour_map_task("map", seed=1), []
+
+    def policy(task, learner, feedback=None, seed=None):
+        calls.append(task.task_id)
+        return np.ones(learner.prompt.cfg.prompt_dim, dtype=np.float32)
+
+    default = solve_group(learner, policy, [task], SolveSettings(augmentations=2, tta_steps=3, tta_views=4))[0]
+    assert calls == [] and default.info["search"] == "zero" and set(default.info["demo_log_lik"]) == {"zero", "best"}
+    alone = solve_group(learner, None, [task], SolveSettings(augmentations=2, tta_steps=3, tta_views=4, search="none"))[0]
+    for (a, b), (c, d) in zip(default.methods["model"], alone.methods["model"]):
+        assert np.array_equal(a, c) and np.array_equal(b, d)
+
+
 def test_searches_keep_their_best_proposal(learner):
     task = colour_map_task("map", seed=1)
     demos = stack_views([demo_views(learner, task, d8_views(1))])

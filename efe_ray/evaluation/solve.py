@@ -76,8 +76,10 @@ class SolveSettings:
     """Leave-one-out views per task per adaptation step."""
     augmentations: int = 8
     """D8 transforms every task is seen under (1..8; identity first)."""
-    search: Literal["none", "policy", "gradient", "best"] = "best"
-    """Prompt delta: none, the RL policy's closed-loop search, gradient search, or the best of all."""
+    search: Literal["none", "policy", "gradient", "best"] = "none"
+    """Prompt delta: none (the default: in bench/RESULTS.md's ARC-AGI-1 tables no search scores at
+    least as well as the best of the searches), the RL policy's closed-loop search, gradient search,
+    or the best of all."""
     search_rounds: int = 8
     """Proposals of the policy search."""
     search_steps: int = 20

@@ -12,13 +12,15 @@
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh compiled # the baseline, then compiled steps at d_model 128 and 512
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh again    # without the profiler, expandable segments, a trace
 #   TRIAL_S=150 bash bench/step_lease.sh ray                     # RLlib against the bare loop; a real Tune trial
+#   REV=abc1234 bash bench/step_lease.sh heads                    # the 1,024-view compiled step at head width 32
+#                                                                 # (4 heads, the preset) and 64 (2 heads)
 #
 # SETS (e.g. "learner.compile=true"): config overrides for the ray stage, space-separated.
 # REV: the revision the records name (default: git's HEAD where the command runs). Pass it when the
 # tree was copied to another machine: a copy's git metadata can lag its files.
 # Each stage fits one 10-minute device command; a failing measurement is logged and the next runs.
 set -uo pipefail
-stage=${1:?usage: bash bench/step_lease.sh steps|speed|compiled|again|compare|ray}
+stage=${1:?usage: bash bench/step_lease.sh steps|speed|compiled|again|compare|ray|heads}
 OUT=${OUT:-$PWD/step_out}
 WORK=${WORK:-/root/step_work}
 REV=${REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -82,6 +84,11 @@ case $stage in
       bench old-1.5b-b$b --code "$OLD" --revision "$OLD_REV" --sampler host "${B[@]}" --batch "$b" --steps "$steps"
       bench new-1.5b-b$b --revision "$REV" "${B[@]}" --batch "$b" --steps "$steps"
     done
+    ;;
+  heads)  # attention was 35% of the compiled step's GPU time at head width 32: the same step at 64
+    bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
+    bench new-arc-big-compiled-h2 --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile \
+      "${BIG[@]}" --set agent.num_heads=2
     ;;
   ray)
     sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done

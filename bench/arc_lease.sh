@@ -33,7 +33,7 @@
 # SNAP_AT="240:4min 420:7min" on train or resume exports it while the search runs, at those seconds
 # from the stage's start: the scaling rows from one training command, which pays for compilation
 # once (a resumed trial compiles again; on a fresh machine the first compile took about 2 minutes).
-# Use tune.checkpoint_every=1 in SETS so the snapshot is the newest iteration.
+# The arc preset checkpoints every iteration (tune.checkpoint_every), so a snapshot is the newest one.
 #
 # Environment: RUNS (experiment folders; default /root/arc_runs), OUT (results; default ./arc_out),
 # TRAIN_S / RESUME_S (time budgets of the two training commands), TTA_STEPS, EVAL_S / NOEMA_S / ARC2_S /
@@ -73,6 +73,9 @@ fi
 ABLATION=(--set data.transductive=false --set data.eval_source=synthetic-eval --set tune.num_samples=1
           --set learner.agent_lr=0.002 --set learner.qwen_lr=0.0003 --set learner.reward_scale=5)
 sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done
+for at in ${SNAP_AT:-}; do  # checked before any search starts
+  [[ "$at" =~ ^[0-9]+:[A-Za-z0-9_-]+$ ]] || { say "SNAP_AT: bad entry '$at' (SECONDS:NAME)"; exit 2; }
+done
 dev() { if ((GPU)); then echo "CUDA_VISIBLE_DEVICES=$1"; else echo "CUDA_VISIBLE_DEVICES="; fi; }
 # tune GPUS ARGS...: python -m efe_ray.tune on those GPUs (a comma-separated list), in $RUNS, no dashboard
 tune() { local gpus=$1; shift; env $(dev "$gpus") python3 -m efe_ray.tune --storage-path "$RUNS" --no-dashboard "$@"; }
@@ -102,9 +105,6 @@ print("iteration", m["progress"]["training_iteration"], "trial seconds", round(m
 snapshots_during() {
   local pid=$1 at
   for at in ${SNAP_AT:-}; do
-    [[ "$at" =~ ^[0-9]+:[A-Za-z0-9_-]+$ ]] || { say "SNAP_AT: bad entry '$at' (SECONDS:NAME)"; return 2; }
-  done
-  for at in ${SNAP_AT:-}; do
     while kill -0 "$pid" 2>/dev/null && (( $(date +%s) - started < ${at%%:*} )); do sleep 2; done
     kill -0 "$pid" 2>/dev/null || { say "snapshot ${at#*:}: not taken (the search ended first)"; continue; }
     snapshot "${at#*:}"
@@ -126,7 +126,7 @@ train)
       --time-budget-s "$TRAIN_S" "${ABLATION[@]}" "${TINY[@]}" "${RES[@]}" > "$OUT/train_ablation.log" 2>&1 &
     abl=$!
   fi
-  snapshots_during $main || { kill $main; wait; exit 2; }
+  snapshots_during $main
   wait $main; rc_main=$?; rc_abl=0; [[ -z "$LAST" ]] || { wait $abl; rc_abl=$?; }
   say "train: main exit $rc_main${LAST:+, ablation exit $rc_abl}"; tail -n 12 "$OUT/train_main.log" | tee -a "$LOG"
   snapshot
@@ -141,7 +141,7 @@ resume)
       --time-budget-s "$RESUME_S" > "$OUT/resume_ablation.log" 2>&1 &
     abl=$!
   fi
-  snapshots_during $main || { kill $main; wait; exit 2; }
+  snapshots_during $main
   wait $main; rc_main=$?; rc_abl=0; [[ -z "$LAST" ]] || { wait $abl; rc_abl=$?; }
   say "resume: main exit $rc_main${LAST:+, ablation exit $rc_abl}"; tail -n 12 "$OUT/resume_main.log" | tee -a "$LOG"
   snapshot

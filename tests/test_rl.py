@@ -183,12 +183,18 @@ def test_preflight_rejects_gpu_request_the_cluster_cannot_meet(ray_local):
 
 @pytest.mark.slow
 def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(ray_local, tmp_path):
+    """Our files truncated (a crash mid-write): the restore continues from the newest earlier good
+    checkpoint, RLlib's state, learner and iteration count together; a direct load refuses."""
+    from ray.train._internal.checkpoint_manager import _TrainingResult
+    from ray.tune import Checkpoint
+
+    from efe_ray import checkpoint as ckpt
     from efe_ray.rl.algorithm import EFEPPO
     from efe_ray.rl.config import ppo_config
 
     algo = EFEPPO(config=ppo_config(SMOKE))
     steps = []
-    for i in range(2):
+    for i in range(3):
         algo.train()
         folder = tmp_path / f"checkpoint_{i:06d}"
         algo.save_checkpoint(str(folder))
@@ -196,11 +202,19 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(ray_local, tmp_p
     algo.stop()
     learner_file = tmp_path / "checkpoint_000001" / "efe_learner.pt"
     learner_file.write_bytes(learner_file.read_bytes()[:1000])  # truncated, as by a crash mid-write
+    named = _TrainingResult(checkpoint=Checkpoint.from_directory(str(tmp_path / "checkpoint_000001")),
+                            metrics={"training_iteration": 2})
 
     fresh = EFEPPO(config=ppo_config(SMOKE))
-    with pytest.warns(UserWarning, match="previous good checkpoint .*checkpoint_000000"):
+    with pytest.raises(ckpt.CheckpointError, match="truncated or corrupt"):
         fresh.load_checkpoint(str(tmp_path / "checkpoint_000001"))
-    assert fresh.trainee.learner.steps == steps[0] < steps[1]
+    with pytest.warns(UserWarning, match="truncated or corrupt.*; the trial continues from checkpoint_000000, "
+                                         "at iteration 1"):
+        fresh.restore(named)  # never the newer checkpoint_000002: not what Tune asked to continue from
+    assert fresh.iteration == 1 and fresh.trainee.learner.steps == steps[0] < steps[1]
+    (tmp_path / "checkpoint_000000" / "efe_learner.pt").write_bytes(b"")
+    with pytest.raises(ckpt.CheckpointError, match="no earlier good checkpoint with recorded progress"):
+        fresh.restore(named)
     fresh.stop()
 
 

@@ -9,10 +9,11 @@ ours beside them (efe_ray/checkpoint.py): ``efe_learner.pt`` (the learner and it
 efe_ray/rl/policy.py) and ``efe_meta.json`` (config, trained tasks, control statistics, hashes).
 These are weights-only and hashed; RLlib's env-runner state is pickled, so the learner is not put
 there (``evaluate`` must never unpickle a checkpoint). A restore that finds our files truncated or
-corrupt falls back to the newest earlier good checkpoint beside it, with a warning; so does a
+corrupt continues from the newest earlier good checkpoint beside it, with a warning; so does a
 restore whose checkpoint folder is gone (a ``kill -9`` can leave Tune's experiment state naming a
-checkpoint that its retention, ``num_to_keep``, had just deleted): the trial then continues from the
-newest checkpoint beside it, at the iteration our metadata recorded there.
+checkpoint that its retention, ``num_to_keep``, had just deleted), from the newest good one beside
+it. Either way RLlib's state, the learner and the iteration count (our metadata's record) all come
+from that one checkpoint.
 
 Per-iteration results (learner metrics, held-out scores) come from efe_ray/rl/callbacks.py.
 """
@@ -34,47 +35,45 @@ from efe_ray.rl.policy import policy_state
 from envs.trainee import Trainee
 
 
-def load_learner_or_previous(checkpoint_dir: str, device) -> tuple[dict, dict]:
-    """(learner state, metadata) of ``checkpoint_dir``; if our files there are truncated or
-    corrupt, those of the newest earlier good ``checkpoint_*`` folder beside it, with a warning."""
-    try:
-        state, _, meta = ckpt.load(checkpoint_dir, map_location=device)
-        return state, meta
-    except ckpt.CheckpointError as err:
-        here = Path(checkpoint_dir).resolve()
-        earlier = sorted((p for p in here.parent.glob("checkpoint_*") if p.name < here.name), reverse=True)
-        for candidate in earlier:
-            try:
-                state, _, meta = ckpt.load(candidate, map_location=device)
-            except ckpt.CheckpointError:
-                continue
-            warnings.warn(f"{err}; restored the learner from the previous good checkpoint {candidate} "
-                          f"(the policy comes from {here.name})", stacklevel=2)
-            return state, meta
-        raise ckpt.CheckpointError(f"{err}; no earlier good checkpoint beside it in {here.parent}") from err
-
-
-def existing_checkpoint(result: _TrainingResult | Checkpoint | str) -> _TrainingResult | Checkpoint | str:
-    """``result`` (what Tune hands :meth:`EFEPPO.restore`) where its local checkpoint folder exists;
-    where it is gone, the newest ``checkpoint_*`` folder beside it that has our metadata and its
-    recorded progress, with a warning. Raises ValueError naming the folder when there is none."""
+def restorable(result: _TrainingResult | Checkpoint | str) -> _TrainingResult | Checkpoint | str:
+    """``result`` (what Tune hands :meth:`EFEPPO.restore`) where its local checkpoint folder exists and
+    our files there verify; else a result for the newest good ``checkpoint_*`` folder beside it that
+    recorded its progress (any, for a folder that is gone; an earlier one, for our files truncated or
+    corrupt), carrying that folder's training iteration and time, with a warning: RLlib's state, the
+    learner and the iteration count then all come from one checkpoint. Raises ValueError (a folder
+    that is gone) or :class:`~efe_ray.checkpoint.CheckpointError` (corrupt) when there is none."""
     ckpt_obj = result.checkpoint if isinstance(result, _TrainingResult) else result
     path = Path(ckpt_obj.path if isinstance(ckpt_obj, Checkpoint) else ckpt_obj)
-    if path.exists() or (isinstance(ckpt_obj, Checkpoint) and ckpt_obj.filesystem.type_name != "local"):
+    if isinstance(ckpt_obj, Checkpoint) and ckpt_obj.filesystem.type_name != "local":
         return result
+    gone = not path.exists()
+    if not gone:
+        try:
+            ckpt.load(path)
+            return result
+        except ckpt.CheckpointError as err:
+            problem = err
     for candidate in sorted(path.parent.glob("checkpoint_*"), reverse=True):
+        if not gone and candidate.name >= path.name:
+            continue
         try:
             progress = ckpt.read_meta(candidate).get("progress")
+            if progress is not None:  # None: written before checkpoints recorded their iteration
+                ckpt.load(candidate)
         except ckpt.CheckpointError:
             continue
-        if progress is None:  # written before checkpoints recorded their iteration
+        if progress is None:
             continue
-        warnings.warn(f"checkpoint {path} is gone; the trial continues from {candidate.name}, at iteration "
+        why = f"checkpoint {path} is gone" if gone else str(problem)
+        warnings.warn(f"{why}; the trial continues from {candidate.name}, at iteration "
                       f"{progress['training_iteration']}", stacklevel=2)
         metrics = {TRAINING_ITERATION: progress["training_iteration"], TIME_TOTAL_S: progress["time_total_s"]}
         return _TrainingResult(checkpoint=Checkpoint.from_directory(str(candidate)), metrics=metrics)
-    raise ValueError(f"cannot restore: checkpoint {path} is gone and no checkpoint with recorded progress is "
-                     f"beside it in {path.parent}")
+    if gone:
+        raise ValueError(f"cannot restore: checkpoint {path} is gone and no checkpoint with recorded progress is "
+                         f"beside it in {path.parent}")
+    raise ckpt.CheckpointError(f"{problem}; no earlier good checkpoint with recorded progress beside it in "
+                               f"{path.parent}")
 
 
 class EFEPPO(PPO):
@@ -101,10 +100,12 @@ class EFEPPO(PPO):
                   progress=progress)
 
     def restore(self, checkpoint_path: _TrainingResult | Checkpoint | str) -> None:
-        """Tune's restore, from the newest checkpoint beside a folder that is gone (module docstring)."""
-        super().restore(existing_checkpoint(checkpoint_path))
+        """Tune's restore, from a good checkpoint beside a folder that is gone or corrupt (:func:`restorable`)."""
+        super().restore(restorable(checkpoint_path))
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
+        """RLlib's state, then the learner's, from ``checkpoint_dir`` (verified: a corrupt learner file
+        raises :class:`~efe_ray.checkpoint.CheckpointError`; :meth:`restore` picks a good folder first)."""
         super().load_checkpoint(checkpoint_dir)
-        state, meta = load_learner_or_previous(checkpoint_dir, self.trainee.learner.device)
+        state, _, meta = ckpt.load(checkpoint_dir, map_location=self.trainee.learner.device)
         self.trainee.load_state_dict(state, meta["env_stats"])

@@ -15,7 +15,7 @@ How to run this script
 * How the model answers (efe_ray/evaluation/solve.py): tasks are seen under ``--augmentations K``
   D8 transforms (default 8); ``--search best|policy|gradient|none`` searches a prompt delta per
   task on its demonstrations (the RL policy in closed loop, gradient ascent, or the best of both
-  and none; default none, which measured at least as well); ``--tta-steps N`` adapts a copy of the agent per task to its own demonstrations, the
+  and none; default none, which solved as many outputs as any search over two leases); ``--tta-steps N`` adapts a copy of the agent per task to its own demonstrations, the
   tasks of a group (``--group-size``) together (test outputs are never read); candidates are
   scored under every view with an output-size prior. ``--ablations`` adds, from the same pass, the
   rows ``model-no-tta``, ``model-old-voting``, ``model-no-search``, ``model-policy-search`` and

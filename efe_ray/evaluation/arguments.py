@@ -33,8 +33,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tta-views", type=int, default=16, help="leave-one-out views per task per adaptation step")
     p.add_argument("--augmentations", type=int, default=8, help="D8 transforms each task is seen under (1..8)")
     p.add_argument("--search", choices=("best", "policy", "gradient", "none"), default="none",
-                   help="prompt delta per task, judged on its demonstrations (default none: in two ARC-AGI-1 "
-                        "leases no search scored at least as well as the best of them, and costs nothing)")
+                   help="prompt delta per task, judged on its demonstrations (default none: over two ARC-AGI-1 "
+                        "leases it solved as many outputs as any search, and costs nothing; bench/RESULTS.md)")
     p.add_argument("--search-rounds", type=int, default=8, help="proposals of the policy search")
     p.add_argument("--search-steps", type=int, default=20, help="steps of the gradient search")
     p.add_argument("--group-size", type=int, default=16, help="tasks answered and adapted together")

@@ -35,6 +35,10 @@
 # once (a resumed trial compiles again; on a fresh machine the first compile took about 2 minutes).
 # The arc preset checkpoints every iteration (tune.checkpoint_every), so a snapshot is the newest one.
 #
+# ABLATIONS=0 on eval-main: the main evaluation without --ablations (the searches' rows, which adapt
+# three copies a task), then the same checkpoint without adaptation (NOTTA_S seconds) as the row
+# model-no-tta: the table's one required ablation at a third of the adaptation work.
+#
 # Environment: RUNS (experiment folders; default /root/arc_runs), OUT (results; default ./arc_out),
 # TRAIN_S / RESUME_S (time budgets of the two training commands), TTA_STEPS, EVAL_S / NOEMA_S / ARC2_S /
 # FIT_S (evaluation budgets), DRY=1 (the same commands
@@ -177,8 +181,15 @@ eval-main)
       --weights trained 2>&1 | tee -a "$LOG"
   fi
   set +e
-  say "eval-main: ARC-AGI-1 evaluation with adaptation, ablations and baselines on $G GPUs"
-  evaluate "$RUNS/export-arc" arc1-eval arc1-eval "$TTA_STEPS" ${EVAL_S:-300} --ablations --baselines --drop-leaked; rc=$?
+  if [[ "${ABLATIONS:-1}" == 1 ]]; then
+    say "eval-main: ARC-AGI-1 evaluation with adaptation, ablations and baselines on $G GPUs"
+    evaluate "$RUNS/export-arc" arc1-eval arc1-eval "$TTA_STEPS" ${EVAL_S:-300} --ablations --baselines --drop-leaked; rc=$?
+  else  # the model and its no-adaptation row alone: a third of the adaptation work of --ablations
+    say "eval-main: ARC-AGI-1 evaluation with adaptation and baselines, then without adaptation, on $G GPUs"
+    evaluate "$RUNS/export-arc" arc1-eval arc1-eval "$TTA_STEPS" ${EVAL_S:-300} --baselines --drop-leaked; rc=$?
+    evaluate "$RUNS/export-arc" arc1-eval arc1-eval-no-tta 0 ${NOTTA_S:-60} --drop-leaked; r=$?
+    [[ $r == 0 || $r == 4 ]] || rc=$r
+  fi
   say "eval-main: exit $rc"; tail -n 14 "$OUT/eval_arc1-eval.log" | tee -a "$LOG"
   [[ $rc == 0 || $rc == 4 ]] ;;
 eval-more)

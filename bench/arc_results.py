@@ -5,10 +5,10 @@ Run, after unpacking ``reports.tgz`` into a folder::
     python bench/arc_results.py FOLDER --card "NVIDIA H100 80GB HBM3 x4" --revision abc1234 \\
         --date 2026-11-28 [--write bench/arc_results.json]
 
-``FOLDER`` holds the evaluation folders the lease wrote (``arc1-eval``, ``arc1-eval-no-transduction``,
-``arc2-eval``, ``arc1-train``, the snapshots' ``arc1-eval-train-<t>``, each with its ``report.json``)
-and ``stages.jsonl``. Prints one record
-per (split, method) and a Markdown table (a method whose time budget ended before it answered any
+``FOLDER`` holds the evaluation folders the lease wrote (``arc1-eval``, ``arc1-eval-no-tta``,
+``arc1-eval-no-transduction``, ``arc2-eval``, ``arc1-train``, the snapshots' ``arc1-eval-train-<t>``,
+each with its ``report.json``) and ``stages.jsonl``. Prints one record per (split, method) and a
+Markdown table (a method whose time budget ended before it answered any
 task gets no row, only a line that names it); with ``--write``, the records go to the JSON file (the
 format the issue asks for: ``split``, ``method``, ``pass2_task``, ``pass2_output`` and
 ``cell_acc`` in percent, ``card``, ``revision``, ``date``, ``train_gpu_min``, ``eval_gpu_min``,
@@ -28,6 +28,7 @@ RUNS = {
     "arc1-eval-no-transduction": ("arc1-eval", {"model": "model-no-transduction"}),
     "arc1-eval-no-transduction-tta400": ("arc1-eval", {"model": "model-no-transduction-tta400-no-search"}),
     "arc1-eval-no-ema": ("arc1-eval", {"model": "model-no-ema"}),
+    "arc1-eval-no-tta": ("arc1-eval", {"model": "model-no-tta"}),  # eval-main with ABLATIONS=0
     "arc2-eval": ("arc2-eval", None),
     "arc1-train": ("arc1-train", {"model": "model-no-tta", "copy_input": "copy_input", "demo_rule": "demo_rule"}),
 }

@@ -143,14 +143,30 @@ def evaluation_weights(state: dict) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _read_tensors(path: Path, sha256: str, map_location: str | torch.device) -> dict:
-    """``torch.load(weights_only=True)`` of ``path`` after checking its bytes against ``sha256``."""
+def _read_verified(path: Path, sha256: str) -> bytes:
+    """The bytes of ``path``, checked against ``sha256`` (CheckpointError if missing or different)."""
     try:
         blob = path.read_bytes()
     except FileNotFoundError as err:
         raise CheckpointError(f"{path.parent}: {path.name} is missing") from err
     if hashlib.sha256(blob).hexdigest() != sha256:
         raise CheckpointError(f"{path}: contents do not match the recorded SHA-256 (truncated or corrupt)")
+    return blob
+
+
+def verify(folder: str | os.PathLike) -> dict:
+    """The metadata of a trial checkpoint folder whose learner file matches its recorded hash, as
+    :func:`load` would check it, without unpickling the state (CheckpointError otherwise)."""
+    meta = read_meta(folder)
+    if is_exported(meta):
+        raise CheckpointError(f"{folder}: an exported folder (weights only), not a trial checkpoint")
+    _read_verified(Path(folder) / LEARNER_FILE, meta["learner_sha256"])
+    return meta
+
+
+def _read_tensors(path: Path, sha256: str, map_location: str | torch.device) -> dict:
+    """``torch.load(weights_only=True)`` of ``path`` after checking its bytes against ``sha256``."""
+    blob = _read_verified(path, sha256)
     try:
         return torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as err:  # weights-only refuses other objects

@@ -49,7 +49,7 @@ def restorable(result: _TrainingResult | Checkpoint | str) -> _TrainingResult | 
     gone = not path.exists()
     if not gone:
         try:
-            ckpt.load(path)
+            ckpt.verify(path)  # the hash check load() makes; load_checkpoint() then loads it once
             return result
         except ckpt.CheckpointError as err:
             problem = err
@@ -57,12 +57,10 @@ def restorable(result: _TrainingResult | Checkpoint | str) -> _TrainingResult | 
         if not gone and candidate.name >= path.name:
             continue
         try:
-            progress = ckpt.read_meta(candidate).get("progress")
-            if progress is not None:  # None: written before checkpoints recorded their iteration
-                ckpt.load(candidate)
+            progress = ckpt.verify(candidate).get("progress")
         except ckpt.CheckpointError:
             continue
-        if progress is None:
+        if progress is None:  # written before checkpoints recorded their iteration
             continue
         why = f"checkpoint {path} is gone" if gone else str(problem)
         warnings.warn(f"{why}; the trial continues from {candidate.name}, at iteration "

@@ -58,46 +58,49 @@ def runs(folder: Path) -> dict[str, tuple[str, dict | None]]:
     return {**RUNS, **found}
 
 
-def records(folder: Path, card: str, revision: str, date: str, train_command: str = "") -> list[dict]:
-    train_min, eval_min = gpu_minutes(folder)
-    out = []
+def methods(folder: Path):
+    """``(folder name, split, report settings, method as the table names it, its results)`` for every
+    method of every run in ``folder`` that the table reads (:func:`runs`), in their order."""
     for sub, (split, rename) in runs(folder).items():
         path = folder / sub / "report.json"
         if not path.exists():
             continue
         report = json.loads(path.read_text())
-        s = report["settings"]
+        for name, m in report["methods"].items():
+            if rename is None or name in rename:
+                yield sub, split, report["settings"], (rename or {}).get(name, name), m
+
+
+def answered_none(m: dict) -> bool:
+    """Whether the time budget ended before the method answered any task: no measurement, not a 0%."""
+    return _late(m) >= m["tasks"]
+
+
+def records(folder: Path, card: str, revision: str, date: str, train_command: str = "") -> list[dict]:
+    train_min, eval_min = gpu_minutes(folder)
+    out = []
+    for _, split, s, method, m in methods(folder):
+        if answered_none(m):
+            continue
         command = (f"python -m efe_ray.evaluate --checkpoint {s.get('checkpoint')} --split {split} "
                    f"--tta-steps {s.get('tta_steps')} --augmentations {s.get('augmentations')} "
                    f"--search {s.get('search')}" + (" --ablations" if s.get("ablations") else "")
                    + (f" --time-budget-s {s['time_budget_s']:g}" if s.get("time_budget_s") else ""))
-        for name, m in report["methods"].items():
-            if rename is not None and name not in rename:
-                continue
-            if _late(m) >= m["tasks"]:  # a budget too short for one group: no measurement, not a 0%
-                continue
-            out.append({
-                "split": split, "method": (rename or {}).get(name, name),
-                "pass2_task": round(100 * m["task_score"], 2), "pass2_output": round(100 * m["output_score"], 2),
-                "cell_acc": round(100 * m["cell_acc"], 2), "tasks": m["tasks"], "outputs": m["outputs"],
-                "solved_outputs": m["solved_outputs"], "not_answered_in_time": _late(m), "card": card, "revision": revision, "date": date,
-                "train_gpu_min": train_min, "eval_gpu_min": eval_min,
-                "commands": ([train_command] if train_command else []) + [command],
-            })
+        out.append({
+            "split": split, "method": method,
+            "pass2_task": round(100 * m["task_score"], 2), "pass2_output": round(100 * m["output_score"], 2),
+            "cell_acc": round(100 * m["cell_acc"], 2), "tasks": m["tasks"], "outputs": m["outputs"],
+            "solved_outputs": m["solved_outputs"], "not_answered_in_time": _late(m), "card": card, "revision": revision, "date": date,
+            "train_gpu_min": train_min, "eval_gpu_min": eval_min,
+            "commands": ([train_command] if train_command else []) + [command],
+        })
     return out
 
 
 def unanswered(folder: Path) -> list[str]:
-    """``split/method`` of every run in ``folder`` whose time budget ended before it answered any task:
-    :func:`records` gives them no row (0% would read as a measurement)."""
-    out = []
-    for sub, (split, rename) in runs(folder).items():
-        path = folder / sub / "report.json"
-        if path.exists():
-            for name, m in json.loads(path.read_text())["methods"].items():
-                if (rename is None or name in rename) and _late(m) >= m["tasks"]:
-                    out.append(f"{sub}: {(rename or {}).get(name, name)} ({m['tasks']} tasks)")
-    return out
+    """``folder: method (tasks)`` of every method in ``folder`` that answered no task in its time
+    budget: :func:`records` gives them no row."""
+    return [f"{sub}: {method} ({m['tasks']} tasks)" for sub, _, _, method, m in methods(folder) if answered_none(m)]
 
 
 def _late(method: dict) -> int:

@@ -39,8 +39,13 @@ bench() {
 ARC=(--preset arc --steps 20 --profile)          # the command the issue measured today's step with
 BIG=(--batch 64 --rehearsal 960 --steps-per-read 8) # 1,024 views a step; the env's read every 8 steps
 baseline() { bench old-arc --code "$OLD" --revision "$OLD_REV" --sampler host "${ARC[@]}"; }  # the old tree's step
+# big_compiled NAME [ARGS...]: the 1,024-view step compiled and profiled, with ARGS (e.g. --set ...) last
+big_compiled() {
+  local name=$1; shift
+  bench "$name" --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}" "$@"
+}
 compiled_runs() {  # the 1,024-view step compiled, then the ARC issue's d_model 512
-  bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
+  big_compiled new-arc-big-compiled
   bench new-arc-d512-compiled --revision "$REV" --preset arc --steps 40 --warmup 70 --profile --compile \
     --set agent.d_model=512 --set agent.num_heads=8
 }
@@ -86,9 +91,8 @@ case $stage in
     done
     ;;
   heads)  # attention was 35% of the compiled step's GPU time at head width 32: the same step at 64
-    bench new-arc-big-compiled --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile "${BIG[@]}"
-    bench new-arc-big-compiled-h2 --revision "$REV" --preset arc --steps 60 --warmup 70 --profile --compile \
-      "${BIG[@]}" --set agent.num_heads=2
+    big_compiled new-arc-big-compiled
+    big_compiled new-arc-big-compiled-h2 --set agent.num_heads=2
     ;;
   ray)
     sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done

@@ -12,6 +12,7 @@
 #                                      # ARC-AGI-2 evaluation; the training-set fit
 #   bash bench/arc_lease.sh scale      # trials per hour: the arc search on all G GPUs, then on one
 #   bash bench/arc_lease.sh eval-scale # ARC-AGI-1 evaluation of each snapshot (the compute-scaling rows)
+#   bash bench/arc_lease.sh eval-tta   # the final checkpoint with more adaptation steps (TTA_MORE, default 600)
 #   bash bench/arc_lease.sh ablate     # recipe arms trained side by side on the same GPUs, each scored on
 #                                      # the first ABLATE_LIMIT ARC-AGI-1 evaluation tasks
 #   bash bench/arc_lease.sh pack       # archives of what exists so far (reports, TensorBoard files, exports)
@@ -39,13 +40,16 @@
 # three copies a task), then the same checkpoint without adaptation (NOTTA_S seconds) as the row
 # model-no-tta: the table's one required ablation at a third of the adaptation work.
 #
+# PER_GPU=4 on any evaluation stage: four evaluation workers share each GPU (default 2). Adaptation runs
+# eager, so one worker leaves the GPU idle between its small kernels; more workers fill it.
+#
 # Environment: RUNS (experiment folders; default /root/arc_runs), OUT (results; default ./arc_out),
 # TRAIN_S / RESUME_S (time budgets of the two training commands), TTA_STEPS, EVAL_S / NOEMA_S / ARC2_S /
-# FIT_S (evaluation budgets), DRY=1 (the same commands
+# FIT_S / TTA_MORE_S (evaluation budgets), DRY=1 (the same commands
 # on the CPU with tiny models and budgets: what tests the script before a lease; DRY_G=1 as on one GPU).
 # bench/arc_results.py turns what comes back into bench/arc_results.json and the table of RESULTS.md.
 set -uo pipefail
-stage=${1:?usage: bash bench/arc_lease.sh train|resume|eval-main|eval-more|eval-scale|ablate|scale|pack}
+stage=${1:?usage: bash bench/arc_lease.sh train|resume|eval-main|eval-more|eval-scale|eval-tta|ablate|scale|pack}
 RUNS=${RUNS:-/root/arc_runs}
 OUT=${OUT:-$PWD/arc_out}
 mkdir -p "$RUNS" "$OUT"
@@ -84,7 +88,12 @@ dev() { if ((GPU)); then echo "CUDA_VISIBLE_DEVICES=$1"; else echo "CUDA_VISIBLE
 # tune GPUS ARGS...: python -m efe_ray.tune on those GPUs (a comma-separated list), in $RUNS, no dashboard
 tune() { local gpus=$1; shift; env $(dev "$gpus") python3 -m efe_ray.tune --storage-path "$RUNS" --no-dashboard "$@"; }
 ok() { [[ $1 == 0 || $1 == 124 ]]; }  # 124: the time budget ended the search, which --resume continues
-share() { if ((GPU)); then echo "--gpus-per-task 0.5 --workers $((2 * G))"; else echo "--workers 0"; fi; }
+PER_GPU=${PER_GPU:-2}  # evaluation workers per GPU (each takes 1/PER_GPU of a GPU)
+[[ "$PER_GPU" =~ ^[1-9][0-9]*$ ]] || { say "PER_GPU: '$PER_GPU' is not a positive whole number"; exit 2; }
+share() {
+  if ((GPU)); then echo "--gpus-per-task $(python3 -c "print(1 / $PER_GPU)") --workers $((PER_GPU * G))"
+  else echo "--workers 0"; fi
+}
 # evaluate CHECKPOINT SPLIT OUTNAME TTA_STEPS SECONDS [options]: on every GPU; the model's predictions stop
 # after SECONDS (tasks not answered by then are errors that score 0, and the report is still written);
 # `timeout` is the backstop that keeps a stage inside its device command.
@@ -191,6 +200,13 @@ eval-main)
     [[ $r == 0 || $r == 4 ]] || rc=$r
   fi
   say "eval-main: exit $rc"; tail -n 14 "$OUT/eval_arc1-eval.log" | tee -a "$LOG"
+  [[ $rc == 0 || $rc == 4 ]] ;;
+eval-tta)  # more adaptation: the final checkpoint with TTA_MORE steps a task, as the row model-tta-<N>
+  more=${TTA_MORE:-600}
+  [[ "$more" =~ ^[1-9][0-9]*$ ]] || { say "TTA_MORE: '$more' is not a positive whole number"; exit 2; }
+  say "eval-tta: ARC-AGI-1 evaluation with $more adaptation steps a task on $G GPUs"
+  evaluate "$RUNS/export-arc" arc1-eval "arc1-eval-tta$more" "$more" ${TTA_MORE_S:-300} --drop-leaked; rc=$?
+  say "eval-tta: exit $rc"; tail -n 6 "$OUT/eval_arc1-eval-tta$more.log" | tee -a "$LOG"
   [[ $rc == 0 || $rc == 4 ]] ;;
 eval-more)
   say "eval-more: the no-transduction checkpoint and the training weights on ARC-AGI-1; ARC-AGI-2 evaluation; ARC-AGI-1 training (the fit)"

@@ -45,15 +45,16 @@ def gpu_minutes(folder: Path) -> tuple[float | None, float | None]:
     def minutes(names: tuple[str, ...]) -> float:
         return round(sum(s["seconds"] * s["gpus"] for s in stages if s["stage"] in names) / 60, 1)
 
-    return minutes(("train", "resume")), minutes(("eval-main", "eval-more", "eval-scale"))
+    return minutes(("train", "resume")), minutes(("eval-main", "eval-more", "eval-scale", "eval-tta"))
 
 
 def runs(folder: Path) -> dict[str, tuple[str, dict | None]]:
     """:data:`RUNS` plus the compute-scaling snapshots found in ``folder`` (``arc1-eval-train-<t>``,
-    bench/arc_lease.sh eval-scale) and the recipe arms (``arc1-eval-ablate-<name>``, ablate): their
-    ``model`` is the row ``model-train-<t>`` or ``model-ablate-<name>``."""
+    bench/arc_lease.sh eval-scale), the recipe arms (``arc1-eval-ablate-<name>``, ablate) and the runs
+    with more adaptation (``arc1-eval-tta<N>``, eval-tta): their ``model`` is the row ``model-train-<t>``,
+    ``model-ablate-<name>`` or ``model-tta<N>``."""
     found = {p.name: ("arc1-eval", {"model": "model-" + p.name.removeprefix("arc1-eval-")})
-             for pattern in ("arc1-eval-train-*", "arc1-eval-ablate-*")
+             for pattern in ("arc1-eval-train-*", "arc1-eval-ablate-*", "arc1-eval-tta*")
              for p in sorted(folder.glob(pattern)) if p.is_dir()}
     return {**RUNS, **found}
 

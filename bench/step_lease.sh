@@ -12,8 +12,10 @@
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh compiled # the baseline, then compiled steps at d_model 128 and 512
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh again    # without the profiler, expandable segments, a trace
 #   TRIAL_S=150 bash bench/step_lease.sh ray                     # RLlib against the bare loop; a real Tune trial
+#                                                                 # (TRIAL_S=0: the overhead alone)
 #   REV=abc1234 bash bench/step_lease.sh heads                    # the 1,024-view compiled step at head width 32
-#                                                                 # (4 heads, the preset) and 64 (2 heads)
+#                                                                 # (4 heads, the preset) and 64 (2 heads); with
+#                                                                 # OLD and OLD_REV, the old tree's step first
 #
 # SETS (e.g. "learner.compile=true"): config overrides for the ray stage, space-separated.
 # REV: the revision the records name (default: git's HEAD where the command runs). Pass it when the
@@ -91,6 +93,7 @@ case $stage in
     done
     ;;
   heads)  # attention was 35% of the compiled step's GPU time at head width 32: the same step at 64
+    [[ -z "${OLD:-}" ]] || baseline  # with OLD: the old tree's step first, for the same lease's ratio
     big_compiled new-arc-big-compiled
     big_compiled new-arc-big-compiled-h2 --set agent.num_heads=2
     ;;
@@ -101,6 +104,7 @@ case $stage in
       --set rl.train_batch_size=32 --set rl.minibatch_size=16 "${sets[@]}" > "$WORK/ray_overhead.log" 2>&1
     say "  exit $? $(grep -E 'ratio|steps/s' "$WORK/ray_overhead.log" | tr '\n' ' ')"
     pack
+    [[ "${TRIAL_S:-150}" != 0 ]] || { say "TRIAL_S=0: no Tune trial"; exit 0; }
     say "a Tune trial of the arc preset, ${TRIAL_S:-150} s"
     timeout $((${TRIAL_S:-150} + 130)) python3 -m efe_ray.tune --preset arc --num-samples 1 --time-budget-s "${TRIAL_S:-150}" --no-dashboard \
       --storage-path /root/step_runs --name arc-trial "${sets[@]}" > "$WORK/tune_trial.log" 2>&1

@@ -54,7 +54,7 @@ def test_an_empty_folder_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["arc1-eval-train-3min", "arc1-eval-train-12min", "arc1-eval-ablate-no-warmup",
-                                  "arc1-eval-no-tta"])
+                                  "arc1-eval-no-tta", "arc1-eval-tta600"])
 def test_snapshots_and_recipe_arms_become_their_rows(tmp_path, name):
     src = LEASE / "arc1-eval-no-ema" / "report.json"
     (tmp_path / name).mkdir()

@@ -84,6 +84,8 @@ sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done
 for at in ${SNAP_AT:-}; do  # checked before any search starts
   [[ "$at" =~ ^[0-9]+:[A-Za-z0-9_-]+$ ]] || { say "SNAP_AT: bad entry '$at' (SECONDS:NAME)"; exit 2; }
 done
+TTA_MORE=${TTA_MORE:-600}  # eval-tta's adaptation steps a task
+[[ "$TTA_MORE" =~ ^[1-9][0-9]*$ ]] || { say "TTA_MORE: '$TTA_MORE' is not a positive whole number"; exit 2; }
 dev() { if ((GPU)); then echo "CUDA_VISIBLE_DEVICES=$1"; else echo "CUDA_VISIBLE_DEVICES="; fi; }
 # tune GPUS ARGS...: python -m efe_ray.tune on those GPUs (a comma-separated list), in $RUNS, no dashboard
 tune() { local gpus=$1; shift; env $(dev "$gpus") python3 -m efe_ray.tune --storage-path "$RUNS" --no-dashboard "$@"; }
@@ -201,12 +203,10 @@ eval-main)
   fi
   say "eval-main: exit $rc"; tail -n 14 "$OUT/eval_arc1-eval.log" | tee -a "$LOG"
   [[ $rc == 0 || $rc == 4 ]] ;;
-eval-tta)  # more adaptation: the final checkpoint with TTA_MORE steps a task, as the row model-tta-<N>
-  more=${TTA_MORE:-600}
-  [[ "$more" =~ ^[1-9][0-9]*$ ]] || { say "TTA_MORE: '$more' is not a positive whole number"; exit 2; }
-  say "eval-tta: ARC-AGI-1 evaluation with $more adaptation steps a task on $G GPUs"
-  evaluate "$RUNS/export-arc" arc1-eval "arc1-eval-tta$more" "$more" ${TTA_MORE_S:-300} --drop-leaked; rc=$?
-  say "eval-tta: exit $rc"; tail -n 6 "$OUT/eval_arc1-eval-tta$more.log" | tee -a "$LOG"
+eval-tta)  # more adaptation: the final checkpoint with TTA_MORE steps a task, as the row model-tta<N>
+  say "eval-tta: ARC-AGI-1 evaluation with $TTA_MORE adaptation steps a task on $G GPUs"
+  evaluate "$RUNS/export-arc" arc1-eval "arc1-eval-tta$TTA_MORE" "$TTA_MORE" ${TTA_MORE_S:-300} --drop-leaked; rc=$?
+  say "eval-tta: exit $rc"; tail -n 6 "$OUT/eval_arc1-eval-tta$TTA_MORE.log" | tee -a "$LOG"
   [[ $rc == 0 || $rc == 4 ]] ;;
 eval-more)
   say "eval-more: the no-transduction checkpoint and the training weights on ARC-AGI-1; ARC-AGI-2 evaluation; ARC-AGI-1 training (the fit)"

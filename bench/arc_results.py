@@ -3,21 +3,29 @@
 Run, after unpacking ``reports.tgz`` into a folder::
 
     python bench/arc_results.py FOLDER --card "NVIDIA H100 80GB HBM3 x4" --revision abc1234 \\
-        --date 2026-11-28 [--write bench/arc_results.json]
+        --date 2026-11-28 [--write bench/arc_results.json [--append]]
 
 ``FOLDER`` holds the evaluation folders the lease wrote (``arc1-eval``, ``arc1-eval-no-tta``,
 ``arc1-eval-no-transduction``, ``arc2-eval``, ``arc1-train``, the snapshots' ``arc1-eval-train-<t>``,
-each with its ``report.json``) and ``stages.jsonl``. Prints one record per (split, method) and a
-Markdown table (a method whose time budget ended before it answered any
-task gets no row, only a line that names it); with ``--write``, the records go to the JSON file (the
-format the issue asks for: ``split``, ``method``, ``pass2_task``, ``pass2_output`` and
-``cell_acc`` in percent, ``card``, ``revision``, ``date``, ``train_gpu_min``, ``eval_gpu_min``,
-``commands``).
+the longer adaptation's ``arc1-eval-tta<N>``, each with its ``report.json`` and ``per_task.csv``) and
+``stages.jsonl``. Prints:
+
+- one record per (split, method) as a Markdown table; a method whose time budget ended before it
+  answered any task gets no row, only a line that names it;
+- the arc1-eval model rows on the tasks that all of them answered (``common_tasks`` and
+  ``solved_on_common`` in their records): budgets that reached different tasks, compared on the
+  same ones.
+
+With ``--write``, the records go to the JSON file; with ``--append`` they follow the leases already
+there, in place of any of the same revision and date. Each record has ``split``, ``method``,
+``pass2_task``, ``pass2_output`` and ``cell_acc`` in percent, ``card``, ``revision``, ``date``,
+``train_gpu_min``, ``eval_gpu_min`` and ``commands``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 from command import command_line
@@ -60,16 +68,48 @@ def runs(folder: Path) -> dict[str, tuple[str, dict | None]]:
 
 
 def methods(folder: Path):
-    """``(folder name, split, report settings, method as the table names it, its results)`` for every
-    method of every run in ``folder`` that the table reads (:func:`runs`), in their order."""
+    """``(folder name, split, report settings, method as the table names it, its results, method as the
+    report names it)`` for every method of every run in ``folder`` that the table reads (:func:`runs`),
+    in their order."""
     for sub, (split, rename) in runs(folder).items():
-        path = folder / sub / "report.json"
-        if not path.exists():
+        if not (folder / sub / "report.json").exists():
             continue
-        report = json.loads(path.read_text())
+        report = _report(folder, sub)
         for name, m in report["methods"].items():
             if rename is None or name in rename:
-                yield sub, split, report["settings"], (rename or {}).get(name, name), m
+                yield sub, split, report["settings"], (rename or {}).get(name, name), m, name
+
+
+def per_task(folder: Path, sub: str, name: str) -> dict[str, tuple[float, bool]] | None:
+    """task id -> (score, answered) of the method the report calls ``name``, from ``folder/sub/per_task.csv``
+    (a task is answered when it has no error: a task the time budget did not reach has one); None
+    where the run has no ``per_task.csv``."""
+    path = folder / sub / "per_task.csv"
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        return {r["task_id"]: (float(r["score"]), not r["error"]) for r in csv.DictReader(f) if r["method"] == name}
+
+
+def common(folder: Path, split: str = "arc1-eval") -> tuple[list[str], dict[str, float]]:
+    """(the tasks of ``split`` that every model row answered, each model row's tasks solved on them):
+    rows whose budgets reached different tasks compared on the same ones. Model rows are those named
+    ``model...`` in the table (the snapshots, ablations and adaptation lengths included); a run
+    without ``per_task.csv`` is left out."""
+    scores = {}
+    for sub, sp, _, method, m, report_name in methods(folder):
+        if sp == split and method.startswith("model") and not answered_none(m):
+            found = per_task(folder, sub, report_name)
+            if found is not None:
+                scores[method] = found
+    if not scores:
+        return [], {}
+    tasks = sorted(set.intersection(*({t for t, (_, ok) in s.items() if ok} for s in scores.values())))
+    return tasks, {method: round(sum(s[t][0] for t in tasks), 2) for method, s in scores.items()}
+
+
+def _report(folder: Path, sub: str) -> dict:
+    return json.loads((folder / sub / "report.json").read_text())
 
 
 def answered_none(m: dict) -> bool:
@@ -79,14 +119,16 @@ def answered_none(m: dict) -> bool:
 
 def records(folder: Path, card: str, revision: str, date: str, train_command: str = "") -> list[dict]:
     train_min, eval_min = gpu_minutes(folder)
+    tasks, on_common = common(folder)
     out = []
-    for _, split, s, method, m in methods(folder):
+    for _, split, s, method, m, _ in methods(folder):
         if answered_none(m):
             continue
         command = (f"python -m efe_ray.evaluate --checkpoint {s.get('checkpoint')} --split {split} "
                    f"--tta-steps {s.get('tta_steps')} --augmentations {s.get('augmentations')} "
                    f"--search {s.get('search')}" + (" --ablations" if s.get("ablations") else "")
-                   + (f" --time-budget-s {s['time_budget_s']:g}" if s.get("time_budget_s") else ""))
+                   + (f" --time-budget-s {s['time_budget_s']:g}" if s.get("time_budget_s") else "")
+                   + (f" --workers {s['workers']} --gpus-per-task {s['gpus_per_task']:g}" if s.get("workers") else ""))
         out.append({
             "split": split, "method": method,
             "pass2_task": round(100 * m["task_score"], 2), "pass2_output": round(100 * m["output_score"], 2),
@@ -95,13 +137,15 @@ def records(folder: Path, card: str, revision: str, date: str, train_command: st
             "train_gpu_min": train_min, "eval_gpu_min": eval_min,
             "commands": ([train_command] if train_command else []) + [command],
         })
+        if split == "arc1-eval" and method in on_common:
+            out[-1].update(common_tasks=len(tasks), solved_on_common=on_common[method])
     return out
 
 
 def unanswered(folder: Path) -> list[str]:
     """``folder: method (tasks)`` of every method in ``folder`` that answered no task in its time
     budget: :func:`records` gives them no row."""
-    return [f"{sub}: {method} ({m['tasks']} tasks)" for sub, _, _, method, m in methods(folder) if answered_none(m)]
+    return [f"{sub}: {method} ({m['tasks']} tasks)" for sub, _, _, method, m, _ in methods(folder) if answered_none(m)]
 
 
 def _late(method: dict) -> int:
@@ -126,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--revision", required=True)
     p.add_argument("--date", required=True)
     p.add_argument("--write", type=Path)
+    p.add_argument("--append", action="store_true",
+                   help="with --write: add the records to the file's list, in place of any of the same revision and date")
     p.add_argument("--train-command", default="", help="the training command, first in every record's commands")
     args = p.parse_args(argv)
     rows = records(args.folder, args.card, args.revision, args.date, args.train_command)
@@ -133,9 +179,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no report.json under {args.folder}")
         return 1
     print(table(rows))
+    tasks, on_common = common(args.folder)
+    if len(on_common) > 1:
+        print(f"on the {len(tasks)} arc1-eval tasks every model row answered, tasks solved: "
+              + ", ".join(f"{k} {v:g}" for k, v in on_common.items()))
     for run in unanswered(args.folder):
         print(f"no row: {run}: the time budget ended before any task was answered")
     if args.write:
+        if args.append and args.write.exists():
+            kept = [r for r in json.loads(args.write.read_text())
+                    if (r["revision"], r["date"]) != (args.revision, args.date)]
+            rows = kept + rows
         args.write.write_text(json.dumps(rows, indent=1) + "\n")
         print(f"wrote {args.write} ({len(rows)} records)")
     print("command: " + command_line("arc_results.py", argv))

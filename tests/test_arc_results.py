@@ -14,6 +14,7 @@ import arc_results  # noqa: E402  (a script of bench/, beside its helper command
 
 LEASE = BENCH / "arc_lease" / "2026-12-06"
 SCALING = BENCH / "arc_lease" / "2026-12-06-b"
+REPLICATE = BENCH / "arc_lease" / "2026-12-06-c"
 
 
 def test_the_first_single_gpu_lease_rebuilds_its_table():
@@ -42,10 +43,63 @@ def test_the_scaling_lease_is_the_committed_records():
     assert arc_results.unanswered(SCALING) == ["arc2-eval: model (120 tasks)", "arc1-train: model-no-tta (400 tasks)"]
     # stages.jsonl: 219 s (the first try, no checkpoint) + 541 s of training; 291 + 267 + 93 s of evaluation
     assert (by["arc1-eval", "model"]["train_gpu_min"], by["arc1-eval", "model"]["eval_gpu_min"]) == (12.7, 10.8)
-    stored = json.loads((BENCH / "arc_results.json").read_text())  # the committed file is these records
+    # budgets that reached different tasks, compared on the 288 that every model row answered
+    assert (by["arc1-eval", "model"]["common_tasks"], by["arc1-eval", "model-train-4min"]["solved_on_common"],
+            by["arc1-eval", "model-train-7min"]["solved_on_common"], by["arc1-eval", "model"]["solved_on_common"]) == \
+        (288, 9.0, 15.0, 16.0)
+
+
+def test_the_replicate_lease_answers_every_task():
+    rows = arc_results.records(REPLICATE, "NVIDIA H100 80GB HBM3", "78f6279", "2026-12-06")
+    by = {(r["split"], r["method"]): r for r in rows}
+    model = by["arc1-eval", "model"]
+    assert (model["solved_outputs"], model["outputs"], model["not_answered_in_time"], model["pass2_task"]) == \
+        (16, 418, 0, 3.26)
+    assert "--search none" in model["commands"][0] and "--workers 4 --gpus-per-task 0.25" in model["commands"][0]
+    assert by["arc1-eval", "model-tta400"]["not_answered_in_time"] == 15
+    assert {m: by["arc1-eval", m]["solved_on_common"] for m in
+            ("model-train-3min", "model-train-6min", "model", "model-tta400", "model-no-tta")} == \
+        {"model-train-3min": 5.0, "model-train-6min": 11.5, "model": 13.0, "model-tta400": 14.5, "model-no-tta": 1.0}
+    assert {r["common_tasks"] for r in rows if "common_tasks" in r} == {352}
+    assert "common_tasks" not in by["arc1-train", "model-no-tta"]  # only arc1-eval rows are compared
+    # stages.jsonl: 571 s of training; 188 + 231 + 263 + 117 s of evaluation
+    assert (model["train_gpu_min"], model["eval_gpu_min"]) == (9.5, 13.3)
+
+
+def test_the_committed_records_are_the_two_single_gpu_leases():
+    stored = json.loads((BENCH / "arc_results.json").read_text())
+    rows = (arc_results.records(SCALING, "NVIDIA H100 80GB HBM3", "702de3f", "2026-12-06")
+            + arc_results.records(REPLICATE, "NVIDIA H100 80GB HBM3", "78f6279", "2026-12-06"))
     assert [{k: v for k, v in r.items() if k != "commands"} for r in stored] == \
         [{k: v for k, v in r.items() if k != "commands"} for r in rows]
     assert all("bash bench/arc_lease.sh train" in r["commands"][0] for r in stored)
+
+
+def test_append_replaces_a_lease_of_the_same_revision_and_date(tmp_path):
+    out = tmp_path / "records.json"
+    args = [str(REPLICATE), "--card", "c", "--date", "2026-12-06", "--write", str(out)]
+    assert arc_results.main(args + ["--revision", "aaa"]) == 0
+    first = json.loads(out.read_text())
+    assert arc_results.main(args + ["--revision", "bbb", "--append"]) == 0
+    assert arc_results.main(args + ["--revision", "bbb", "--append"]) == 0  # again: replaced, not doubled
+    stored = json.loads(out.read_text())
+    assert [r["revision"] for r in stored] == ["aaa"] * len(first) + ["bbb"] * len(first)
+
+
+def test_common_tasks_are_those_every_model_row_answered(tmp_path):
+    header = "task_id,method,outputs,solved,score,cell_acc,seconds,leaked,unanswered,note,error\n"
+    src = json.loads((LEASE / "arc1-eval-no-ema" / "report.json").read_text())
+    src["methods"] = {"model": {**src["methods"]["model"], "tasks": 3, "errors": []}}
+    for sub, lines in {"arc1-eval-no-tta": ["a,model,1,1,1.0,1,0,0,0,,", "b,model,1,0,0.0,0,0,0,0,,",
+                                            "c,model,1,1,1.0,1,0,0,0,,"],
+                       "arc1-eval-train-3min": ["a,model,1,1,1.0,1,0,0,0,,", "b,model,1,1,0.5,1,0,0,0,,",
+                                                "c,model,1,0,0.0,0,0,0,1,,TimeBudgetEnded: late"]}.items():
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "report.json").write_text(json.dumps(src))
+        (tmp_path / sub / "per_task.csv").write_text(header + "\n".join(lines) + "\n")
+    tasks, solved = arc_results.common(tmp_path)
+    assert tasks == ["a", "b"]  # c was not reached by the snapshot's budget
+    assert solved == {"model-no-tta": 1.0, "model-train-3min": 1.5}
 
 
 def test_an_empty_folder_is_refused(tmp_path, capsys):

@@ -1,0 +1,35 @@
+"""bench/arc_lease.sh refuses bad settings before any search or evaluation starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "arc_lease.sh"
+
+
+def run(tmp_path: Path, stage: str, **env: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "DRY": "1", "DRY_G": "1", "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "out"), **env}
+    return subprocess.run(["bash", str(SCRIPT), stage], env=full, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("stage", "name", "value"), [
+    ("eval-tta", "PER_GPU", "0"), ("eval-main", "PER_GPU", "four"),
+    ("eval-tta", "TTA_MORE", "-5"), ("eval-tta", "TTA_MORE", "1e3"),
+    ("train", "SNAP_AT", "3min"),
+])
+def test_a_bad_setting_is_refused_and_named_before_anything_runs(tmp_path, stage, name, value):
+    out = run(tmp_path, stage, **{name: value})
+    assert out.returncode == 2
+    assert f"{name}" in out.stdout and value in out.stdout
+    # nothing ran: no stage was timed, no evaluation or search folder was written
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lease.log"]
+    assert not any((tmp_path / "runs").iterdir())
+
+
+def test_an_unknown_stage_is_refused(tmp_path):
+    out = run(tmp_path, "evaluate-everything")
+    assert out.returncode == 2 and "unknown stage evaluate-everything" in out.stderr

@@ -251,7 +251,9 @@ def record(r: dict, args, device: torch.device, where: str, command: str) -> dic
         "revision": revision(args), "card": where, "date": datetime.date.today().isoformat(),
         "preset": args.preset or "default", "d_model": cfg.agent.d_model, "agent_layers": cfg.agent.num_layers,
         "batch_views": cfg.learner.batch_size + cfg.learner.rehearsal, "precision": r["precision"],
-        "compile": bool(cfg.learner.compile), "sampler": r["sampler"], "samples_per_s": r["samples_per_s"],
+        "heads": cfg.agent.num_heads, "compile": bool(cfg.learner.compile),
+        "cuda_graphs": bool(getattr(cfg.learner, "cuda_graphs", False)),  # an older tree has no such setting
+        "sampler": r["sampler"], "samples_per_s": r["samples_per_s"],
         "steps_per_s": r["steps_per_s"], "mfu": r["mfu"], "gpu_busy": prof.get("gpu_busy"),
         "kernels_per_step": prof.get("kernels_per_step"), "host_ms_per_step": r["host_ms"],
         "kernel_ms_per_step": prof.get("kernel_ms"),

@@ -16,13 +16,15 @@
 #   REV=abc1234 bash bench/step_lease.sh heads                    # the 1,024-view compiled step at head width 32
 #                                                                 # (4 heads, the preset) and 64 (2 heads); with
 #                                                                 # OLD and OLD_REV, the old tree's step first
+#   REV=abc1234 bash bench/step_lease.sh graphs                   # the same at width 64 without and with CUDA graphs
+#                                                                 # (learner.cuda_graphs), then width 32 with them
 #
 # SETS (e.g. "learner.compile=true"): config overrides for the ray stage, space-separated.
 # REV: the revision the records name (default: git's HEAD where the command runs). Pass it when the
 # tree was copied to another machine: a copy's git metadata can lag its files.
 # Each stage fits one 10-minute device command; a failing measurement is logged and the next runs.
 set -uo pipefail
-stage=${1:?usage: bash bench/step_lease.sh steps|speed|compiled|again|compare|ray|heads}
+stage=${1:?usage: bash bench/step_lease.sh steps|speed|compiled|again|compare|ray|heads|graphs}
 OUT=${OUT:-$PWD/step_out}
 WORK=${WORK:-/root/step_work}
 REV=${REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -96,6 +98,12 @@ case $stage in
     [[ -z "${OLD:-}" ]] || baseline  # with OLD: the old tree's step first, for the same lease's ratio
     big_compiled new-arc-big-compiled
     big_compiled new-arc-big-compiled-h2 --set agent.num_heads=2
+    ;;
+  graphs)  # the compiled step was bound by the host at width 64: the same steps replayed as CUDA graphs
+    GRAPHS=(--set learner.compile=true --set learner.cuda_graphs=true)
+    big_compiled new-arc-big-compiled-h2 --set agent.num_heads=2
+    big_compiled new-arc-big-graphs-h2 "${GRAPHS[@]}" --set agent.num_heads=2
+    big_compiled new-arc-big-graphs "${GRAPHS[@]}"
     ;;
   ray)
     sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done

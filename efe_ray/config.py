@@ -161,6 +161,12 @@ class LearnerConfig(Checked):
     """``torch.compile`` the Qwen decoder layers, the agent and the EFE loss (fuses norms, rotary,
     activations and the loss; the first steps pay the compile time, and a new prompt length may
     recompile)."""
+    cuda_graphs: bool = False
+    """With ``compile``: the compiled agent and EFE loss replay as CUDA graphs (Inductor's
+    ``triton.cudagraphs``, one graph per shape: a canvas side, a view count), one launch each
+    instead of hundreds of kernel launches queued by the host. For a step bound by the host (the
+    ``arc`` preset's compiled step at width-64 heads). CUDA only: on a CPU there is nothing to
+    capture and the compiled code runs as without it. Needs ``compile=true``."""
     efe_weight: float = bounded(0.7, 0.0, 1000.0)
     """Weight of the EFE loss in the total loss."""
     rl_weight: float = bounded(0.3, 0.0, 1000.0)
@@ -199,6 +205,9 @@ class LearnerConfig(Checked):
     that move (``row -= task_lr * task_weight_decay * row``); needs ``task_lr > 0``."""
 
     def check(self) -> None:
+        if self.cuda_graphs and not self.compile:
+            raise ConfigError("cuda_graphs: true needs compile=true (the graphs are those of the compiled agent "
+                              "and loss)")
         if self.efe_weight + self.rl_weight <= 0:
             raise ConfigError("efe_weight: efe_weight and rl_weight are both 0: the learner would have no loss")
         if self.lr_schedule == "cosine" and self.schedule_steps <= self.warmup_steps:

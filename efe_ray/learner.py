@@ -82,9 +82,11 @@ class EFELearner:
             # Automatic dynamic shapes: a shape that changes (views, canvas side, prompt length) is
             # compiled once more as symbolic. Inductor's mix-order reductions stay off
             # (efe_ray/models/inductor.py: they break the norms' gradients on CUDA).
+            # learner.cuda_graphs replays the agent and the loss as CUDA graphs; the Qwen layers, whose
+            # prompt lengths vary from step to step, stay without.
             self.prompt.compile_layers()
-            compile_module(self.agent)  # whole: TorchDynamo does not trace nn.TransformerEncoder on its own
-            self.efe_loss = compile_function(efe_loss)  # one fused kernel pair instead of ~40 small ones
+            compile_module(self.agent, cfg.cuda_graphs)  # whole: TorchDynamo does not trace nn.TransformerEncoder on its own
+            self.efe_loss = compile_function(efe_loss, cfg.cuda_graphs)  # one fused kernel pair instead of ~40 small ones
         modes = {"fp32": (None, False), "bf16": (torch.bfloat16, False), "fp16": (torch.float16, True)}
         if cfg.precision not in modes:
             raise ValueError(f"learner.precision: unknown mode {cfg.precision!r}; use fp32, bf16 or fp16")
@@ -159,6 +161,13 @@ class EFELearner:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     # -- the step -----------------------------------------------------------------------------
+    def begin_graph_step(self) -> None:
+        """With ``learner.cuda_graphs``: tell the CUDA graphs that a new step (of training or of
+        prediction) begins, so that they may overwrite the outputs of the last one, which no caller
+        reads after its step."""
+        if self.cfg.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+
     def step(self, batch: Batch | DeviceBatch, delta: np.ndarray | None = None) -> dict[str, float]:
         """:meth:`train_step`, then one read of its metrics (after the optimizer step is queued), as
         floats with ``qwen_fresh`` and ``skipped_steps``."""
@@ -174,6 +183,7 @@ class EFELearner:
         :data:`METRICS` as one (len(METRICS),) float32 tensor on the device: nothing here waits for
         the device, so the host can prepare the next step while this one runs."""
         cfg, b, n = self.cfg, batch.own, batch.size
+        self.begin_graph_step()
         self.agent.train()
         self.prompt.train()
         host_rows, rows = self._rows(batch)  # (N,) the views' rows of the text and task tables: numpy, device

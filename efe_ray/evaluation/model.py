@@ -102,11 +102,11 @@ def build_learner(state: dict, cfg: ExperimentConfig, device: str | torch.device
     folder's weights already are it), so that predictions, test-time adaptation (copies of the
     agent) and the policy's observations all start from it; the global torch RNG is left as it was
     (the constructor seeds it, the state carries the run's). The modules run eager whatever the
-    trial's ``learner.compile``: that is a training setting, and test-time adaptation trains fresh
-    copies of the agent at shapes of its own."""
+    trial's ``learner.compile`` and ``learner.cuda_graphs``: those are training settings, and
+    test-time adaptation trains fresh copies of the agent at shapes of its own."""
     device = torch.device(device)
     with private_torch_rng(device):
-        learner = EFELearner(cfg.prompt, cfg.agent, replace(cfg.learner, compile=False), device,
+        learner = EFELearner(cfg.prompt, cfg.agent, replace(cfg.learner, compile=False, cuda_graphs=False), device,
                              task_ids=tuple(state.get("task_ids", ())))
         if is_weights_only(state):  # an exported folder: weights only, the optimizer stays fresh
             learner.load_weights(state)

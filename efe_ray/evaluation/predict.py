@@ -42,6 +42,7 @@ def predict_logits(learner: EFELearner, demos: tuple[Pair, ...], queries: list[n
     """Class log-probabilities (B, S, S, 11) for query inputs given one task's demonstrations (seen
     under D8 transform ``view``). ``S`` is the side of the largest grid among the demonstrations and
     the queries; ``task_id`` selects the task embedding, if the prompt has a table."""
+    learner.begin_graph_step()
     learner.agent.eval()
     learner.prompt.eval()
     demos = demos[:MAX_DEMOS]

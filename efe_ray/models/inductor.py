@@ -15,6 +15,9 @@ known faults on exactly this project's pattern, ``layer_norm(x) * weight + bias`
 
 A wrong gradient is worse than a slow one, so the option is off for every compiled module. The
 CPU backend never makes these kernels; torch releases without the option get no options.
+
+**CUDA graphs** (``learner.cuda_graphs``) add ``triton.cudagraphs``: what ``mode="reduce-overhead"``
+sets, which ``torch.compile`` does not take together with ``options``.
 """
 
 from __future__ import annotations
@@ -22,20 +25,22 @@ from __future__ import annotations
 import torch
 
 
-def inductor_options() -> dict[str, bool]:
-    """The ``options`` argument of every ``torch.compile`` call (see the module docstring)."""
+def inductor_options(cuda_graphs: bool = False) -> dict[str, bool]:
+    """The ``options`` argument of every ``torch.compile`` call (see the module docstring), with
+    ``triton.cudagraphs`` where ``cuda_graphs``."""
     try:
         from torch._inductor import config
     except ImportError:  # a torch built without Inductor compiles nothing anyway
         return {}
-    return {"triton.mix_order_reduction": False} if hasattr(config.triton, "mix_order_reduction") else {}
+    options = {"triton.mix_order_reduction": False} if hasattr(config.triton, "mix_order_reduction") else {}
+    return options | ({"triton.cudagraphs": True} if cuda_graphs else {})
 
 
-def compile_module(module: torch.nn.Module) -> None:
+def compile_module(module: torch.nn.Module, cuda_graphs: bool = False) -> None:
     """``module.compile()`` in place with :func:`inductor_options` (automatic dynamic shapes)."""
-    module.compile(options=inductor_options())
+    module.compile(options=inductor_options(cuda_graphs))
 
 
-def compile_function(fn):
+def compile_function(fn, cuda_graphs: bool = False):
     """``torch.compile(fn)`` with :func:`inductor_options`."""
-    return torch.compile(fn, options=inductor_options())
+    return torch.compile(fn, options=inductor_options(cuda_graphs))

@@ -40,6 +40,10 @@
 # three copies a task), then the same checkpoint without adaptation (NOTTA_S seconds) as the row
 # model-no-tta: the table's one required ablation at a third of the adaptation work.
 #
+# TTA_ARGS="--tta-lr 0.003" TTA_NAME=lr3e-3 on eval-tta: other adaptation settings (evaluate's options),
+# scored as the row model-tta<N>-<name>. An export carried to the machine is scored with RUNS set to
+# the folder that holds it as export-arc: adaptation settings compared without training again.
+#
 # PER_GPU=4 on any evaluation stage: four evaluation workers share each GPU (default 2). Adaptation runs
 # eager, so one worker leaves the GPU idle between its small kernels; more workers fill it.
 #
@@ -86,6 +90,11 @@ for at in ${SNAP_AT:-}; do  # checked before any search starts
 done
 TTA_MORE=${TTA_MORE:-600}  # eval-tta's adaptation steps a task
 [[ "$TTA_MORE" =~ ^[1-9][0-9]*$ ]] || { say "TTA_MORE: '$TTA_MORE' is not a positive whole number"; exit 2; }
+if [[ -n "${TTA_ARGS:-}" || -n "${TTA_NAME:-}" ]]; then  # eval-tta with other adaptation settings, named
+  [[ "${TTA_NAME:-}" =~ ^[A-Za-z0-9_.-]+$ ]] || { say "TTA_NAME: '${TTA_NAME:-}' must name TTA_ARGS's row (letters, digits, _ . or -)"; exit 2; }
+  [[ -n "${TTA_ARGS:-}" ]] || { say "TTA_NAME: '$TTA_NAME' given without TTA_ARGS"; exit 2; }
+fi
+TTA_RUN=arc1-eval-tta$TTA_MORE${TTA_NAME:+-$TTA_NAME}  # its folder; the row is model-tta<N>[-<name>]
 dev() { if ((GPU)); then echo "CUDA_VISIBLE_DEVICES=$1"; else echo "CUDA_VISIBLE_DEVICES="; fi; }
 # tune GPUS ARGS...: python -m efe_ray.tune on those GPUs (a comma-separated list), in $RUNS, no dashboard
 tune() { local gpus=$1; shift; env $(dev "$gpus") python3 -m efe_ray.tune --storage-path "$RUNS" --no-dashboard "$@"; }
@@ -203,10 +212,10 @@ eval-main)
   fi
   say "eval-main: exit $rc"; tail -n 14 "$OUT/eval_arc1-eval.log" | tee -a "$LOG"
   [[ $rc == 0 || $rc == 4 ]] ;;
-eval-tta)  # more adaptation: the final checkpoint with TTA_MORE steps a task, as the row model-tta<N>
-  say "eval-tta: ARC-AGI-1 evaluation with $TTA_MORE adaptation steps a task on $G GPUs"
-  evaluate "$RUNS/export-arc" arc1-eval "arc1-eval-tta$TTA_MORE" "$TTA_MORE" ${TTA_MORE_S:-300} --drop-leaked; rc=$?
-  say "eval-tta: exit $rc"; tail -n 6 "$OUT/eval_arc1-eval-tta$TTA_MORE.log" | tee -a "$LOG"
+eval-tta)  # more adaptation: the final checkpoint with TTA_MORE steps a task (and TTA_ARGS), as the row model-tta<N>[-<name>]
+  say "eval-tta: ARC-AGI-1 evaluation with $TTA_MORE adaptation steps a task${TTA_ARGS:+, $TTA_ARGS} on $G GPUs"
+  evaluate "$RUNS/export-arc" arc1-eval "$TTA_RUN" "$TTA_MORE" ${TTA_MORE_S:-300} --drop-leaked ${TTA_ARGS:-}; rc=$?
+  say "eval-tta: exit $rc"; tail -n 6 "$OUT/eval_$TTA_RUN.log" | tee -a "$LOG"
   [[ $rc == 0 || $rc == 4 ]] ;;
 eval-more)
   say "eval-more: the no-transduction checkpoint and the training weights on ARC-AGI-1; ARC-AGI-2 evaluation; ARC-AGI-1 training (the fit)"

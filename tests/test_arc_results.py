@@ -56,6 +56,7 @@ def test_the_replicate_lease_answers_every_task():
     assert (model["solved_outputs"], model["outputs"], model["not_answered_in_time"], model["pass2_task"]) == \
         (16, 418, 0, 3.26)
     assert "--search none" in model["commands"][0] and "--workers 4 --gpus-per-task 0.25" in model["commands"][0]
+    assert "--tta-steps 200 --augmentations 8 --tta-lr 0.001 --tta-views 16" in model["commands"][0]
     assert by["arc1-eval", "model-tta400"]["not_answered_in_time"] == 15
     assert {m: by["arc1-eval", m]["solved_on_common"] for m in
             ("model-train-3min", "model-train-6min", "model", "model-tta400", "model-no-tta")} == \

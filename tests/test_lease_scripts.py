@@ -19,7 +19,7 @@ def run(tmp_path: Path, stage: str, **env: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(("stage", "name", "value"), [
     ("eval-tta", "PER_GPU", "0"), ("eval-main", "PER_GPU", "four"),
     ("eval-tta", "TTA_MORE", "-5"), ("eval-tta", "TTA_MORE", "1e3"),
-    ("train", "SNAP_AT", "3min"),
+    ("train", "SNAP_AT", "3min"), ("eval-tta", "TTA_NAME", "lr 3e-3"),
 ])
 def test_a_bad_setting_is_refused_and_named_before_anything_runs(tmp_path, stage, name, value):
     out = run(tmp_path, stage, **{name: value})
@@ -33,3 +33,10 @@ def test_a_bad_setting_is_refused_and_named_before_anything_runs(tmp_path, stage
 def test_an_unknown_stage_is_refused(tmp_path):
     out = run(tmp_path, "evaluate-everything")
     assert out.returncode == 2 and "unknown stage evaluate-everything" in out.stderr
+
+
+def test_adaptation_settings_need_a_name_and_a_name_needs_settings(tmp_path):
+    out = run(tmp_path, "eval-tta", TTA_ARGS="--tta-lr 0.003")
+    assert out.returncode == 2 and "TTA_NAME: '' must name TTA_ARGS's row" in out.stdout
+    out = run(tmp_path, "eval-tta", TTA_NAME="lr3e-3")
+    assert out.returncode == 2 and "TTA_NAME: 'lr3e-3' given without TTA_ARGS" in out.stdout

@@ -134,6 +134,23 @@ snapshots_during() {
     snapshot "${at#*:}"
   done
 }
+# searches STAGE: the main search (main_args) on MAIN_GPUS and, with two or more GPUs, the no-transduction
+# ablation (abl_args) on the last, at once; the SNAP_AT snapshots while the main one runs, then the SNAP
+# one; logs STAGE_main.log and STAGE_ablation.log. Succeeds where both ended well or by their budgets.
+searches() {
+  local stage=$1 main abl rc_main rc_abl=0
+  tune "$MAIN_GPUS" "${main_args[@]}" > "$OUT/${stage}_main.log" 2>&1 &
+  main=$!
+  if [[ -n "$LAST" ]]; then
+    tune "$LAST" "${abl_args[@]}" > "$OUT/${stage}_ablation.log" 2>&1 &
+    abl=$!
+  fi
+  snapshots_during $main
+  wait $main; rc_main=$?; [[ -z "$LAST" ]] || { wait $abl; rc_abl=$?; }
+  say "$stage: main exit $rc_main${LAST:+, ablation exit $rc_abl}"; tail -n 12 "$OUT/${stage}_main.log" | tee -a "$LOG"
+  snapshot
+  ok $rc_main && ok $rc_abl
+}
 started=$(date +%s)
 # Every stage's wall time and GPU count, for the GPU-minutes of bench/arc_results.py.
 trap 'echo "{\"stage\": \"$stage\", \"seconds\": $(( $(date +%s) - started )), \"gpus\": $G}" >> "$OUT/stages.jsonl"' EXIT
@@ -141,35 +158,15 @@ trap 'echo "{\"stage\": \"$stage\", \"seconds\": $(( $(date +%s) - started )), \
 case $stage in
 train)
   say "train: main search on GPUs $MAIN_GPUS ($((G > 1 ? G - 1 : 1)) trials), ${LAST:+ablation on GPU $LAST, }${TRAIN_S}s${SETS:+, --set $SETS}"
-  tune "$MAIN_GPUS" --preset arc --name arc \
-    --num-samples $((G > 1 ? G - 1 : 1)) --time-budget-s "$TRAIN_S" "${TINY[@]}" "${RES[@]}" "${sets[@]}" \
-    > "$OUT/train_main.log" 2>&1 &
-  main=$!
-  if [[ -n "$LAST" ]]; then
-    tune "$LAST" --preset arc --name arc-no-transduction \
-      --time-budget-s "$TRAIN_S" "${ABLATION[@]}" "${TINY[@]}" "${RES[@]}" > "$OUT/train_ablation.log" 2>&1 &
-    abl=$!
-  fi
-  snapshots_during $main
-  wait $main; rc_main=$?; rc_abl=0; [[ -z "$LAST" ]] || { wait $abl; rc_abl=$?; }
-  say "train: main exit $rc_main${LAST:+, ablation exit $rc_abl}"; tail -n 12 "$OUT/train_main.log" | tee -a "$LOG"
-  snapshot
-  ok $rc_main && ok $rc_abl ;;
+  main_args=(--preset arc --name arc --num-samples $((G > 1 ? G - 1 : 1)) --time-budget-s "$TRAIN_S"
+             "${TINY[@]}" "${RES[@]}" "${sets[@]}")
+  abl_args=(--preset arc --name arc-no-transduction --time-budget-s "$TRAIN_S" "${ABLATION[@]}" "${TINY[@]}" "${RES[@]}")
+  searches train ;;
 resume)
   say "resume: the searches continue for ${RESUME_S}s"
-  tune "$MAIN_GPUS" --resume --name arc \
-    --time-budget-s "$RESUME_S" > "$OUT/resume_main.log" 2>&1 &
-  main=$!
-  if [[ -n "$LAST" ]]; then
-    tune "$LAST" --resume --name arc-no-transduction \
-      --time-budget-s "$RESUME_S" > "$OUT/resume_ablation.log" 2>&1 &
-    abl=$!
-  fi
-  snapshots_during $main
-  wait $main; rc_main=$?; rc_abl=0; [[ -z "$LAST" ]] || { wait $abl; rc_abl=$?; }
-  say "resume: main exit $rc_main${LAST:+, ablation exit $rc_abl}"; tail -n 12 "$OUT/resume_main.log" | tee -a "$LOG"
-  snapshot
-  ok $rc_main && ok $rc_abl ;;
+  main_args=(--resume --name arc --time-budget-s "$RESUME_S")
+  abl_args=(--resume --name arc-no-transduction --time-budget-s "$RESUME_S")
+  searches resume ;;
 scale)
   # Trials per hour of the arc search: G trials on G GPUs at once, then 2 trials one after the other on one.
   all=$(seq -s, 0 $((G - 1)))

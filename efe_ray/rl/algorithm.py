@@ -74,6 +74,18 @@ def restorable(result: _TrainingResult | Checkpoint | str) -> _TrainingResult | 
                                f"{path.parent}")
 
 
+def newest_index(result: _TrainingResult | Checkpoint | str) -> int:
+    """The highest index of the ``checkpoint_<index>`` folders beside ``result``'s local folder (-1: none,
+    or a remote one)."""
+    ckpt_obj = result.checkpoint if isinstance(result, _TrainingResult) else result
+    if isinstance(ckpt_obj, Checkpoint) and ckpt_obj.filesystem.type_name != "local":
+        return -1
+    folder = Path(ckpt_obj.path if isinstance(ckpt_obj, Checkpoint) else ckpt_obj).parent
+    indices = [int(p.name.removeprefix("checkpoint_")) for p in folder.glob("checkpoint_*")
+               if p.name.removeprefix("checkpoint_").isdigit()]
+    return max(indices, default=-1)
+
+
 class EFEPPO(PPO):
     """PPO prompt refiner whose checkpoints carry the trial's learner (see the module docstring)."""
 
@@ -98,8 +110,15 @@ class EFEPPO(PPO):
                   progress=progress)
 
     def restore(self, checkpoint_path: _TrainingResult | Checkpoint | str) -> None:
-        """Tune's restore, from a good checkpoint beside a folder that is gone or corrupt (:func:`restorable`)."""
-        super().restore(restorable(checkpoint_path))
+        """Tune's restore, from a good checkpoint beside a folder that is gone or corrupt (:func:`restorable`).
+        The next checkpoint is numbered after every ``checkpoint_*`` folder of the trial: after a crash the
+        experiment state's count can be behind the folder, and a new checkpoint must not land in (and
+        be pruned as) one written before the crash."""
+        chosen = restorable(checkpoint_path)
+        super().restore(chosen)
+        storage = getattr(self, "_storage", None)
+        if storage is not None:
+            storage.current_checkpoint_index = max(storage.current_checkpoint_index, newest_index(chosen))
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """RLlib's state, then the learner's, from ``checkpoint_dir`` (verified: a corrupt learner file

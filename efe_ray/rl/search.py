@@ -6,7 +6,9 @@ end that is always orderly (finished, interrupted, out of time, or with failed t
 - **Tuner**: :func:`new_tuner` / :func:`restored_tuner`. Checkpoints are pruned by Tune's
   ``CheckpointConfig(num_to_keep=K, checkpoint_score_attribute=metric)``: Ray 2.60 keeps the K
   best by the metric and never deletes the checkpoint it has just registered, so each trial keeps
-  its K best plus its latest (what ``--resume`` restores from and ``evaluate`` reads).
+  its K best plus its latest (what ``--resume`` restores from and ``evaluate`` reads). After a
+  crash, :class:`~efe_ray.rl.retention.CheckpointRecord` brings a trial's record of checkpoints
+  back to its folder as the trial starts (the last snapshot can name deleted folders and miss new ones).
   Failures go to :class:`efe_ray.rl.faults.NoRetryASHA`. Tune samples the trials' values with
   ``tune.seed`` (``BasicVariantGenerator(random_state=...)``): the same seed, the same trials.
 - **Ending**: Ctrl-C is Tune's own graceful stop (a last snapshot of the experiment state; the
@@ -34,6 +36,7 @@ from efe_ray.config import ExperimentConfig
 from efe_ray.rl.algorithm import EFEPPO
 from efe_ray.rl.faults import NoRetryASHA
 from efe_ray.rl.outcome import SearchOutcome
+from efe_ray.rl.retention import CheckpointRecord
 from efe_ray.rl.tensorboard import EFETensorBoardCallback
 
 TUNE_LOGGER = "ray.tune.tune"
@@ -75,7 +78,7 @@ def new_tuner(param_space: dict, cfg: ExperimentConfig, folder: Path, keep_check
         stop={"training_iteration": t.iterations},
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=t.checkpoint_every, checkpoint_at_end=True, **keep),
         failure_config=tune.FailureConfig(max_failures=t.max_failures),
-        callbacks=[EFETensorBoardCallback(t.metric)],
+        callbacks=[EFETensorBoardCallback(t.metric), CheckpointRecord()],
         progress_reporter=progress_reporter(t.metric),
         verbose=1,
     )

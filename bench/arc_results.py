@@ -180,10 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no report.json under {args.folder}")
         return 1
     print(table(rows))
-    tasks, on_common = common(args.folder)
-    if len(on_common) > 1:
-        print(f"on the {len(tasks)} arc1-eval tasks every model row answered, tasks solved: "
-              + ", ".join(f"{k} {v:g}" for k, v in on_common.items()))
+    compared = [r for r in rows if "solved_on_common" in r]  # records() compared them on common tasks
+    if len(compared) > 1:
+        print(f"on the {compared[0]['common_tasks']} arc1-eval tasks every model row answered, tasks solved: "
+              + ", ".join(f"{r['method']} {r['solved_on_common']:g}" for r in compared))
     for run in unanswered(args.folder):
         print(f"no row: {run}: the time budget ended before any task was answered")
     if args.write:

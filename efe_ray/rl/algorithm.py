@@ -35,6 +35,14 @@ from efe_ray.rl.policy import policy_state
 from envs.trainee import Trainee
 
 
+def local_folder(result: _TrainingResult | Checkpoint | str) -> Path | None:
+    """The local checkpoint folder of what Tune hands :meth:`EFEPPO.restore` (None: on remote storage)."""
+    ckpt_obj = result.checkpoint if isinstance(result, _TrainingResult) else result
+    if isinstance(ckpt_obj, Checkpoint) and ckpt_obj.filesystem.type_name != "local":
+        return None
+    return Path(ckpt_obj.path if isinstance(ckpt_obj, Checkpoint) else ckpt_obj)
+
+
 def restorable(result: _TrainingResult | Checkpoint | str) -> _TrainingResult | Checkpoint | str:
     """``result`` (what Tune hands :meth:`EFEPPO.restore`) where its local checkpoint folder exists and
     our files there verify; else a result for the newest good ``checkpoint_*`` folder beside it that
@@ -42,9 +50,8 @@ def restorable(result: _TrainingResult | Checkpoint | str) -> _TrainingResult | 
     corrupt), carrying that folder's training iteration and time, with a warning: RLlib's state, the
     learner and the iteration count then all come from one checkpoint. Raises ValueError (a folder
     that is gone) or :class:`~efe_ray.checkpoint.CheckpointError` (corrupt) when there is none."""
-    ckpt_obj = result.checkpoint if isinstance(result, _TrainingResult) else result
-    path = Path(ckpt_obj.path if isinstance(ckpt_obj, Checkpoint) else ckpt_obj)
-    if isinstance(ckpt_obj, Checkpoint) and ckpt_obj.filesystem.type_name != "local":
+    path = local_folder(result)
+    if path is None:
         return result
     gone = not path.exists()
     if not gone:
@@ -77,11 +84,10 @@ def restorable(result: _TrainingResult | Checkpoint | str) -> _TrainingResult | 
 def newest_index(result: _TrainingResult | Checkpoint | str) -> int:
     """The highest index of the ``checkpoint_<index>`` folders beside ``result``'s local folder (-1: none,
     or a remote one)."""
-    ckpt_obj = result.checkpoint if isinstance(result, _TrainingResult) else result
-    if isinstance(ckpt_obj, Checkpoint) and ckpt_obj.filesystem.type_name != "local":
+    path = local_folder(result)
+    if path is None:
         return -1
-    folder = Path(ckpt_obj.path if isinstance(ckpt_obj, Checkpoint) else ckpt_obj).parent
-    indices = [int(p.name.removeprefix("checkpoint_")) for p in folder.glob("checkpoint_*")
+    indices = [int(p.name.removeprefix("checkpoint_")) for p in path.parent.glob("checkpoint_*")
                if p.name.removeprefix("checkpoint_").isdigit()]
     return max(indices, default=-1)
 

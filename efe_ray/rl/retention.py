@@ -76,12 +76,13 @@ def reconcile(manager: _CheckpointManager, trial_dir: Path) -> tuple[list[str], 
         it = _iteration(folder) if folder.name not in recorded and folder.is_dir() else None
         if it is not None and it > since:
             newer.append((it, folder))
+    newer.sort()
     reported = _reported(trial_dir) if newer else {}
-    for it, folder in sorted(newer):
+    for it, folder in newer:
         metrics = reported.get(it, {"training_iteration": it})
         manager.register_checkpoint(_TrainingResult(checkpoint=Checkpoint.from_directory(str(folder)),
                                                     metrics=metrics))
-    return [Path(r.checkpoint.path).name for r in gone], [f.name for _, f in sorted(newer)]
+    return [Path(r.checkpoint.path).name for r in gone], [f.name for _, f in newer]
 
 
 class CheckpointRecord(Callback):

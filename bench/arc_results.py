@@ -138,6 +138,8 @@ def records(folder: Path, card: str, revision: str, date: str, train_command: st
             "train_gpu_min": train_min, "eval_gpu_min": eval_min,
             "commands": ([train_command] if train_command else []) + [command],
         })
+        if m.get("demo_fit"):  # how far adaptation fit the demonstrations (efe_ray/evaluation/report.py)
+            out[-1]["demo_fit"] = m["demo_fit"]
         if split == "arc1-eval" and method in on_common:
             out[-1].update(common_tasks=len(tasks), solved_on_common=on_common[method])
     return out
@@ -184,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(compared) > 1:
         print(f"on the {compared[0]['common_tasks']} arc1-eval tasks every model row answered, tasks solved: "
               + ", ".join(f"{r['method']} {r['solved_on_common']:g}" for r in compared))
+    for r in rows:
+        if "demo_fit" in r:
+            f = r["demo_fit"]
+            print(f"{r['split']} {r['method']}: after adaptation, {f['all_demos_exact']} of {f['tasks']} adapted tasks "
+                  f"predict every demonstration view exactly (mean {100 * f['mean_demo_exact']:.1f}% of views); "
+                  f"{f['all_demos_exact_and_solved']} of those solved, {f['solved_without_all_demos_exact']} solved without")
     for run in unanswered(args.folder):
         print(f"no row: {run}: the time budget ended before any task was answered")
     if args.write:

@@ -204,7 +204,8 @@ def _run_methods(tasks: list[Task], args: argparse.Namespace, model: tuple[Predi
         seconds = time.perf_counter() - start
         methods.append(score_method("model", tasks, results, seconds))
         for name in dict.fromkeys(n for r in results for n in r.methods):  # ablations, from the same pass
-            ablated = [r if r.error else replace(r, attempts=r.methods[name], methods={}) if name in r.methods
+            # the task's info (search, adaptation fit) stays on the model's rows
+            ablated = [r if r.error else replace(r, attempts=r.methods[name], methods={}, info={}) if name in r.methods
                        else replace(r, attempts=[], error=f"no {name} answer") for r in results]
             methods.append(score_method(name, tasks, ablated, seconds))
     names = [args.baseline] if args.baseline else []

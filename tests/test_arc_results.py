@@ -116,3 +116,17 @@ def test_snapshots_and_recipe_arms_become_their_rows(tmp_path, name):
     (tmp_path / name / "report.json").write_text(src.read_text())
     rows = arc_results.records(tmp_path, "c", "r", "d")
     assert [r["method"] for r in rows] == ["model-" + name.removeprefix("arc1-eval-")]
+
+
+def test_the_adaptation_fit_of_a_report_goes_into_its_record_and_the_printout(tmp_path, capsys):
+    src = json.loads((REPLICATE / "arc1-eval" / "report.json").read_text())
+    fit = {"tasks": 390, "mean_demo_exact": 0.8125, "all_demos_exact": 300, "all_demos_exact_and_solved": 14,
+           "solved_without_all_demos_exact": 2}
+    src["methods"]["model"]["demo_fit"] = fit
+    (tmp_path / "arc1-eval").mkdir()
+    (tmp_path / "arc1-eval" / "report.json").write_text(json.dumps(src))
+    rows = {r["method"]: r for r in arc_results.records(tmp_path, "c", "r", "d")}
+    assert rows["model"]["demo_fit"] == fit and "demo_fit" not in rows["copy_input"]
+    assert arc_results.main([str(tmp_path), "--card", "c", "--revision", "r", "--date", "d"]) == 0
+    assert ("arc1-eval model: after adaptation, 300 of 390 adapted tasks predict every demonstration view exactly "
+            "(mean 81.2% of views); 14 of those solved, 2 solved without") in capsys.readouterr().out

@@ -1,10 +1,12 @@
 """Reporting an evaluation (efe_ray.evaluation.report): a failed or unanswered prediction is never
-scored as an answer, the run's status says so, and the per-task CSV holds no formulas."""
+scored as an answer, the run's status says so, the per-task CSV holds no formulas, and the
+predictor's per-task info (the adaptation's demonstration fit) is written and summed up."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import replace
 
 from efe_ray.data.task import Task
@@ -57,5 +59,23 @@ def test_csv_cells_never_become_formulas():
     result = replace(failed(task, ValueError("=cmd|' /C calc'!A0")), task_id="=HYPERLINK(\"x\")")
     m = MethodResult("m", [result], [TaskScore(result.task_id, ())], summarise([]), 0.0)
     row = list(csv.reader(io.StringIO(per_task_csv([m]))))[1]
-    assert row[0] == "'=HYPERLINK(\"x\")" and row[-1] == "ValueError: =cmd|' /C calc'!A0"
+    assert row[0] == "'=HYPERLINK(\"x\")" and row[-2] == "ValueError: =cmd|' /C calc'!A0" and row[-1] == ""
     assert not any(cell.startswith(("=", "+", "@")) for cell in row)
+
+
+def test_the_adaptation_fit_is_written_per_task_and_summed_up_against_the_solved_tasks():
+    """Four identity tasks, all solved by copying: two fit every demonstration view, one fits half,
+    one has no adaptation info (a single demonstration). demo_fit counts over the three with info."""
+    tasks = [rule_task(c, lambda g: g, seed=i) for i, c in enumerate("abcd")]
+    fits = {"a": 1.0, "b": 1.0, "c": 0.5}
+    results = [replace(r, info={"tta_demo_exact": fits[r.task_id], "search": "zero"} if r.task_id in fits else {})
+               for r in run_serial(tasks, copy_input, progress=False)]
+    results[1] = replace(results[1], attempts=[((g + 1) % 10, (g + 1) % 10) for g, _ in results[1].attempts])  # b: wrong
+    m = score_method("model", tasks, results, 0.0)
+    assert [s.num_solved for s in m.scores] == [1, 0, 1, 1]
+    assert m.demo_fit() == {"tasks": 3, "mean_demo_exact": round(2.5 / 3, 4), "all_demos_exact": 2,
+                            "all_demos_exact_and_solved": 1, "solved_without_all_demos_exact": 1}
+    assert m.to_dict()["demo_fit"] == m.demo_fit()
+    rows = {r["task_id"]: r for r in csv.DictReader(io.StringIO(per_task_csv([m])))}
+    assert json.loads(rows["c"]["info"]) == {"search": "zero", "tta_demo_exact": 0.5} and rows["d"]["info"] == ""
+    assert score_method("copy_input", tasks, run_serial(tasks, copy_input, progress=False), 0.0).demo_fit() is None

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from efe_ray.data.task import Pair, Task, as_grid, blind
-from efe_ray.evaluation.adapt import adapt, stack_views
-from efe_ray.evaluation.search import demo_log_lik, gradient_search, policy_search
+from efe_ray.evaluation.adapt import adapt, demo_exact, stack_views
+from efe_ray.evaluation.search import _demo_accuracy, demo_log_lik, gradient_search, policy_search
 from efe_ray.evaluation.solve import SolveSettings, solve_group
 from efe_ray.evaluation import views as views_mod
 from efe_ray.evaluation.views import d8_views, demo_views, task_side
@@ -47,7 +47,29 @@ def test_adaptation_on_the_demonstrations_solves_what_the_untrained_agent_cannot
     assert not solved(before, task) and solved(after, task)
     first, last = after.info["tta_loss"]
     assert last < 0.2 * first
+    assert after.info["tta_demo_exact"] == 1.0 and "tta_demo_exact" not in before.info  # fit its demonstrations
 
+
+def test_the_demonstration_fit_of_copies_counts_each_copys_own_real_views(learner):
+    """demo_exact against a slow reference: view by view, a view counts if it is one of the copy's
+    task's real views, and is right if every cell of its square is; padding never counts."""
+    tasks = [colour_map_task("a", seed=1), colour_map_task("b", seed=2, demos=2)]
+    stacked = stack_views([demo_views(learner, t, d8_views(4)) for t in tasks])
+    assert stacked.count.tolist() == [16, 8]  # b's views are padded to a's count
+    copy_task = torch.tensor([0, 1, 1])
+    delta = torch.randn(3, learner.prompt.cfg.prompt_dim) * 0.1
+    agent, _ = adapt(learner, stacked, copy_task, delta, steps=25, lr=3e-3, views=4, seed=0)
+    got = demo_exact(agent, stacked, copy_task, delta, learner).tolist()
+    with torch.no_grad():
+        pred = agent(stacked.canvas[copy_task], stacked.prompt[copy_task] + delta[:, None], stacked.view[copy_task]).argmax(-1)
+    ref = []
+    for j, k in enumerate(copy_task.tolist()):
+        right = [all(pred[j, v, y, x] == stacked.target[k, v, y, x] for y in range(pred.shape[2])
+                     for x in range(pred.shape[3]) if stacked.weight[k, v, y, x] > 0)
+                 for v in range(int(stacked.count[k]))]
+        ref.append(sum(right) / len(right))
+    assert got == pytest.approx(ref)
+    assert any(0 < x < 1 for x in got) or len(set(got)) > 1, got  # not a constant: the check has teeth
 
 def test_copies_of_a_group_adapt_each_to_its_own_task(learner):
     """Two tasks in one group: each copy is trained on its own task's views only, so adapting a

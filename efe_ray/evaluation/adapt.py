@@ -29,7 +29,7 @@ from efe_ray.evaluation.views import ViewSet
 from efe_ray.learner import EFELearner
 from efe_ray.models.agent import OUTSIDE, GridAgent
 
-__all__ = ["Stacked", "adapt", "stack_views"]
+__all__ = ["Stacked", "adapt", "demo_exact", "stack_views"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,3 +124,18 @@ def log_probs(agent: GridAgent, views: Stacked, copy_task: torch.Tensor, copy_de
     with learner.autocast():
         logits = agent(views.canvas[rows], views.prompt[rows] + copy_delta[:, None, :], views.view[rows])
     return torch.log_softmax(logits.float(), -1)
+
+
+@torch.no_grad()
+def demo_exact(agent: GridAgent, demos: Stacked, copy_task: torch.Tensor, copy_delta: torch.Tensor,
+               learner: EFELearner) -> torch.Tensor:
+    """(M,) share of each copy's real demonstration views (the leave-one-out views it adapted on)
+    whose target square it predicts exactly: how far adaptation fit the copy's own task."""
+    agent.eval()
+    rows = copy_task  # (M,)
+    with learner.autocast():
+        logits = agent(demos.canvas[rows], demos.prompt[rows] + copy_delta[:, None, :], demos.view[rows])
+    inside = demos.weight[rows] > 0  # (M, V, S, S): the view's square
+    right = ((logits.argmax(-1) == demos.target[rows]) | ~inside).flatten(2).all(-1).float()  # (M, V)
+    real = (torch.arange(right.shape[1], device=right.device)[None] < demos.count[rows][:, None]).float()
+    return (right * real).sum(1) / real.sum(1).clamp_min(1.0)

@@ -8,13 +8,16 @@ again task by task (efe_ray/evaluation/runner.py) is counted in ``group_fallback
 with its tasks and error, in ``fallback_groups``; only those of its tasks that failed alone are
 errors. :func:`run_status` turns the counts into the ``status`` of ``report.json`` and the exit
 status. CSV cells that a spreadsheet would read as a formula (starting with ``=``, ``+``, ``-``,
-``@``, a tab or a carriage return) are prefixed with ``'``.
+``@``, a tab or a carriage return) are prefixed with ``'``. A predictor's per-task numbers
+(``TaskResult.info``, e.g. the adaptation's loss and demonstration fit) go into the CSV's ``info``
+column as JSON; :meth:`MethodResult.demo_fit` sums up how far adaptation fit the demonstrations.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +67,20 @@ class MethodResult:
         """Distinct notes and how many tasks carried each."""
         return dict(Counter(part for r in self.results if r.note for part in r.note.split("; ")))
 
+    def demo_fit(self) -> dict | None:
+        """How far adaptation fit the tasks' own demonstrations, over the tasks whose info has
+        ``tta_demo_exact`` (the share of a task's leave-one-out views its adapted copy predicts
+        exactly): how many, the mean share, how many fit every view, and how many of those this
+        method solved (every output). None where no task has it."""
+        fit = [(r.info["tta_demo_exact"], s.num_solved == s.num_outputs > 0)
+               for r, s in zip(self.results, self.scores) if "tta_demo_exact" in r.info]
+        if not fit:
+            return None
+        full = [solved for x, solved in fit if x >= 1.0]
+        return {"tasks": len(fit), "mean_demo_exact": round(sum(x for x, _ in fit) / len(fit), 4),
+                "all_demos_exact": len(full), "all_demos_exact_and_solved": sum(full),
+                "solved_without_all_demos_exact": sum(solved for x, solved in fit if x < 1.0)}
+
     def to_dict(self) -> dict:
         """JSON-safe summary for ``report.json``."""
         return {
@@ -75,6 +92,7 @@ class MethodResult:
             "fallback_groups": [{"tasks": list(g.tasks), "error": g.error} for g in self.fallbacks],
             "unanswered": {r.task_id: list(r.unanswered) for r in self.results if r.unanswered and not r.error},
             "notes": self.notes(),
+            "demo_fit": self.demo_fit(),
         }
 
 
@@ -158,15 +176,17 @@ def safe_cell(value: object) -> object:
 
 
 def per_task_csv(methods: Sequence[MethodResult], leaked: set[str] = frozenset()) -> str:
-    """CSV text: one row per (task, method) with outputs, solved, score, cell acc, time, answers, note, error."""
+    """CSV text: one row per (task, method) with outputs, solved, score, cell acc, time, answers, note,
+    error and the predictor's per-task info (JSON, empty if none)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["task_id", "method", "outputs", "solved", "score", "cell_acc", "seconds", "leaked",
-                     "unanswered", "note", "error"])
+                     "unanswered", "note", "error", "info"])
     for m in methods:
         for r, s in zip(m.results, m.scores):
             unanswered = s.num_outputs if r.error else sum(o.index in r.unanswered for o in s.outputs)
             row = [r.task_id, m.name, s.num_outputs, s.num_solved, f"{s.score:.4f}", f"{s.cell_acc:.4f}",
-                   f"{r.seconds:.3f}", int(r.task_id in leaked), unanswered, r.note, r.error]
+                   f"{r.seconds:.3f}", int(r.task_id in leaked), unanswered, r.note, r.error,
+                   json.dumps(r.info, sort_keys=True) if r.info else ""]
             writer.writerow([safe_cell(c) for c in row])
     return buf.getvalue()

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from efe_ray.data.task import Task, blind
-from efe_ray.evaluation.adapt import Stacked, adapt, log_probs, stack_views
+from efe_ray.evaluation.adapt import Stacked, adapt, demo_exact, log_probs, stack_views
 from efe_ray.evaluation.candidates import View, predicted_sizes, rank
 from efe_ray.evaluation.predict import private_torch_rng
 from efe_ray.evaluation.search import PolicyFn, demo_log_lik, gradient_search, policy_search
@@ -194,13 +194,16 @@ def _taught(learner, policy, taught, demos, tests, names, chosen, keys, s) -> tu
     adapted = sorted({v for v, a in keys if a}, key=_order(chosen))
     if adapted:
         reuse = chosen == "best" and set(names) <= set(adapted)
-        by_key, losses = _adapted(learner, taught, stacked, tests, deltas,
-                                  [v for v in adapted if v != "best"] if reuse else adapted, s)
+        by_key, losses, fit = _adapted(learner, taught, stacked, tests, deltas,
+                                       [v for v in adapted if v != "best"] if reuse else adapted, s)
         if reuse:
-            by_key[("best", True)] = {t.task_id: by_key[(likelihood["best_of"][i], True)][t.task_id]
-                                      for i, t in enumerate(taught)}
-        for t in taught:
+            by_key[("best", True)], fit[("best", True)] = {}, {}
+        for i, t in enumerate(taught):
+            if reuse:
+                by_key[("best", True)][t.task_id] = by_key[(likelihood["best_of"][i], True)][t.task_id]
+                fit[("best", True)][t.task_id] = fit[(likelihood["best_of"][i], True)][t.task_id]
             info[t.task_id]["tta_loss"] = [round(float(losses[0]), 4), round(float(losses[-1]), 4)]
+            info[t.task_id]["tta_demo_exact"] = round(fit[(chosen, True)][t.task_id], 4)
     for v in sorted({v for v, a in keys if not a}, key=_order(chosen)):
         by_key[(v, False)] = _unadapted(learner, taught, tests, deltas[v])
     return {t.task_id: {key: by_key[key][t.task_id] for key in keys} for t in taught}, info
@@ -230,9 +233,10 @@ def _search(learner: EFELearner, policy: PolicyFn | None, taught: list[Task], st
     return deltas, {n: v.tolist() for n, v in ll.items()} | {"best_of": [names[int(i)] for i in pick]}
 
 
-def _adapted(learner, taught, stacked, tests, deltas, variants, s) -> tuple[dict, np.ndarray]:
+def _adapted(learner, taught, stacked, tests, deltas, variants, s) -> tuple[dict, np.ndarray, dict]:
     """((variant, True) -> task id -> test-view log-probs of its adapted copy, one copy per (variant,
-    task); the loss per step (steps,))."""
+    task); the loss per step (steps,); (variant, True) -> task id -> the share of its demonstration
+    views the adapted copy predicts exactly)."""
     k = len(taught)
     copy_task = torch.arange(k, device=stacked.prompt.device).repeat(len(variants))  # (M,)
     copy_delta = torch.cat([deltas[v] for v in variants])  # (M, P)
@@ -242,7 +246,9 @@ def _adapted(learner, taught, stacked, tests, deltas, variants, s) -> tuple[dict
     lp = log_probs(agent, test_stack, copy_task, copy_delta, learner).cpu().numpy()  # (M, V, S, S, 11)
     out = {(v, True): {t.task_id: lp[j * k + i, : len(tests[t.task_id])] for i, t in enumerate(taught)}
            for j, v in enumerate(variants)}
-    return out, losses.cpu().numpy()
+    exact = demo_exact(agent, stacked, copy_task, copy_delta, learner).tolist()  # (M,)
+    fit = {(v, True): {t.task_id: exact[j * k + i] for i, t in enumerate(taught)} for j, v in enumerate(variants)}
+    return out, losses.cpu().numpy(), fit
 
 
 def _unadapted(learner, tasks, tests, delta: torch.Tensor | None = None) -> dict[str, np.ndarray]:

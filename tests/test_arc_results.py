@@ -15,6 +15,7 @@ import arc_results  # noqa: E402  (a script of bench/, beside its helper command
 LEASE = BENCH / "arc_lease" / "2026-12-06"
 SCALING = BENCH / "arc_lease" / "2026-12-06-b"
 REPLICATE = BENCH / "arc_lease" / "2026-12-06-c"
+COSINE = BENCH / "arc_lease" / "2026-12-06-e"
 
 
 def test_the_first_single_gpu_lease_rebuilds_its_table():
@@ -67,10 +68,25 @@ def test_the_replicate_lease_answers_every_task():
     assert (model["train_gpu_min"], model["eval_gpu_min"]) == (9.5, 13.3)
 
 
-def test_the_committed_records_are_the_two_single_gpu_leases():
+def test_the_cosine_lease_compares_adaptation_rates_on_one_model_and_says_how_far_they_fit():
+    rows = arc_results.records(COSINE, "NVIDIA H200", "fffa884", "2026-12-06")
+    by = {(r["split"], r["method"]): r for r in rows}
+    assert {m: (by["arc1-eval", m]["solved_outputs"], by["arc1-eval", m]["solved_on_common"]) for m in
+            ("model", "model-no-tta", "model-tta200-lr3e-3", "model-tta200-lr3e-4")} == \
+        {"model": (19, 15.0), "model-no-tta": (3, 3.0), "model-tta200-lr3e-3": (24, 18.5), "model-tta200-lr3e-4": (12, 8.0)}
+    assert {r["common_tasks"] for r in rows if "common_tasks" in r} == {399}
+    assert "--tta-lr 0.003 --tta-views 16" in by["arc1-eval", "model-tta200-lr3e-3"]["commands"][-1]
+    fit = {m: by["arc1-eval", m]["demo_fit"] for m in ("model", "model-tta200-lr3e-3", "model-tta200-lr3e-4")}
+    assert {m: (f["all_demos_exact"], f["all_demos_exact_and_solved"]) for m, f in fit.items()} == \
+        {"model": (260, 15), "model-tta200-lr3e-3": (310, 18), "model-tta200-lr3e-4": (144, 7)}
+    assert all(f["tasks"] == 399 for f in fit.values())
+
+
+def test_the_committed_records_are_the_three_single_gpu_leases():
     stored = json.loads((BENCH / "arc_results.json").read_text())
     rows = (arc_results.records(SCALING, "NVIDIA H100 80GB HBM3", "702de3f", "2026-12-06")
-            + arc_results.records(REPLICATE, "NVIDIA H100 80GB HBM3", "78f6279", "2026-12-06"))
+            + arc_results.records(REPLICATE, "NVIDIA H100 80GB HBM3", "78f6279", "2026-12-06")
+            + arc_results.records(COSINE, "NVIDIA H200", "fffa884", "2026-12-06"))
     assert [{k: v for k, v in r.items() if k != "commands"} for r in stored] == \
         [{k: v for k, v in r.items() if k != "commands"} for r in rows]
     assert all("bash bench/arc_lease.sh train" in r["commands"][0] for r in stored)

@@ -127,6 +127,7 @@ def records(folder: Path, card: str, revision: str, date: str, train_command: st
         command = (f"python -m efe_ray.evaluate --checkpoint {s.get('checkpoint')} --split {split} "
                    f"--tta-steps {s.get('tta_steps')} --augmentations {s.get('augmentations')} "
                    + (f"--tta-lr {s['tta_lr']:g} --tta-views {s['tta_views']} " if "tta_lr" in s else "")
+                   + (f"--colours {s['colours']} " if s.get("colours", 1) != 1 else "")
                    + f"--search {s.get('search')}" + (" --ablations" if s.get("ablations") else "")
                    + (f" --time-budget-s {s['time_budget_s']:g}" if s.get("time_budget_s") else "")
                    + (f" --workers {s['workers']} --gpus-per-task {s['gpus_per_task']:g}" if s.get("workers") else ""))

@@ -258,6 +258,7 @@ def record(r: dict, args, device: torch.device, where: str, command: str) -> dic
         "kernels_per_step": prof.get("kernels_per_step"), "host_ms_per_step": r["host_ms"],
         "kernel_ms_per_step": prof.get("kernel_ms"),
         "top_kernels": [[name[:120], round(ms, 3), round(c, 1)] for name, ms, c in prof.get("top_kernels", [])[:5]],
+        "runtime_calls": [[name, round(ms, 3), round(c, 1)] for name, ms, c in prof.get("runtime_calls", [])[:5]],
         "command": command,
     }
 

@@ -42,11 +42,17 @@ def kernel_kind(name: str) -> str:
 
 
 def kernel_summary(profiler, wall_s: float, steps: int) -> dict:
-    """Per step: GPU kernel ms by kind, the GPU-busy share of the wall time, kernel launches, and the
-    top kernels (name, ms/step, launches/step), from a finished profiler."""
+    """Per step: GPU kernel ms by kind, the GPU-busy share of the wall time, kernel launches, the
+    top kernels (name, ms/step, launches/step), and the host's CUDA runtime calls by host time (name,
+    ms/step, calls/step): a call that waits for the GPU (a synchronisation, a copy to pageable
+    memory, a pinned allocation) shows as host time far above a launch's, from a finished profiler."""
     per_kind: dict[str, float] = {}
     per_name: dict[str, list] = {}
+    runtime: dict[str, list] = {}
     for evt in profiler.key_averages():
+        if evt.device_type == torch.autograd.DeviceType.CPU and evt.key.startswith("cuda"):
+            runtime[evt.key] = [runtime.get(evt.key, [0.0, 0])[0] + evt.cpu_time_total, evt.count]
+            continue
         us = getattr(evt, "device_time_total", 0.0) if evt.device_type == torch.autograd.DeviceType.CUDA else 0.0
         if us <= 0 or getattr(evt, "is_user_annotation", False) or "#" in evt.key:
             continue  # a range around kernels (e.g. "Optimizer.step#AdamW.step"), not a kernel
@@ -58,7 +64,9 @@ def kernel_summary(profiler, wall_s: float, steps: int) -> dict:
     return {"wall_ms": 1000 * wall_s / steps, "kernel_ms": 1000 * busy / steps, "gpu_busy": busy / wall_s,
             "kernels_per_step": sum(c for _, c in per_name.values()) / steps,
             "per_kind_ms": {k: us / 1000 / steps for k, us in sorted(per_kind.items(), key=lambda kv: -kv[1])},
-            "top_kernels": [(name, us / 1000 / steps, count / steps) for name, (us, count) in top]}
+            "top_kernels": [(name, us / 1000 / steps, count / steps) for name, (us, count) in top],
+            "runtime_calls": [(name, us / 1000 / steps, count / steps)
+                              for name, (us, count) in sorted(runtime.items(), key=lambda kv: -kv[1][0])[:8]]}
 
 
 def kernel_breakdown(summary: dict) -> str:
@@ -71,6 +79,10 @@ def kernel_breakdown(summary: dict) -> str:
     lines.append("  top kernels (ms/step, launches/step):")
     for name, ms, count in summary["top_kernels"]:
         lines.append(f"    {ms:7.2f} {count:6.0f}  {name[:110]}")
+    if summary.get("runtime_calls"):
+        lines.append("  CUDA runtime calls on the host (ms/step, calls/step):")
+        for name, ms, count in summary["runtime_calls"]:
+            lines.append(f"    {ms:7.2f} {count:6.0f}  {name}")
     return "\n".join(lines)
 
 

@@ -58,10 +58,12 @@ def test_the_demonstration_fit_of_copies_counts_each_copys_own_real_views(learne
     assert stacked.count.tolist() == [16, 8]  # b's views are padded to a's count
     copy_task = torch.tensor([0, 1, 1])
     delta = torch.randn(3, learner.prompt.cfg.prompt_dim) * 0.1
-    agent, _ = adapt(learner, stacked, copy_task, delta, steps=25, lr=3e-3, views=4, seed=0)
-    got = demo_exact(agent, stacked, copy_task, delta, learner).tolist()
+    adapted = adapt(learner, stacked, copy_task, delta, steps=25, lr=3e-3, views=4, seed=0)
+    assert torch.equal(adapted.offsets, delta[:, None])  # one colour version: the delta alone
+    got = demo_exact(adapted, stacked, copy_task, learner).tolist()
     with torch.no_grad():
-        pred = agent(stacked.canvas[copy_task], stacked.prompt[copy_task] + delta[:, None], stacked.view[copy_task]).argmax(-1)
+        pred = adapted.agent(stacked.canvas[copy_task], stacked.prompt[copy_task] + delta[:, None],
+                             stacked.view[copy_task]).argmax(-1)
     ref = []
     for j, k in enumerate(copy_task.tolist()):
         right = [all(pred[j, v, y, x] == stacked.target[k, v, y, x] for y in range(pred.shape[2])
@@ -70,6 +72,7 @@ def test_the_demonstration_fit_of_copies_counts_each_copys_own_real_views(learne
         ref.append(sum(right) / len(right))
     assert got == pytest.approx(ref)
     assert any(0 < x < 1 for x in got) or len(set(got)) > 1, got  # not a constant: the check has teeth
+
 
 def test_copies_of_a_group_adapt_each_to_its_own_task(learner):
     """Two tasks in one group: each copy is trained on its own task's views only, so adapting a
@@ -80,10 +83,10 @@ def test_copies_of_a_group_adapt_each_to_its_own_task(learner):
     together = stack_views(views)
     copy_task = torch.tensor([0, 1])
     zero = torch.zeros(2, learner.prompt.cfg.prompt_dim)
-    agent, losses = adapt(learner, together, copy_task, zero, steps=5, lr=1e-3, views=4, seed=3)
-    assert losses.shape == (5,) and torch.isfinite(losses).all()
-    alone, _ = adapt(learner, stack_views(views[:1]), torch.tensor([0]), zero[:1], steps=5, lr=1e-3, views=4, seed=3)
-    first = dict(agent.named_parameters())
+    adapted = adapt(learner, together, copy_task, zero, steps=5, lr=1e-3, views=4, seed=3)
+    assert adapted.losses.shape == (5,) and torch.isfinite(adapted.losses).all()
+    alone = adapt(learner, stack_views(views[:1]), torch.tensor([0]), zero[:1], steps=5, lr=1e-3, views=4, seed=3).agent
+    first = dict(adapted.agent.named_parameters())
     for name, p in alone.named_parameters():
         mine = first[name][:, :1] if name == "coord_emb" else first[name].view(2, -1)[:1] if name == "stem" else first[name][:1]
         # The same draws reach copy 0 either way; float sums in batched products differ in order, and

@@ -31,3 +31,32 @@ def test_each_run_appends_its_record(tmp_path):
     assert first["samples_per_s"] > 0 and first["mfu"] is None  # no dense peak known for a CPU
     assert first["gpu_busy"] is None and first["kernels_per_step"] is None  # no profile on a CPU run
     assert second["command"].startswith("python bench/learner_step.py") and "agent.num_heads=2" in second["command"]
+
+
+def test_the_profile_sums_kernels_and_names_the_host_calls_that_wait(monkeypatch):
+    """kernel_summary on a profiler's averages: kernels by kind and name per step, ranges around
+    kernels left out, and the host's CUDA runtime calls ranked by host time, so that a call that
+    waits for the GPU stands out beside the launches."""
+    import torch
+    sys.path.insert(0, str(ROOT / "bench"))
+    from step_profile import kernel_breakdown, kernel_summary
+
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+
+    class Evt:
+        def __init__(self, key, device_type, device_us=0.0, cpu_us=0.0, count=1):
+            self.key, self.device_type, self.count = key, device_type, count
+            self.device_time_total, self.cpu_time_total = device_us, cpu_us
+
+    class Prof:
+        def key_averages(self):
+            return [Evt("gemm_kernel", cuda, 20_000.0, count=40), Evt("triton_poi_fused_add", cuda, 10_000.0, count=100),
+                    Evt("Optimizer.step#AdamW.step", cuda, 30_000.0),  # a range, not a kernel
+                    Evt("cudaLaunchKernel", cpu, cpu_us=7_000.0, count=140),
+                    Evt("cudaStreamSynchronize", cpu, cpu_us=90_000.0, count=10), Evt("aten::mm", cpu, cpu_us=5e5)]
+
+    s = kernel_summary(Prof(), wall_s=0.5, steps=10)
+    assert s["kernel_ms"] == 3.0 and s["gpu_busy"] == 0.06 and s["kernels_per_step"] == 14.0
+    assert s["per_kind_ms"] == {"matmul": 2.0, "elementwise": 1.0}
+    assert s["runtime_calls"] == [("cudaStreamSynchronize", 9.0, 1.0), ("cudaLaunchKernel", 0.7, 14.0)]
+    assert "9.00      1  cudaStreamSynchronize" in kernel_breakdown(s)

@@ -11,6 +11,13 @@ agent's passes and summed over copies, so copies do not share gradients. The lea
 up for the first tenth of the steps and then follows a cosine to zero. Everything stays on the
 device: no host synchronisation inside the loop.
 
+Views under colour versions (efe_ray/evaluation/views.py, ``--colours``) add, for every version
+but the first (the task's own colours), a prompt offset per copy, learned with the copy's weights
+from zero (:class:`Adapted`: ``offsets``): a version has no input of its own, and a rule that names
+a colour names another one in each version, so each version's views tell the copy which one it
+sees through their offset, as a task id per augmented version does in TRM. With one version there
+is no offset to learn and adaptation is what it was.
+
 The prompt encoder is not adapted: the views' prompts are computed once (constants here), which is
 what makes the batched step cheap. Copies of tasks with different squares share the group's
 largest square: smaller ones are padded with OUTSIDE, which their loss weights leave out.
@@ -29,7 +36,7 @@ from efe_ray.evaluation.views import ViewSet
 from efe_ray.learner import EFELearner
 from efe_ray.models.agent import OUTSIDE, GridAgent
 
-__all__ = ["Stacked", "adapt", "demo_exact", "stack_views"]
+__all__ = ["Adapted", "Stacked", "adapt", "demo_exact", "log_probs", "stack_views"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +57,8 @@ class Stacked:
     """(K, V, S, S) float loss weights (0 on padding)."""
     target_mask: torch.Tensor | None = None
     """(K, V, S, S) float."""
+    colour: torch.Tensor | None = None
+    """(K, V) long colour version of each view (0 on padding)."""
 
 
 def _pad(x: torch.Tensor, views: int, side: int, value: float) -> torch.Tensor:
@@ -70,17 +79,37 @@ def stack_views(sets: list[ViewSet]) -> Stacked:
     prompt = torch.stack([F.pad(s.prompt, (0, 0, 0, views - len(s))) for s in sets])  # (K, V, P)
     view = torch.stack([F.pad(s.view, (0, views - len(s))) for s in sets])  # (K, V)
     count = torch.tensor([len(s) for s in sets], device=prompt.device)
+    colour = torch.stack([F.pad(s.colour if s.colour is not None else torch.zeros_like(s.view), (0, views - len(s)))
+                          for s in sets])  # (K, V)
     has_targets = all(s.target is not None for s in sets)
     return Stacked(
         stack(lambda s: s.canvas, OUTSIDE), view, prompt, count,
         stack(lambda s: s.target, OUTSIDE) if has_targets else None,
         stack(lambda s: s.weight, 0.0) if has_targets else None,
-        stack(lambda s: s.target_mask, 0.0) if has_targets else None)
+        stack(lambda s: s.target_mask, 0.0) if has_targets else None, colour)
+
+
+@dataclass(frozen=True, eq=False)
+class Adapted:
+    """What :func:`adapt` returns: the adapted copies, the loss per step and each copy's prompt offsets."""
+
+    agent: GridAgent
+    """``M`` adapted copies, in eval mode."""
+    losses: torch.Tensor
+    """(steps,) mean loss of the copies at each step (on the device)."""
+    offsets: torch.Tensor
+    """(M, C, P): copy ``m``'s prompt offset under colour version ``c``: its delta, plus the learned
+    offset of versions 1.. (none for version 0)."""
+
+    def prompts(self, views: Stacked, copy_task: torch.Tensor) -> torch.Tensor:
+        """(M, V, P): each copy's prompts of its task's views, offsets added."""
+        copy = torch.arange(len(copy_task), device=copy_task.device)[:, None]  # (M, 1)
+        return views.prompt[copy_task] + self.offsets[copy, views.colour[copy_task]]
 
 
 def adapt(learner: EFELearner, demos: Stacked, copy_task: torch.Tensor, copy_delta: torch.Tensor, *,
-          steps: int, lr: float, views: int, seed: int = 0) -> tuple[GridAgent, torch.Tensor]:
-    """(adapted copies, loss per step (steps,) on the device) for ``M = len(copy_task)`` copies.
+          steps: int, lr: float, views: int, seed: int = 0) -> Adapted:
+    """``M = len(copy_task)`` copies adapted to their tasks' demonstrations.
 
     ``demos``: the tasks' leave-one-out views, stacked; ``copy_task`` (M,) long: the task of each
     copy; ``copy_delta`` (M, P): its prompt delta. The checkpoint's agent is left untouched.
@@ -90,17 +119,25 @@ def adapt(learner: EFELearner, demos: Stacked, copy_task: torch.Tensor, copy_del
     agent = learner.agent.stacked(m).train()
     device = copy_task.device
     fused = device.type == "cuda"
-    opt = torch.optim.AdamW(agent.parameters(), lr=lr, weight_decay=0.0, fused=fused)
+    versions = int(demos.colour.max()) + 1  # one host read, before the loop
+    learned = torch.zeros((m, versions - 1, copy_delta.shape[-1]), device=device, requires_grad=True)  # (M, C-1, P)
+    params = [*agent.parameters(), learned] if versions > 1 else list(agent.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused)
     warm = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: min(1.0, (t + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(t, steps) / max(steps, 1))))
     gen = torch.Generator(device=device).manual_seed(seed)
     rows = copy_task[:, None].expand(m, views)  # (M, k)
+    copy = torch.arange(m, device=device)[:, None]  # (M, 1)
     count = demos.count[copy_task].float()[:, None]  # (M, 1)
     losses = torch.zeros(steps, device=device)
+
+    def offsets() -> torch.Tensor:  # (M, C, P)
+        return copy_delta[:, None, :] + F.pad(learned, (0, 0, 1, 0))
+
     for step in range(steps):
         pick = (torch.rand((m, views), generator=gen, device=device) * count).long()  # (M, k) view indices
-        prompt = demos.prompt[rows, pick] + copy_delta[:, None, :]  # (M, k, P)
+        prompt = demos.prompt[rows, pick] + offsets()[copy, demos.colour[rows, pick]]  # (M, k, P)
         with learner.autocast():
             passes = agent(demos.canvas[rows, pick], prompt, demos.view[rows, pick], all_passes=True)
         target, weight, mask = demos.target[rows, pick], demos.weight[rows, pick], demos.target_mask[rows, pick]
@@ -112,29 +149,25 @@ def adapt(learner: EFELearner, demos: Stacked, copy_task: torch.Tensor, copy_del
         opt.step()
         sched.step()
         losses[step] = loss.detach() / m
-    return agent.eval(), losses
+    return Adapted(agent.eval(), losses, offsets().detach())
 
 
 @torch.no_grad()
-def log_probs(agent: GridAgent, views: Stacked, copy_task: torch.Tensor, copy_delta: torch.Tensor,
-              learner: EFELearner) -> torch.Tensor:
-    """(M, V, S, S, 11) float32 class log-probabilities of each copy on its task's views."""
-    agent.eval()
+def log_probs(adapted: Adapted, views: Stacked, copy_task: torch.Tensor, learner: EFELearner) -> torch.Tensor:
+    """(M, V, S, S, 11) float32 class log-probabilities of each adapted copy on its task's views."""
     rows = copy_task  # (M,)
     with learner.autocast():
-        logits = agent(views.canvas[rows], views.prompt[rows] + copy_delta[:, None, :], views.view[rows])
+        logits = adapted.agent.eval()(views.canvas[rows], adapted.prompts(views, copy_task), views.view[rows])
     return torch.log_softmax(logits.float(), -1)
 
 
 @torch.no_grad()
-def demo_exact(agent: GridAgent, demos: Stacked, copy_task: torch.Tensor, copy_delta: torch.Tensor,
-               learner: EFELearner) -> torch.Tensor:
+def demo_exact(adapted: Adapted, demos: Stacked, copy_task: torch.Tensor, learner: EFELearner) -> torch.Tensor:
     """(M,) share of each copy's real demonstration views (the leave-one-out views it adapted on)
     whose target square it predicts exactly: how far adaptation fit the copy's own task."""
-    agent.eval()
     rows = copy_task  # (M,)
     with learner.autocast():
-        logits = agent(demos.canvas[rows], demos.prompt[rows] + copy_delta[:, None, :], demos.view[rows])
+        logits = adapted.agent.eval()(demos.canvas[rows], adapted.prompts(demos, copy_task), demos.view[rows])
     inside = demos.weight[rows] > 0  # (M, V, S, S): the view's square
     right = ((logits.argmax(-1) == demos.target[rows]) | ~inside).flatten(2).all(-1).float()  # (M, V)
     real = (torch.arange(right.shape[1], device=right.device)[None] < demos.count[rows][:, None]).float()

@@ -29,9 +29,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline", choices=sorted(BASELINES), help="evaluate this baseline instead of a checkpoint")
     p.add_argument("--baselines", action="store_true", help="also score every baseline in the same table")
     p.add_argument("--tta-steps", type=int, default=0, help="test-time adaptation steps (demonstrations only)")
-    p.add_argument("--tta-lr", type=float, default=1e-3, help="test-time adaptation learning rate")
+    p.add_argument("--tta-lr", type=float, default=3e-3,
+                   help="test-time adaptation learning rate (default 3e-3: of 3e-4, 1e-3 and 3e-3 on one ARC-AGI-1 "
+                        "checkpoint, it fit the most tasks' demonstrations and solved the most; bench/RESULTS.md)")
     p.add_argument("--tta-views", type=int, default=16, help="leave-one-out views per task per adaptation step")
     p.add_argument("--augmentations", type=int, default=8, help="D8 transforms each task is seen under (1..8)")
+    p.add_argument("--colours", type=int, default=1,
+                   help="colour versions each task is seen under, each under every D8 transform (1..100; 1: its own "
+                        "colours only); adaptation learns a prompt offset per version, answers are mapped back")
     p.add_argument("--search", choices=("best", "policy", "gradient", "none"), default="none",
                    help="prompt delta per task, judged on its demonstrations (default none: over two ARC-AGI-1 "
                         "leases it solved as many outputs as any search, and costs nothing; bench/RESULTS.md)")
@@ -62,6 +67,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 1 <= args.augmentations <= 8:
         p.error("--augmentations must lie in 1..8 (D8 transforms)")
+    if not 1 <= args.colours <= 100:  # MAX_COLOURS of efe_ray/evaluation/solve.py, checked before torch loads
+        p.error(f"--colours must lie in 1..100 (colour versions), got {args.colours}")
     if min(args.tta_steps, args.limit, args.search_rounds, args.search_steps, args.time_budget_s) < 0:
         p.error("--tta-steps, --limit, --search-rounds, --search-steps and --time-budget-s must be >= 0")
     if args.tta_views < 1 or args.group_size < 1 or args.tta_lr <= 0:

@@ -40,7 +40,7 @@ from efe_ray.evaluation.adapt import Stacked, adapt, demo_exact, log_probs, stac
 from efe_ray.evaluation.candidates import View, predicted_sizes, rank
 from efe_ray.evaluation.predict import private_torch_rng
 from efe_ray.evaluation.search import PolicyFn, demo_log_lik, gradient_search, policy_search
-from efe_ray.evaluation.views import ViewSet, d8_views, demo_views, task_side, test_views
+from efe_ray.evaluation.views import ViewSet, demo_views, task_side, task_views, test_views
 from efe_ray.evaluation.voting import vote_augmented
 from efe_ray.learner import EFELearner
 from efe_ray.data.canvas import from_canvas
@@ -56,6 +56,8 @@ ABLATED = {"zero": "model-no-search", "policy": "model-policy-search", "gradient
 UNTAUGHT = "one demonstration: answered by the checkpoint as it is (no search, no adaptation)"
 """The note of a task with a single demonstration, where a search or adaptation was asked for."""
 
+MAX_COLOURS = 100
+"""Most colour versions a task is seen under (each multiplies its views and prompt texts)."""
 Key = tuple[str, bool]
 """(delta's name, adapted?): which log-probabilities a method scores."""
 Scorer = Callable[[Task, ViewSet, np.ndarray, int], Attempts]
@@ -70,12 +72,15 @@ class SolveSettings:
 
     tta_steps: int = 0
     """Adaptation steps per group (0: none)."""
-    tta_lr: float = 1e-3
-    """Adaptation learning rate (fresh AdamW, warm-up then cosine)."""
+    tta_lr: float = 3e-3
+    """Adaptation learning rate (fresh AdamW, warm-up then cosine; ``--tta-lr``'s default)."""
     tta_views: int = 16
     """Leave-one-out views per task per adaptation step."""
     augmentations: int = 8
     """D8 transforms every task is seen under (1..8; identity first)."""
+    colours: int = 1
+    """Colour versions every task is seen under, each under every D8 transform (1..100; 1: the task's
+    own colours only; efe_ray/evaluation/views.py). Adaptation learns a prompt offset per version."""
     search: Literal["none", "policy", "gradient", "best"] = "none"
     """Prompt delta: none (the default: over the two single-GPU ARC-AGI-1 leases of bench/RESULTS.md
     it solved 39 outputs, the policy's search 38, gradient search and the best of them 35 each), the
@@ -94,6 +99,8 @@ class SolveSettings:
     def __post_init__(self) -> None:
         if not 1 <= self.augmentations <= 8:
             raise ValueError(f"augmentations must lie in 1..8 (D8 transforms), got {self.augmentations}")
+        if not 1 <= self.colours <= MAX_COLOURS:
+            raise ValueError(f"colours must lie in 1..{MAX_COLOURS} (colour versions), got {self.colours}")
         for name in ("tta_steps", "search_rounds", "search_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -129,9 +136,9 @@ def _solve(learner: EFELearner, policy: PolicyFn | None, tasks: list[Task], s: S
     method scores, for every task within the canvas; the attempts."""
     canvas = learner.agent_cfg.canvas
     fits = [t for t in tasks if task_side(t) <= canvas]
-    augs = d8_views(s.augmentations)
-    demos = {t.task_id: demo_views(learner, t, augs) for t in fits}
-    tests = {t.task_id: test_views(learner, t, augs) for t in fits}
+    augs = {t.task_id: task_views(t.task_id, s.augmentations, s.colours, s.seed) for t in fits}
+    demos = {t.task_id: demo_views(learner, t, augs[t.task_id]) for t in fits}
+    tests = {t.task_id: test_views(learner, t, augs[t.task_id]) for t in fits}
     taught = [t for t in fits if demos[t.task_id] is not None]  # two or more demonstrations
     untaught = [t for t in fits if demos[t.task_id] is None]
     names = _searches(policy, s)
@@ -240,15 +247,15 @@ def _adapted(learner, taught, stacked, tests, deltas, variants, s) -> tuple[dict
     k = len(taught)
     copy_task = torch.arange(k, device=stacked.prompt.device).repeat(len(variants))  # (M,)
     copy_delta = torch.cat([deltas[v] for v in variants])  # (M, P)
-    agent, losses = adapt(learner, stacked, copy_task, copy_delta, steps=s.tta_steps, lr=s.tta_lr,
-                          views=s.tta_views, seed=s.seed)
+    adapted = adapt(learner, stacked, copy_task, copy_delta, steps=s.tta_steps, lr=s.tta_lr,
+                    views=s.tta_views, seed=s.seed)
     test_stack = stack_views([tests[t.task_id] for t in taught])
-    lp = log_probs(agent, test_stack, copy_task, copy_delta, learner).cpu().numpy()  # (M, V, S, S, 11)
+    lp = log_probs(adapted, test_stack, copy_task, learner).cpu().numpy()  # (M, V, S, S, 11)
     out = {(v, True): {t.task_id: lp[j * k + i, : len(tests[t.task_id])] for i, t in enumerate(taught)}
            for j, v in enumerate(variants)}
-    exact = demo_exact(agent, stacked, copy_task, copy_delta, learner).tolist()  # (M,)
+    exact = demo_exact(adapted, stacked, copy_task, learner).tolist()  # (M,)
     fit = {(v, True): {t.task_id: exact[j * k + i] for i, t in enumerate(taught)} for j, v in enumerate(variants)}
-    return out, losses.cpu().numpy(), fit
+    return out, adapted.losses.cpu().numpy(), fit
 
 
 def _unadapted(learner, tasks, tests, delta: torch.Tensor | None = None) -> dict[str, np.ndarray]:

@@ -1,8 +1,12 @@
 """A task's views as tensors: leave-one-out views of its demonstrations, and views of its test inputs.
 
-Prediction and test-time adaptation see a task under D8 transforms (efe_ray/data/augment.py; no
-colour permutation: the agent is told the transform, never a permutation). For every transform
-``a`` of ``augs``:
+Prediction and test-time adaptation see a task under D8 transforms (efe_ray/data/augment.py), and
+with ``colours`` > 1 under colour versions of the task as well (:func:`task_views`: permutations of
+colours 1..9, background 0 fixed, the identity first). The agent is told the transform; a colour
+version has no input of its own, but each version's views carry its index (``ViewSet.colour``), so
+that adaptation can learn a prompt offset per version (efe_ray/evaluation/adapt.py). Every
+augmentation has its inverse: candidates are mapped back to the task's frame before they are scored
+(efe_ray/evaluation/candidates.py). For every augmentation ``a`` of ``augs``:
 
 - **leave-one-out views** (:func:`demo_views`): each demonstration ``j`` is the query, the other
   demonstrations (up to ``MAX_DEMOS``) are the prompt's demonstrations, all under ``a``; its output
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from efe_ray.data.augment import Augmentation
+from efe_ray.data.augment import Augmentation, colour_versions
 from efe_ray.data.batching import MAX_DEMOS, Batch, Sample
 from efe_ray.data.features import task_features
 from efe_ray.data.task import Task, task_side
@@ -31,7 +35,7 @@ from efe_ray.device import upload
 from efe_ray.learner import EFELearner
 from efe_ray.data.canvas import to_canvas
 
-__all__ = ["ViewSet", "d8_views", "demo_views", "task_side", "test_views"]
+__all__ = ["ViewSet", "d8_views", "demo_views", "task_side", "task_views", "test_views"]
 
 TEXT_CHUNK = 64
 """Prompt texts per Qwen forward pass."""
@@ -40,6 +44,22 @@ TEXT_CHUNK = 64
 def d8_views(k: int) -> list[Augmentation]:
     """The first ``k`` D8 transforms (identity first), colours unchanged."""
     return Augmentation.all_d8()[:k]
+
+
+def task_views(task_id: str, augmentations: int, colours: int, seed: int) -> list[Augmentation]:
+    """The augmentations ``task_id`` is seen under: each of its ``colours`` colour versions
+    (:func:`colour_versions` of the task and ``seed``: the identity first, the others permuting 1..9
+    and fixing 0) under each of the first ``augmentations`` D8 transforms, version by version. With
+    ``colours=1``, :func:`d8_views`."""
+    return [Augmentation(a.d8, tuple(int(c) for c in perm))
+            for perm in colour_versions(task_id, seed, colours) for a in d8_views(augmentations)]
+
+
+def colour_index(augs: list[Augmentation] | tuple[Augmentation, ...]) -> list[int]:
+    """The colour version of each augmentation: the rank of its colour permutation among the distinct
+    ones of ``augs``, in order of first appearance (0 for the first, the identity in :func:`task_views`)."""
+    order: dict[tuple[int, ...], int] = {}
+    return [order.setdefault(a.colours, len(order)) for a in augs]
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,6 +82,8 @@ class ViewSet:
     """(N, S, S) float loss weights (demonstration views; efe_ray/data/batching.py)."""
     target_mask: torch.Tensor | None = None
     """(N, S, S) float target cells (demonstration views)."""
+    colour: torch.Tensor | None = None
+    """(N,) long colour version of each view (:func:`colour_index` of the augmentations)."""
 
     def __len__(self) -> int:
         return len(self.augs)
@@ -96,7 +118,12 @@ def demo_views(learner: EFELearner, task: Task, augs: list[Augmentation]) -> Vie
             query.append(j)
     t = Batch(task.task_id, tuple(samples), (), side).tensors(learner.device)
     return ViewSet(t.canvas, t.view, _prompts(learner, task.task_id, samples, t.features), tuple(s.aug for s in samples),
-                   tuple(query), t.target, t.loss_mask, t.target_mask)
+                   tuple(query), t.target, t.loss_mask, t.target_mask, _colours(samples, learner.device))
+
+
+def _colours(samples: list[Sample], device: torch.device) -> torch.Tensor:
+    """(N,) long colour version of each sample's augmentation."""
+    return upload(np.array(colour_index([s.aug for s in samples]), dtype=np.int64), device)
 
 
 def test_views(learner: EFELearner, task: Task, augs: list[Augmentation]) -> ViewSet:
@@ -112,5 +139,6 @@ def test_views(learner: EFELearner, task: Task, augs: list[Augmentation]) -> Vie
     canvas = upload(np.stack([to_canvas(s.query, side) for s in samples]), dev)  # (N, S, S)
     feats = upload(np.stack([task_features(s.demos, s.query) for s in samples]).astype(np.float32), dev)
     view = upload(np.array([s.aug.d8 for s in samples], dtype=np.int64), dev)
-    return ViewSet(canvas, view, _prompts(learner, task.task_id, samples, feats), tuple(s.aug for s in samples), tuple(query))
+    return ViewSet(canvas, view, _prompts(learner, task.task_id, samples, feats), tuple(s.aug for s in samples), tuple(query),
+                   colour=_colours(samples, dev))
 

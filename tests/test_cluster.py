@@ -38,10 +38,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ray_command() -> str:
+    """The ``ray`` command of this interpreter's environment (beside ``sys.executable``; a virtual
+    environment run without activating it has no ``ray`` on the PATH), else the PATH's."""
+    beside = Path(sys.executable).with_name("ray")
+    found = str(beside) if beside.exists() else shutil.which("ray")
+    if found is None:
+        pytest.fail(f"no `ray` command beside {sys.executable} or on the PATH: install ray[rllib] in this environment")
+    return found
+
+
 def start_node(args: list[str], env: dict, log: Path) -> tuple[subprocess.Popen, str]:
     """``ray start --block ARGS`` in its own process group; (process, its output once started)."""
     with open(log, "w") as out:
-        proc = subprocess.Popen([shutil.which("ray"), "start", "--block", "--disable-usage-stats", *args], env=env,
+        proc = subprocess.Popen([ray_command(), "start", "--block", "--disable-usage-stats", *args], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 90
     while time.time() < deadline and proc.poll() is None:

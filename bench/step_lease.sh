@@ -18,13 +18,15 @@
 #                                                                 # OLD and OLD_REV, the old tree's step first
 #   REV=abc1234 bash bench/step_lease.sh graphs                   # the same at width 64 without and with CUDA graphs
 #                                                                 # (learner.cuda_graphs), then width 32 with them
+#   REV=abc1234 bash bench/step_lease.sh reads                    # width 64 with the metrics read every 8, 32 and
+#                                                                 # 1000 steps (each read drains the GPU's queue)
 #
 # SETS (e.g. "learner.compile=true"): config overrides for the ray stage, space-separated.
 # REV: the revision the records name (default: git's HEAD where the command runs). Pass it when the
 # tree was copied to another machine: a copy's git metadata can lag its files.
 # Each stage fits one 10-minute device command; a failing measurement is logged and the next runs.
 set -uo pipefail
-stage=${1:?usage: bash bench/step_lease.sh steps|speed|compiled|again|compare|ray|heads|graphs}
+stage=${1:?usage: bash bench/step_lease.sh steps|speed|compiled|again|compare|ray|heads|graphs|reads}
 OUT=${OUT:-$PWD/step_out}
 WORK=${WORK:-/root/step_work}
 REV=${REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -104,6 +106,11 @@ case $stage in
     big_compiled new-arc-big-compiled-h2 --set agent.num_heads=2
     big_compiled new-arc-big-graphs-h2 "${GRAPHS[@]}" --set agent.num_heads=2
     big_compiled new-arc-big-graphs "${GRAPHS[@]}"
+    ;;
+  reads)  # at width 64 the wall (46 ms) exceeded both the host's 35 ms and the GPU's 35.5 ms a step: the
+          # read every 8 steps (the env's learner_steps_per_action) waits for the queue to drain, then the
+          # GPU waits for the host to refill it; the profile's CUDA runtime calls name the wait
+    for k in 8 32 1000; do big_compiled new-arc-big-h2-read$k --set agent.num_heads=2 --steps-per-read $k; done
     ;;
   ray)
     sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done

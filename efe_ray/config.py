@@ -153,7 +153,8 @@ class LearnerConfig(Checked):
     """With ``prompt.task_embedding``: give each training task this many fixed colour permutations of
     1..9 (0 fixed; version 0 the identity; drawn from ``seed`` and the task id), each with its own row
     of the task table. A view draws a version uniformly instead of a random permutation and uses its
-    (task, version) row; evaluation uses version 0. Needs ``augment`` and ``augment_colours``
+    (task, version) row; evaluation uses version 0, or with ``--colours C`` (C <= this) the first C
+    versions and their rows. Needs ``augment`` and ``augment_colours``
     (0: off; the table keeps one row per task)."""
     cache_every: int = bounded(10, 1, 10**6)
     """Recompute a task's Qwen embedding every this many steps on that task; reuse it between."""

@@ -1,7 +1,8 @@
 """Colour versions in evaluation (``--colours``, efe_ray/evaluation/views.py, adapt.py, solve.py): a
 task is seen under each of its colour versions (permutations fixing the background, the identity
 first) under each D8 transform; every view carries its version; adaptation learns a prompt offset
-for every version but the first; and answers are mapped back to the task's own colours."""
+for every version but the first; answers are mapped back to the task's own colours; and a checkpoint
+trained with colour versions is seen under its own, with their rows of its task table."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from efe_ray.evaluate import parse_args
 from efe_ray.evaluation.adapt import adapt, log_probs, stack_views
 from efe_ray.evaluation.solve import SolveSettings, solve_group
 from efe_ray.evaluation import views as views_mod  # not its test_views by name: pytest would collect it
-from efe_ray.evaluation.views import colour_index, d8_views, demo_views, task_side, task_views
+from efe_ray.evaluation.views import checkpoint_colours, colour_index, d8_views, demo_views, task_side, task_views, under
 
+from test_colour_versions import TASKS, versioned  # noqa: F401  (a fixture)
 from test_solve import colour_map_task, solved
 
 
@@ -101,3 +103,29 @@ def test_a_colour_count_out_of_range_is_refused(colours, capsys):
         parse_args(["--checkpoint", "x", "--split", "arc1-eval", "--colours", str(colours)])
     assert f"--colours must lie in 1..100 (colour versions), got {colours}" in capsys.readouterr().err
 
+
+
+def test_a_checkpoint_trained_with_colour_versions_is_seen_under_its_own_versions_and_rows(versioned):
+    """With learner.colour_versions V >= --colours on a task of its table, evaluation uses the
+    checkpoint's own versions (from the learner's seed, not the evaluation's) and each version's row
+    of the task table; otherwise the evaluation seed's versions and the task's one row."""
+    learner, _ = versioned()  # V = 3 versions, learner seed 7, a table of TASKS
+    task, index = TASKS[1], 1
+    perms, own = checkpoint_colours(learner, task.task_id, 3, seed=0)
+    assert own and np.array_equal(perms, colour_versions(task.task_id, 7, 3))
+    perms, own = checkpoint_colours(learner, task.task_id, 2, seed=0)
+    assert own and np.array_equal(perms, colour_versions(task.task_id, 7, 3)[:2])
+    for tid, c in ((task.task_id, 4), ("not-in-the-table", 3), (task.task_id, 1)):
+        perms, own = checkpoint_colours(learner, tid, c, seed=0)
+        assert not own and np.array_equal(perms, colour_versions(tid, 0, c))
+    with torch.no_grad():
+        learner.prompt.task_table.normal_()  # rows that differ
+    augs = under(colour_versions(task.task_id, 7, 3), 2)
+    table = learner.prompt.task_table.detach()
+    for build in (demo_views, views_mod.test_views):
+        own_rows, one_row = build(learner, task, augs, own_rows=True), build(learner, task, augs)
+        assert sorted(set(own_rows.colour.tolist())) == [0, 1, 2]
+        torch.testing.assert_close(own_rows.prompt - one_row.prompt, table[3 * index + own_rows.colour] - table[3 * index])
+    settings = SolveSettings(augmentations=1, colours=3, search="none", tta_steps=2, tta_views=2, seed=0)
+    answer = solve_group(learner, None, [task], settings)[0]
+    assert len(answer.methods["model"]) == len(task.test) and "tta_demo_exact" in answer.info

@@ -40,7 +40,7 @@ from efe_ray.evaluation.adapt import Stacked, adapt, demo_exact, log_probs, stac
 from efe_ray.evaluation.candidates import View, predicted_sizes, rank
 from efe_ray.evaluation.predict import private_torch_rng
 from efe_ray.evaluation.search import PolicyFn, demo_log_lik, gradient_search, policy_search
-from efe_ray.evaluation.views import ViewSet, demo_views, task_side, task_views, test_views
+from efe_ray.evaluation.views import ViewSet, checkpoint_colours, demo_views, task_side, test_views, under
 from efe_ray.evaluation.voting import vote_augmented
 from efe_ray.learner import EFELearner
 from efe_ray.data.canvas import from_canvas
@@ -80,7 +80,9 @@ class SolveSettings:
     """D8 transforms every task is seen under (1..8; identity first)."""
     colours: int = 1
     """Colour versions every task is seen under, each under every D8 transform (1..100; 1: the task's
-    own colours only; efe_ray/evaluation/views.py). Adaptation learns a prompt offset per version."""
+    own colours only; efe_ray/evaluation/views.py): the checkpoint's own versions and their rows of
+    the task table where it trained with as many (``learner.colour_versions``), else versions drawn
+    from ``seed``. Adaptation learns a prompt offset per version."""
     search: Literal["none", "policy", "gradient", "best"] = "none"
     """Prompt delta: none (the default: over the two single-GPU ARC-AGI-1 leases of bench/RESULTS.md
     it solved 39 outputs, the policy's search 38, gradient search and the best of them 35 each), the
@@ -136,9 +138,10 @@ def _solve(learner: EFELearner, policy: PolicyFn | None, tasks: list[Task], s: S
     method scores, for every task within the canvas; the attempts."""
     canvas = learner.agent_cfg.canvas
     fits = [t for t in tasks if task_side(t) <= canvas]
-    augs = {t.task_id: task_views(t.task_id, s.augmentations, s.colours, s.seed) for t in fits}
-    demos = {t.task_id: demo_views(learner, t, augs[t.task_id]) for t in fits}
-    tests = {t.task_id: test_views(learner, t, augs[t.task_id]) for t in fits}
+    colours = {t.task_id: checkpoint_colours(learner, t.task_id, s.colours, s.seed) for t in fits}  # (perms, own)
+    augs = {tid: under(perms, s.augmentations) for tid, (perms, _) in colours.items()}
+    demos = {t.task_id: demo_views(learner, t, augs[t.task_id], colours[t.task_id][1]) for t in fits}
+    tests = {t.task_id: test_views(learner, t, augs[t.task_id], colours[t.task_id][1]) for t in fits}
     taught = [t for t in fits if demos[t.task_id] is not None]  # two or more demonstrations
     untaught = [t for t in fits if demos[t.task_id] is None]
     names = _searches(policy, s)

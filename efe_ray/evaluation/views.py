@@ -35,7 +35,8 @@ from efe_ray.device import upload
 from efe_ray.learner import EFELearner
 from efe_ray.data.canvas import to_canvas
 
-__all__ = ["ViewSet", "d8_views", "demo_views", "task_side", "task_views", "test_views"]
+__all__ = ["ViewSet", "checkpoint_colours", "colour_index", "d8_views", "demo_views", "task_side", "task_views",
+           "test_views", "under"]
 
 TEXT_CHUNK = 64
 """Prompt texts per Qwen forward pass."""
@@ -51,8 +52,26 @@ def task_views(task_id: str, augmentations: int, colours: int, seed: int) -> lis
     (:func:`colour_versions` of the task and ``seed``: the identity first, the others permuting 1..9
     and fixing 0) under each of the first ``augmentations`` D8 transforms, version by version. With
     ``colours=1``, :func:`d8_views`."""
-    return [Augmentation(a.d8, tuple(int(c) for c in perm))
-            for perm in colour_versions(task_id, seed, colours) for a in d8_views(augmentations)]
+    return under(colour_versions(task_id, seed, colours), augmentations)
+
+
+def under(perms: np.ndarray, augmentations: int) -> list[Augmentation]:
+    """Each colour permutation of ``perms`` ((C, 10)) under each of the first ``augmentations`` D8
+    transforms, permutation by permutation."""
+    return [Augmentation(a.d8, tuple(int(c) for c in perm)) for perm in perms for a in d8_views(augmentations)]
+
+
+def checkpoint_colours(learner: EFELearner, task_id: str, colours: int, seed: int) -> tuple[np.ndarray, bool]:
+    """(the ``colours`` colour versions ``task_id`` is seen under (C, 10), whether they are the
+    checkpoint's own). A checkpoint trained with ``learner.colour_versions`` V >= ``colours`` on this
+    task (its task table has a row per version) has its own: its first ``colours`` versions, from the
+    learner's seed, exactly those it trained each row on; their views then use those rows
+    (:func:`demo_views`, :func:`test_views` with ``own_rows``). Otherwise the task's versions of
+    ``seed`` (:func:`task_views`), all with the task's one row."""
+    versions = learner.prompt.versions
+    if 1 < colours <= versions and task_id in learner.prompt.task_index:
+        return colour_versions(task_id, learner.cfg.seed, versions)[:colours], True
+    return colour_versions(task_id, seed, colours), False
 
 
 def colour_index(augs: list[Augmentation] | tuple[Augmentation, ...]) -> list[int]:
@@ -90,8 +109,10 @@ class ViewSet:
 
 
 @torch.no_grad()
-def _prompts(learner: EFELearner, task_id: str, samples: list[Sample], features: torch.Tensor) -> torch.Tensor:
-    """(N, P) float32 prompts of ``samples`` (Qwen in chunks), with the task's embedding if any."""
+def _prompts(learner: EFELearner, task_id: str, samples: list[Sample], features: torch.Tensor,
+             colour: torch.Tensor, own_rows: bool) -> torch.Tensor:
+    """(N, P) float32 prompts of ``samples`` (Qwen in chunks), with the task's embedding if any: its
+    row, or with ``own_rows`` the row of each sample's colour version (``colour``, (N,) long)."""
     learner.prompt.eval()
     with learner.autocast():
         text = None
@@ -99,13 +120,18 @@ def _prompts(learner: EFELearner, task_id: str, samples: list[Sample], features:
             texts = [s.prompt_text() for s in samples]
             text = torch.cat([learner.prompt.encode_text(texts[i: i + TEXT_CHUNK])
                               for i in range(0, len(texts), TEXT_CHUNK)])
-        prompt = learner.prompt.fuse(text, features, [task_id] * len(samples))
+        rows = None
+        if learner.prompt.task_table is not None:
+            rows = learner.prompt.task_rows([task_id] * len(samples), features.device)  # (N,) version 0's
+            rows = rows + colour if own_rows else rows  # a task's version v is the row after its v-1
+        prompt = learner.prompt.fuse(text, features, rows)
     return prompt.float()
 
 
-def demo_views(learner: EFELearner, task: Task, augs: list[Augmentation]) -> ViewSet | None:
+def demo_views(learner: EFELearner, task: Task, augs: list[Augmentation], own_rows: bool = False) -> ViewSet | None:
     """Leave-one-out views of ``task``'s demonstrations under each of ``augs`` (None with fewer
-    than two demonstrations: no view has both a query and a demonstration)."""
+    than two demonstrations: no view has both a query and a demonstration); ``own_rows``: the
+    augmentations' colour versions are the checkpoint's own (:func:`checkpoint_colours`)."""
     n = len(task.train)
     if n < 2:
         return None
@@ -117,8 +143,9 @@ def demo_views(learner: EFELearner, task: Task, augs: list[Augmentation]) -> Vie
             samples.append(Sample(others, aug.apply(task.train[j].input), aug.apply(task.train[j].output), aug))
             query.append(j)
     t = Batch(task.task_id, tuple(samples), (), side).tensors(learner.device)
-    return ViewSet(t.canvas, t.view, _prompts(learner, task.task_id, samples, t.features), tuple(s.aug for s in samples),
-                   tuple(query), t.target, t.loss_mask, t.target_mask, _colours(samples, learner.device))
+    colour = _colours(samples, learner.device)
+    return ViewSet(t.canvas, t.view, _prompts(learner, task.task_id, samples, t.features, colour, own_rows),
+                   tuple(s.aug for s in samples), tuple(query), t.target, t.loss_mask, t.target_mask, colour)
 
 
 def _colours(samples: list[Sample], device: torch.device) -> torch.Tensor:
@@ -126,8 +153,9 @@ def _colours(samples: list[Sample], device: torch.device) -> torch.Tensor:
     return upload(np.array(colour_index([s.aug for s in samples]), dtype=np.int64), device)
 
 
-def test_views(learner: EFELearner, task: Task, augs: list[Augmentation]) -> ViewSet:
-    """Views of every test input of ``task`` under each of ``augs`` (demonstrations as the prompt's)."""
+def test_views(learner: EFELearner, task: Task, augs: list[Augmentation], own_rows: bool = False) -> ViewSet:
+    """Views of every test input of ``task`` under each of ``augs`` (demonstrations as the prompt's);
+    ``own_rows`` as :func:`demo_views` takes it."""
     side = task_side(task)
     samples, query = [], []
     for aug in augs:
@@ -139,6 +167,7 @@ def test_views(learner: EFELearner, task: Task, augs: list[Augmentation]) -> Vie
     canvas = upload(np.stack([to_canvas(s.query, side) for s in samples]), dev)  # (N, S, S)
     feats = upload(np.stack([task_features(s.demos, s.query) for s in samples]).astype(np.float32), dev)
     view = upload(np.array([s.aug.d8 for s in samples], dtype=np.int64), dev)
-    return ViewSet(canvas, view, _prompts(learner, task.task_id, samples, feats), tuple(s.aug for s in samples), tuple(query),
-                   colour=_colours(samples, dev))
+    colour = _colours(samples, dev)
+    return ViewSet(canvas, view, _prompts(learner, task.task_id, samples, feats, colour, own_rows),
+                   tuple(s.aug for s in samples), tuple(query), colour=colour)
 

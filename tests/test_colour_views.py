@@ -129,3 +129,21 @@ def test_a_checkpoint_trained_with_colour_versions_is_seen_under_its_own_version
     settings = SolveSettings(augmentations=1, colours=3, search="none", tta_steps=2, tta_views=2, seed=0)
     answer = solve_group(learner, None, [task], settings)[0]
     assert len(answer.methods["model"]) == len(task.test) and "tta_demo_exact" in answer.info
+
+
+def test_the_adapted_copies_score_views_in_chunks_as_in_one_pass(learner, monkeypatch):
+    """log_probs and demo_exact pass VIEW_CHUNK views a copy at a time: with chunks of 5 views (not a
+    divisor of the 16 views a copy) they give what one pass gives."""
+    from efe_ray.evaluation import adapt as adapt_mod
+
+    tasks = [colour_map_task("a", seed=1), colour_map_task("b", seed=2, demos=2)]
+    stacked = stack_views([demo_views(learner, t, task_views(t.task_id, 2, 2, seed=0)) for t in tasks])
+    copy_task = torch.tensor([0, 1])
+    adapted = adapt(learner, stacked, copy_task, torch.zeros(2, learner.prompt.cfg.prompt_dim), steps=15, lr=3e-3,
+                    views=4, seed=0)
+    whole = (log_probs(adapted, stacked, copy_task, learner), adapt_mod.demo_exact(adapted, stacked, copy_task, learner))
+    monkeypatch.setattr(adapt_mod, "VIEW_CHUNK", 5)
+    chunked = (log_probs(adapted, stacked, copy_task, learner), adapt_mod.demo_exact(adapted, stacked, copy_task, learner))
+    assert stacked.canvas.shape[1] == 16
+    torch.testing.assert_close(chunked[0], whole[0])
+    assert torch.equal(chunked[1], whole[1])

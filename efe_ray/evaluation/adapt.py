@@ -152,13 +152,28 @@ def adapt(learner: EFELearner, demos: Stacked, copy_task: torch.Tensor, copy_del
     return Adapted(agent.eval(), losses, offsets().detach())
 
 
+VIEW_CHUNK = 32
+"""Views per copy in one forward pass of the adapted copies (bounds the activations' memory where
+colour versions multiply the views)."""
+
+
+@torch.no_grad()
+def _logits(adapted: Adapted, views: Stacked, copy_task: torch.Tensor, learner: EFELearner) -> torch.Tensor:
+    """(M, V, S, S, 11) logits of each adapted copy on its task's views, :data:`VIEW_CHUNK` views a pass."""
+    rows, agent = copy_task, adapted.agent.eval()  # (M,)
+    canvas, prompt, view = views.canvas[rows], adapted.prompts(views, copy_task), views.view[rows]
+    out = []
+    with learner.autocast():
+        for i in range(0, canvas.shape[1], VIEW_CHUNK):
+            j = slice(i, i + VIEW_CHUNK)
+            out.append(agent(canvas[:, j], prompt[:, j], view[:, j]))
+    return torch.cat(out, 1)
+
+
 @torch.no_grad()
 def log_probs(adapted: Adapted, views: Stacked, copy_task: torch.Tensor, learner: EFELearner) -> torch.Tensor:
     """(M, V, S, S, 11) float32 class log-probabilities of each adapted copy on its task's views."""
-    rows = copy_task  # (M,)
-    with learner.autocast():
-        logits = adapted.agent.eval()(views.canvas[rows], adapted.prompts(views, copy_task), views.view[rows])
-    return torch.log_softmax(logits.float(), -1)
+    return torch.log_softmax(_logits(adapted, views, copy_task, learner).float(), -1)
 
 
 @torch.no_grad()
@@ -166,9 +181,8 @@ def demo_exact(adapted: Adapted, demos: Stacked, copy_task: torch.Tensor, learne
     """(M,) share of each copy's real demonstration views (the leave-one-out views it adapted on)
     whose target square it predicts exactly: how far adaptation fit the copy's own task."""
     rows = copy_task  # (M,)
-    with learner.autocast():
-        logits = adapted.agent.eval()(demos.canvas[rows], adapted.prompts(demos, copy_task), demos.view[rows])
+    pred = _logits(adapted, demos, copy_task, learner).argmax(-1)  # (M, V, S, S)
     inside = demos.weight[rows] > 0  # (M, V, S, S): the view's square
-    right = ((logits.argmax(-1) == demos.target[rows]) | ~inside).flatten(2).all(-1).float()  # (M, V)
+    right = ((pred == demos.target[rows]) | ~inside).flatten(2).all(-1).float()  # (M, V)
     real = (torch.arange(right.shape[1], device=right.device)[None] < demos.count[rows][:, None]).float()
     return (right * real).sum(1) / real.sum(1).clamp_min(1.0)

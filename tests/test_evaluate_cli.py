@@ -28,8 +28,8 @@ def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys):
     split = write_tasks(tmp_path / "evtasks", tasks)
     out = tmp_path / "out"
     code = main(["--checkpoint", str(folder.parent), "--split", str(split), "--workers", "0", "--no-policy",
-                 "--baselines", "--augmentations", "2", "--tta-steps", "1", "--seed", "5", "--out", str(out),
-                 "--quiet"])
+                 "--baselines", "--augmentations", "2", "--colours", "2", "--tta-steps", "1", "--seed", "5",
+                 "--out", str(out), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
     for word in ("task score", "output score", "cell acc", "model", "copy_input", "demo_rule"):
@@ -45,6 +45,11 @@ def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys):
     with open(out / "per_task.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 * len(tasks) and {r["method"] for r in rows} == {"model", "copy_input", "demo_rule"}
+    # the model's rows carry its per-task info, the adaptation's demonstration fit summed up in the report
+    fits = [json.loads(r["info"])["tta_demo_exact"] for r in rows if r["method"] == "model"]
+    assert len(fits) == len(tasks) and all(0.0 <= x <= 1.0 for x in fits)
+    assert all(r["info"] == "" for r in rows if r["method"] != "model")
+    assert report["methods"]["model"]["demo_fit"]["tasks"] == len(tasks) and report["settings"]["colours"] == 2
     sub = json.loads((out / "submission.json").read_text())
     assert validate_submission(sub, tasks) == []
     assert (out / "submission_demo_rule.json").is_file()

@@ -80,7 +80,7 @@ class SolveSettings:
     """D8 transforms every task is seen under (1..8; identity first)."""
     colours: int = 1
     """Colour versions every task is seen under, each under every D8 transform (1..100; 1: the task's
-    own colours only, the plain views; ``--colours`` defaults to 4; efe_ray/evaluation/views.py): the checkpoint's own versions and their rows of
+    own colours only, the plain views; ``--colours`` defaults to 8; efe_ray/evaluation/views.py): the checkpoint's own versions and their rows of
     the task table where it trained with as many (``learner.colour_versions``), else versions drawn
     from ``seed``. Adaptation learns a prompt offset per version."""
     search: Literal["none", "policy", "gradient", "best"] = "none"

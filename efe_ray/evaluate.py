@@ -134,8 +134,9 @@ def _model_predictor(folder: Path, args: argparse.Namespace) -> tuple[Predictor,
     from efe_ray.evaluation.solve import SolveSettings
 
     solve = SolveSettings(tta_steps=args.tta_steps, tta_lr=args.tta_lr, tta_views=args.tta_views,
-                          augmentations=args.augmentations, colours=args.colours, search=args.search, search_rounds=args.search_rounds,
-                          search_steps=args.search_steps, ablations=args.ablations, seed=args.seed)
+                          augmentations=args.augmentations, colours=args.colours, search=args.search,
+                          search_rounds=args.search_rounds, search_steps=args.search_steps, ablations=args.ablations,
+                          seed=args.seed)
     settings = ModelSettings(solve=solve, group_size=args.group_size, use_policy=not args.no_policy,
                              device=args.device)
     predictor = ModelPredictor(folder, settings)

@@ -16,10 +16,15 @@ from efe_ray.evaluate import parse_args
 from efe_ray.evaluation.adapt import adapt, log_probs, stack_views
 from efe_ray.evaluation.solve import SolveSettings, solve_group
 from efe_ray.evaluation import views as views_mod  # not its test_views by name: pytest would collect it
-from efe_ray.evaluation.views import checkpoint_colours, colour_index, d8_views, demo_views, task_side, task_views, under
+from efe_ray.evaluation.views import checkpoint_colours, colour_index, d8_views, demo_views, task_side, under
 
 from test_colour_versions import TASKS, versioned  # noqa: F401  (a fixture)
 from test_solve import colour_map_task, solved
+
+
+def task_views(task_id: str, augmentations: int, colours: int, seed: int):
+    """What evaluation sees a task under without versions of its own (checkpoint_colours' fallback)."""
+    return under(colour_versions(task_id, seed, colours), augmentations)
 
 
 @pytest.fixture
@@ -29,7 +34,7 @@ def learner(make_learner):
     return learner
 
 
-def test_task_views_are_every_colour_version_under_every_d8_transform_and_each_has_an_inverse():
+def test_views_are_every_colour_version_under_every_d8_transform_and_each_has_an_inverse():
     assert task_views("t", 8, 1, 0) == d8_views(8)
     views = task_views("t", 2, 3, seed=7)
     assert [a.d8 for a in views] == [0, 1] * 3

@@ -51,14 +51,14 @@ class Stacked:
     """(K, V, P) float."""
     count: torch.Tensor
     """(K,) long: how many of the V views of each task are real."""
+    colour: torch.Tensor
+    """(K, V) long colour version of each view (0 on padding)."""
     target: torch.Tensor | None = None
     """(K, V, S, S) long."""
     weight: torch.Tensor | None = None
     """(K, V, S, S) float loss weights (0 on padding)."""
     target_mask: torch.Tensor | None = None
     """(K, V, S, S) float."""
-    colour: torch.Tensor | None = None
-    """(K, V) long colour version of each view (0 on padding)."""
 
 
 def _pad(x: torch.Tensor, views: int, side: int, value: float) -> torch.Tensor:
@@ -79,14 +79,13 @@ def stack_views(sets: list[ViewSet]) -> Stacked:
     prompt = torch.stack([F.pad(s.prompt, (0, 0, 0, views - len(s))) for s in sets])  # (K, V, P)
     view = torch.stack([F.pad(s.view, (0, views - len(s))) for s in sets])  # (K, V)
     count = torch.tensor([len(s) for s in sets], device=prompt.device)
-    colour = torch.stack([F.pad(s.colour if s.colour is not None else torch.zeros_like(s.view), (0, views - len(s)))
-                          for s in sets])  # (K, V)
+    colour = torch.stack([F.pad(s.colour, (0, views - len(s))) for s in sets])  # (K, V)
     has_targets = all(s.target is not None for s in sets)
     return Stacked(
-        stack(lambda s: s.canvas, OUTSIDE), view, prompt, count,
+        stack(lambda s: s.canvas, OUTSIDE), view, prompt, count, colour,
         stack(lambda s: s.target, OUTSIDE) if has_targets else None,
         stack(lambda s: s.weight, 0.0) if has_targets else None,
-        stack(lambda s: s.target_mask, 0.0) if has_targets else None, colour)
+        stack(lambda s: s.target_mask, 0.0) if has_targets else None)
 
 
 @dataclass(frozen=True, eq=False)

@@ -80,9 +80,10 @@ class SolveSettings:
     """D8 transforms every task is seen under (1..8; identity first)."""
     colours: int = 1
     """Colour versions every task is seen under, each under every D8 transform (1..100; 1: the task's
-    own colours only, the plain views; ``--colours`` defaults to 8; efe_ray/evaluation/views.py): the checkpoint's own versions and their rows of
-    the task table where it trained with as many (``learner.colour_versions``), else versions drawn
-    from ``seed``. Adaptation learns a prompt offset per version."""
+    own colours only, the plain views; ``--colours`` defaults to 8; efe_ray/evaluation/views.py): the
+    checkpoint's own versions and their rows of the task table where it trained with as many
+    (``learner.colour_versions``), else versions drawn from ``seed``. Adaptation learns a prompt
+    offset per version."""
     search: Literal["none", "policy", "gradient", "best"] = "none"
     """Prompt delta: none (the default: over the two single-GPU ARC-AGI-1 leases of bench/RESULTS.md
     it solved 39 outputs, the policy's search 38, gradient search and the best of them 35 each), the
@@ -206,12 +207,11 @@ def _taught(learner, policy, taught, demos, tests, names, chosen, keys, s) -> tu
         reuse = chosen == "best" and set(names) <= set(adapted)
         by_key, losses, fit = _adapted(learner, taught, stacked, tests, deltas,
                                        [v for v in adapted if v != "best"] if reuse else adapted, s)
-        if reuse:
-            by_key[("best", True)], fit[("best", True)] = {}, {}
-        for i, t in enumerate(taught):
-            if reuse:
-                by_key[("best", True)][t.task_id] = by_key[(likelihood["best_of"][i], True)][t.task_id]
-                fit[("best", True)][t.task_id] = fit[(likelihood["best_of"][i], True)][t.task_id]
+        if reuse:  # each task's best copy, and its fit: those of its best search
+            for table in (by_key, fit):
+                table[("best", True)] = {t.task_id: table[(likelihood["best_of"][i], True)][t.task_id]
+                                         for i, t in enumerate(taught)}
+        for t in taught:
             info[t.task_id]["tta_loss"] = [round(float(losses[0]), 4), round(float(losses[-1]), 4)]
             info[t.task_id]["tta_demo_exact"] = round(fit[(chosen, True)][t.task_id], 4)
     for v in sorted({v for v, a in keys if not a}, key=_order(chosen)):

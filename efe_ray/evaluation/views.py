@@ -1,12 +1,13 @@
 """A task's views as tensors: leave-one-out views of its demonstrations, and views of its test inputs.
 
 Prediction and test-time adaptation see a task under D8 transforms (efe_ray/data/augment.py), and
-with ``colours`` > 1 under colour versions of the task as well (:func:`task_views`: permutations of
-colours 1..9, background 0 fixed, the identity first). The agent is told the transform; a colour
-version has no input of its own, but each version's views carry its index (``ViewSet.colour``), so
-that adaptation can learn a prompt offset per version (efe_ray/evaluation/adapt.py). Every
-augmentation has its inverse: candidates are mapped back to the task's frame before they are scored
-(efe_ray/evaluation/candidates.py). For every augmentation ``a`` of ``augs``:
+with ``colours`` > 1 under colour versions of the task as well (:func:`checkpoint_colours`, then
+:func:`under`: permutations of colours 1..9, background 0 fixed, the identity first). The agent is
+told the transform; a colour version has no input of its own, but each version's views carry its
+index (``ViewSet.colour``), so that adaptation can learn a prompt offset per version
+(efe_ray/evaluation/adapt.py). Every augmentation has its inverse: candidates are mapped back to
+the task's frame before they are scored (efe_ray/evaluation/candidates.py). For every augmentation
+``a`` of ``augs``:
 
 - **leave-one-out views** (:func:`demo_views`): each demonstration ``j`` is the query, the other
   demonstrations (up to ``MAX_DEMOS``) are the prompt's demonstrations, all under ``a``; its output
@@ -35,8 +36,8 @@ from efe_ray.device import upload
 from efe_ray.learner import EFELearner
 from efe_ray.data.canvas import to_canvas
 
-__all__ = ["ViewSet", "checkpoint_colours", "colour_index", "d8_views", "demo_views", "task_side", "task_views",
-           "test_views", "under"]
+__all__ = ["ViewSet", "checkpoint_colours", "colour_index", "d8_views", "demo_views", "task_side", "test_views",
+           "under"]
 
 TEXT_CHUNK = 64
 """Prompt texts per Qwen forward pass."""
@@ -47,17 +48,10 @@ def d8_views(k: int) -> list[Augmentation]:
     return Augmentation.all_d8()[:k]
 
 
-def task_views(task_id: str, augmentations: int, colours: int, seed: int) -> list[Augmentation]:
-    """The augmentations ``task_id`` is seen under: each of its ``colours`` colour versions
-    (:func:`colour_versions` of the task and ``seed``: the identity first, the others permuting 1..9
-    and fixing 0) under each of the first ``augmentations`` D8 transforms, version by version. With
-    ``colours=1``, :func:`d8_views`."""
-    return under(colour_versions(task_id, seed, colours), augmentations)
-
-
 def under(perms: np.ndarray, augmentations: int) -> list[Augmentation]:
-    """Each colour permutation of ``perms`` ((C, 10)) under each of the first ``augmentations`` D8
-    transforms, permutation by permutation."""
+    """The augmentations a task is seen under: each colour permutation of ``perms`` ((C, 10); a
+    task's versions, :func:`checkpoint_colours`) under each of the first ``augmentations`` D8
+    transforms, permutation by permutation. With the identity alone, :func:`d8_views`."""
     return [Augmentation(a.d8, tuple(int(c) for c in perm)) for perm in perms for a in d8_views(augmentations)]
 
 
@@ -67,7 +61,8 @@ def checkpoint_colours(learner: EFELearner, task_id: str, colours: int, seed: in
     task (its task table has a row per version) has its own: its first ``colours`` versions, from the
     learner's seed, exactly those it trained each row on; their views then use those rows
     (:func:`demo_views`, :func:`test_views` with ``own_rows``). Otherwise the task's versions of
-    ``seed`` (:func:`task_views`), all with the task's one row."""
+    ``seed``, all with the task's one row. Either way :func:`colour_versions`: the identity first,
+    the others permuting 1..9 and fixing 0."""
     versions = learner.prompt.versions
     if 1 < colours <= versions and task_id in learner.prompt.task_index:
         return colour_versions(task_id, learner.cfg.seed, versions)[:colours], True
@@ -76,7 +71,7 @@ def checkpoint_colours(learner: EFELearner, task_id: str, colours: int, seed: in
 
 def colour_index(augs: list[Augmentation] | tuple[Augmentation, ...]) -> list[int]:
     """The colour version of each augmentation: the rank of its colour permutation among the distinct
-    ones of ``augs``, in order of first appearance (0 for the first, the identity in :func:`task_views`)."""
+    ones of ``augs``, in order of first appearance (0 for the first, the identity in :func:`under`'s)."""
     order: dict[tuple[int, ...], int] = {}
     return [order.setdefault(a.colours, len(order)) for a in augs]
 
@@ -95,14 +90,14 @@ class ViewSet:
     """The augmentation of each view."""
     query: tuple[int, ...]
     """Which demonstration (or test input) each view's query is."""
+    colour: torch.Tensor
+    """(N,) long colour version of each view (:func:`colour_index` of the augmentations)."""
     target: torch.Tensor | None = None
     """(N, S, S) long targets (demonstration views)."""
     weight: torch.Tensor | None = None
     """(N, S, S) float loss weights (demonstration views; efe_ray/data/batching.py)."""
     target_mask: torch.Tensor | None = None
     """(N, S, S) float target cells (demonstration views)."""
-    colour: torch.Tensor | None = None
-    """(N,) long colour version of each view (:func:`colour_index` of the augmentations)."""
 
     def __len__(self) -> int:
         return len(self.augs)
@@ -145,7 +140,7 @@ def demo_views(learner: EFELearner, task: Task, augs: list[Augmentation], own_ro
     t = Batch(task.task_id, tuple(samples), (), side).tensors(learner.device)
     colour = _colours(samples, learner.device)
     return ViewSet(t.canvas, t.view, _prompts(learner, task.task_id, samples, t.features, colour, own_rows),
-                   tuple(s.aug for s in samples), tuple(query), t.target, t.loss_mask, t.target_mask, colour)
+                   tuple(s.aug for s in samples), tuple(query), colour, t.target, t.loss_mask, t.target_mask)
 
 
 def _colours(samples: list[Sample], device: torch.device) -> torch.Tensor:
@@ -169,5 +164,5 @@ def test_views(learner: EFELearner, task: Task, augs: list[Augmentation], own_ro
     view = upload(np.array([s.aug.d8 for s in samples], dtype=np.int64), dev)
     colour = _colours(samples, dev)
     return ViewSet(canvas, view, _prompts(learner, task.task_id, samples, feats, colour, own_rows),
-                   tuple(s.aug for s in samples), tuple(query), colour=colour)
+                   tuple(s.aug for s in samples), tuple(query), colour)
 

@@ -20,6 +20,11 @@ With ``--write``, the records go to the JSON file; with ``--append`` they follow
 there, in place of any of the same revision and date. Each record has ``split``, ``method``,
 ``pass2_task``, ``pass2_output`` and ``cell_acc`` in percent, ``card``, ``revision``, ``date``,
 ``train_gpu_min``, ``eval_gpu_min`` and ``commands``.
+
+A lease that only evaluates an export trained in an earlier lease (``RUNS`` set to the folder that
+holds it) names that lease with ``--trained-in REVISION,DATE``: its records must already be in the
+``--write`` file. Every record then carries ``trained_in`` (that lease's revision, date, card and
+training GPU-minutes), its ``train_gpu_min`` and its training command, first in ``commands``.
 """
 
 from __future__ import annotations
@@ -117,8 +122,27 @@ def answered_none(m: dict) -> bool:
     return _late(m) >= m["tasks"]
 
 
-def records(folder: Path, card: str, revision: str, date: str, train_command: str = "") -> list[dict]:
+def training_lease(stored: list[dict], revision: str, date: str) -> dict:
+    """``trained_in`` of a record whose export was trained in the lease ``revision``, ``date`` of the
+    ``stored`` records: that lease's revision, date, card and ``train_gpu_min``, and its training
+    command (``train_command``). Raises ValueError naming the lease where ``stored`` lacks it."""
+    found = [r for r in stored if (r["revision"], r["date"]) == (revision, date)]
+    if not found:
+        leases = sorted({f"{r['revision']},{r['date']}" for r in stored})
+        raise ValueError(f"--trained-in {revision},{date}: no such lease in the records (they hold {', '.join(leases)})")
+    r = found[0]
+    train = [c for c in r["commands"] if "arc_lease.sh train" in c]
+    return {"revision": revision, "date": date, "card": r["card"], "train_gpu_min": r["train_gpu_min"],
+            "train_command": train[0] if train else ""}
+
+
+def records(folder: Path, card: str, revision: str, date: str, train_command: str = "",
+            trained_in: dict | None = None) -> list[dict]:
+    """The table's records of ``folder`` (see the module docstring); ``trained_in``
+    (:func:`training_lease`): the export was trained in that earlier lease."""
     train_min, eval_min = gpu_minutes(folder)
+    if trained_in is not None:
+        train_min, train_command = trained_in["train_gpu_min"], train_command or trained_in["train_command"]
     tasks, on_common = common(folder)
     out = []
     for _, split, s, method, m, _ in methods(folder):
@@ -139,6 +163,8 @@ def records(folder: Path, card: str, revision: str, date: str, train_command: st
             "train_gpu_min": train_min, "eval_gpu_min": eval_min,
             "commands": ([train_command] if train_command else []) + [command],
         })
+        if trained_in is not None:
+            out[-1]["trained_in"] = {k: v for k, v in trained_in.items() if k != "train_command"}
         if m.get("demo_fit"):  # how far adaptation fit the demonstrations (efe_ray/evaluation/report.py)
             out[-1]["demo_fit"] = m["demo_fit"]
         if split == "arc1-eval" and method in on_common:
@@ -177,8 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--append", action="store_true",
                    help="with --write: add the records to the file's list, in place of any of the same revision and date")
     p.add_argument("--train-command", default="", help="the training command, first in every record's commands")
+    p.add_argument("--trained-in", metavar="REVISION,DATE",
+                   help="the lease (already in the --write file) that trained the export this folder evaluated")
     args = p.parse_args(argv)
-    rows = records(args.folder, args.card, args.revision, args.date, args.train_command)
+    trained_in = None
+    if args.trained_in:
+        revision, _, date = args.trained_in.partition(",")
+        if not (args.write and args.write.exists()):
+            p.error(f"--trained-in {args.trained_in}: needs --write FILE holding that lease's records")
+        try:
+            trained_in = training_lease(json.loads(args.write.read_text()), revision, date)
+        except ValueError as e:
+            p.error(f"{e} ({args.write})")
+    rows = records(args.folder, args.card, args.revision, args.date, args.train_command, trained_in)
     if not rows:
         print(f"no report.json under {args.folder}")
         return 1

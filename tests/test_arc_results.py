@@ -16,6 +16,7 @@ LEASE = BENCH / "arc_lease" / "2026-12-06"
 SCALING = BENCH / "arc_lease" / "2026-12-06-b"
 REPLICATE = BENCH / "arc_lease" / "2026-12-06-c"
 COSINE = BENCH / "arc_lease" / "2026-12-06-e"
+EVAL_ONLY = BENCH / "arc_lease" / "2026-12-07-f"  # the cosine lease's exports scored with colour versions
 
 
 def test_the_first_single_gpu_lease_rebuilds_its_table():
@@ -82,11 +83,51 @@ def test_the_cosine_lease_compares_adaptation_rates_on_one_model_and_says_how_fa
     assert all(f["tasks"] == 399 for f in fit.values())
 
 
-def test_the_committed_records_are_the_three_single_gpu_leases():
+def test_the_evaluation_lease_scores_the_cosine_export_with_colour_versions_and_names_its_training():
+    stored = json.loads((BENCH / "arc_results.json").read_text())
+    trained = arc_results.training_lease(stored, "fffa884", "2026-12-06")
+    assert (trained["card"], trained["train_gpu_min"]) == ("NVIDIA H200", 9.6)
+    assert "learner.lr_schedule=cosine" in trained["train_command"]
+    rows = arc_results.records(EVAL_ONLY, "NVIDIA H100 80GB HBM3", "801b0d3", "2026-12-07", trained_in=trained)
+    by = {r["method"]: r for r in rows}
+    assert {m: (r["solved_outputs"], r["solved_on_common"], r["not_answered_in_time"]) for m, r in by.items()} == \
+        {"model-tta200-colours8": (38, 33.0, 0), "model-tta400-colours8": (47, 42.0, 0),
+         "model-train-6min-tta400-colours8": (46, 41.5, 0)}
+    assert by["model-tta400-colours8"]["pass2_task"] == 10.53 and {r["common_tasks"] for r in rows} == {399}
+    assert "--tta-steps 400 --augmentations 8 --tta-lr 0.003 --tta-views 16 --colours 8" in \
+        by["model-tta400-colours8"]["commands"][1]
+    fit = by["model-tta400-colours8"]["demo_fit"]
+    assert (fit["all_demos_exact"], fit["all_demos_exact_and_solved"], fit["solved_without_all_demos_exact"]) == (242, 36, 6)
+    # no training in this lease: the training lease's minutes and command; 187 + 254 + 250 s of evaluation
+    assert all(r["trained_in"] == {"revision": "fffa884", "date": "2026-12-06", "card": "NVIDIA H200",
+                                   "train_gpu_min": 9.6} for r in rows)
+    assert all((r["train_gpu_min"], r["eval_gpu_min"]) == (9.6, 11.5) for r in rows)
+    assert all(r["commands"][0] == trained["train_command"] for r in rows)
+
+
+def test_a_training_lease_missing_from_the_records_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "records.json"
+    out.write_text(json.dumps([{"revision": "aaa", "date": "2026-12-06", "card": "c", "train_gpu_min": 1.0,
+                                "commands": ["x"]}]))
+    before = out.read_text()
+    with pytest.raises(SystemExit):
+        arc_results.main([str(EVAL_ONLY), "--card", "c", "--revision", "r", "--date", "2026-12-07",
+                          "--trained-in", "bbb,2026-12-06", "--write", str(out), "--append"])
+    assert "--trained-in bbb,2026-12-06: no such lease in the records (they hold aaa,2026-12-06)" in capsys.readouterr().err
+    assert out.read_text() == before
+    with pytest.raises(SystemExit):  # nothing to look it up in
+        arc_results.main([str(EVAL_ONLY), "--card", "c", "--revision", "r", "--date", "2026-12-07",
+                          "--trained-in", "aaa,2026-12-06"])
+    assert "needs --write FILE" in capsys.readouterr().err
+
+
+def test_the_committed_records_are_the_four_single_gpu_leases():
     stored = json.loads((BENCH / "arc_results.json").read_text())
     rows = (arc_results.records(SCALING, "NVIDIA H100 80GB HBM3", "702de3f", "2026-12-06")
             + arc_results.records(REPLICATE, "NVIDIA H100 80GB HBM3", "78f6279", "2026-12-06")
-            + arc_results.records(COSINE, "NVIDIA H200", "fffa884", "2026-12-06"))
+            + arc_results.records(COSINE, "NVIDIA H200", "fffa884", "2026-12-06")
+            + arc_results.records(EVAL_ONLY, "NVIDIA H100 80GB HBM3", "801b0d3", "2026-12-07",
+                                  trained_in=arc_results.training_lease(stored, "fffa884", "2026-12-06")))
     assert [{k: v for k, v in r.items() if k != "commands"} for r in stored] == \
         [{k: v for k, v in r.items() if k != "commands"} for r in rows]
     assert all("bash bench/arc_lease.sh train" in r["commands"][0] for r in stored)

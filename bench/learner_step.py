@@ -43,6 +43,9 @@ import resource
 import subprocess
 import sys
 import time
+import traceback
+import warnings
+from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,6 +105,57 @@ SHAPES = {
 }
 """Prompt-encoder shapes the benchmark knows."""
 
+def _short(filename: str, root: str) -> str:
+    """A frame's file as the repository names it (efe_ray/..., bench/...), else as it is."""
+    if "/efe_ray/" in filename:
+        return "efe_ray/" + filename.rsplit("/efe_ray/", 1)[1]
+    return os.path.relpath(filename, root) if filename.startswith(root + os.sep) else filename
+
+
+def sync_site(stack: list[traceback.FrameSummary], root: str = ROOT) -> str:
+    """Where a synchronising CUDA call came from (``stack``: outermost first, as
+    ``traceback.extract_stack`` gives it): the innermost frame of the project's code (efe_ray/, also
+    an older tree's given with ``--code``, or bench/) and, where a library made the call below it,
+    that innermost line too."""
+    mine = [f for f in stack if "/efe_ray/" in f.filename or f.filename.startswith(os.path.join(root, "bench"))]
+    f = mine[-1] if mine else stack[-1]
+    site = f"{_short(f.filename, root)}:{f.lineno} {f.name}"
+    if f is not stack[-1]:
+        site += f" (via {_short(stack[-1].filename, root)}:{stack[-1].lineno})"
+    return site
+
+
+class SyncCounter:
+    """Counts the synchronising CUDA calls made while it is entered, by :func:`sync_site`: each one
+    makes the host wait until the GPU's queue drains. ``cuda``: switch torch's sync debug mode to
+    "warn" (what reports them) while entered; other warnings pass through as they were."""
+
+    def __init__(self, cuda: bool = True) -> None:
+        self.cuda = cuda
+        self.sites: Counter[str] = Counter()
+
+    def __enter__(self) -> "SyncCounter":
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()  # restores the filters and showwarning on exit
+        warnings.simplefilter("always")
+        shown = warnings.showwarning
+
+        def count(message, category, filename, lineno, file=None, line=None):
+            if "synchroniz" not in str(message):
+                return shown(message, category, filename, lineno, file, line)
+            stack = [f for f in traceback.extract_stack()[:-1] if not f.filename.endswith("warnings.py")]
+            self.sites[sync_site(stack)] += 1
+        warnings.showwarning = count
+        if self.cuda:
+            torch.cuda.set_sync_debug_mode("warn")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.set_sync_debug_mode("default")
+        self._catch.__exit__(*exc)
+
+
 def run(shape: str, precision: str, args, device: torch.device) -> dict:
     """Time ``args.steps`` learner steps of one shape and precision; return the figures."""
     cfg = build_config(args.preset or "default", args.overrides) if args.preset or args.overrides else ExperimentConfig()
@@ -157,7 +211,7 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
 
     times: list[tuple[float, bool]] = []  # host path: (s, fresh) of each step, synchronised
     pending: list[torch.Tensor] = []  # device path: metrics not read yet
-    host_s, skipped, profiler, start = 0.0, 0, None, 0.0
+    host_s, skipped, profiler, start, syncs = 0.0, 0, None, 0.0, None
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
             if pending:
@@ -170,6 +224,8 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
             if args.profile:
                 profiler = torch.profiler.profile(activities=profiler_activities(device))
                 profiler.__enter__()
+            if args.sync_debug:
+                syncs = SyncCounter().__enter__()
             host_s, start = 0.0, time.perf_counter()
         task = tasks[(i // episode) % len(tasks)]
         if on_device:  # as the env drives it: per_read steps queued, then one read of their metrics
@@ -194,6 +250,8 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
             cells.append((batch.size if on_device else len(batch.samples) + len(batch.rehearsal), batch.side))
     if pending:
         skipped += int(torch.stack(pending)[:, -1].sum().cpu())
+    if syncs is not None:
+        syncs.__exit__(None, None, None)
     sync()
     total = time.perf_counter() - start
     if profiler is not None:
@@ -229,6 +287,7 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
         "qwen_params": qwen_params, "agent_params": agent_params, "tasks": tasks, "cfg": cfg,
         "skipped": skipped, "n": n, "per_read": per_read,
         "profile": None if profiler is None else kernel_summary(profiler, total, n),
+        "syncs": None if syncs is None else syncs.sites.most_common(),
     }
 
 
@@ -259,6 +318,8 @@ def record(r: dict, args, device: torch.device, where: str, command: str) -> dic
         "kernel_ms_per_step": prof.get("kernel_ms"),
         "top_kernels": [[name[:120], round(ms, 3), round(c, 1)] for name, ms, c in prof.get("top_kernels", [])[:5]],
         "runtime_calls": [[name, round(ms, 3), round(c, 1)] for name, ms, c in prof.get("runtime_calls", [])[:5]],
+        **({} if r["syncs"] is None else {"syncs_per_step": sum(c for _, c in r["syncs"]) / r["n"],
+                                           "sync_sites": [[site, round(c / r["n"], 2)] for site, c in r["syncs"][:8]]}),
         "command": command,
     }
 
@@ -301,6 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sdpa", default="auto", choices=["auto", "cudnn", "flash", "efficient", "math"],
                     help="prompt.sdpa_backend: the SDPA kernel tried first on CUDA (default auto)")
     ap.add_argument("--profile", action="store_true", help="print where the GPU time of the timed steps goes")
+    ap.add_argument("--sync-debug", action="store_true",
+                    help="count the timed steps' synchronising CUDA calls (each makes the host wait for the GPU) "
+                    "by the line of code that made them (torch.cuda.set_sync_debug_mode); CUDA only")
     ap.add_argument("--trace", default="", help="with --profile: also write a Chrome trace of the timed steps here")
     ap.add_argument("--bare", action="store_true",
                     help="with --compare: also time a bare Qwen2Model loop of each shape (the reference)")
@@ -318,6 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps < 1 or args.warmup < 0 or args.tasks < 1:
         ap.error("need --steps >= 1, --warmup >= 0 and --tasks >= 1")
     device = torch.device(args.device)
+    if args.sync_debug and device.type != "cuda":
+        ap.error(f"--sync-debug counts CUDA synchronisations: it needs --device cuda, not {args.device}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda asked for, but torch sees no CUDA device")
@@ -399,6 +465,9 @@ def main(argv: list[str] | None = None) -> None:
     lines.append(f"skipped steps        {r['skipped']}")
     if r["profile"]:
         lines.append("where the time goes\n" + kernel_breakdown(r["profile"]))
+    if r["syncs"] is not None:
+        lines.append(f"synchronising calls  {sum(c for _, c in r['syncs']) / r['n']:.2f} per step"
+                     + "".join(f"\n  {c / r['n']:6.2f}/step  {site}" for site, c in r["syncs"]))
     print("\n".join(lines))
     print(command)
     if args.json:

@@ -20,13 +20,16 @@
 #                                                                 # (learner.cuda_graphs), then width 32 with them
 #   REV=abc1234 bash bench/step_lease.sh reads                    # width 64 with the metrics read every 8, 32 and
 #                                                                 # 1000 steps (each read drains the GPU's queue)
+#   REV=abc1234 bash bench/step_lease.sh syncs                    # width 64 with every synchronising CUDA call
+#                                                                 # counted by the line that made it (--sync-debug);
+#                                                                 # with OLD and OLD_REV, the old tree's step first
 #
 # SETS (e.g. "learner.compile=true"): config overrides for the ray stage, space-separated.
 # REV: the revision the records name (default: git's HEAD where the command runs). Pass it when the
 # tree was copied to another machine: a copy's git metadata can lag its files.
 # Each stage fits one 10-minute device command; a failing measurement is logged and the next runs.
 set -uo pipefail
-stage=${1:?usage: bash bench/step_lease.sh steps|speed|compiled|again|compare|ray|heads|graphs|reads}
+stage=${1:?usage: bash bench/step_lease.sh steps|speed|compiled|again|compare|ray|heads|graphs|reads|syncs}
 OUT=${OUT:-$PWD/step_out}
 WORK=${WORK:-/root/step_work}
 REV=${REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -111,6 +114,12 @@ case $stage in
           # read every 8 steps (the env's learner_steps_per_action) waits for the queue to drain, then the
           # GPU waits for the host to refill it; the profile's CUDA runtime calls name the wait
     for k in 8 32 1000; do big_compiled new-arc-big-h2-read$k --set agent.num_heads=2 --steps-per-read $k; done
+    ;;
+  syncs)  # where the host waits for the GPU inside the width-64 step: each synchronising call, by its line
+    [[ -z "${OLD:-}" ]] || bench old-arc-big-h2-syncs --code "$OLD" --revision "$OLD_REV" --preset arc --steps 40 \
+      --warmup 70 --compile "${BIG[@]}" --set agent.num_heads=2 --sync-debug
+    bench new-arc-big-h2-syncs --revision "$REV" --preset arc --steps 40 --warmup 70 --compile "${BIG[@]}" \
+      --set agent.num_heads=2 --sync-debug
     ;;
   ray)
     sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done

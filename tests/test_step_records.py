@@ -60,3 +60,50 @@ def test_the_profile_sums_kernels_and_names_the_host_calls_that_wait(monkeypatch
     assert s["per_kind_ms"] == {"matmul": 2.0, "elementwise": 1.0}
     assert s["runtime_calls"] == [("cudaStreamSynchronize", 9.0, 1.0), ("cudaLaunchKernel", 0.7, 14.0)]
     assert "9.00      1  cudaStreamSynchronize" in kernel_breakdown(s)
+
+
+def test_sync_sites_name_the_projects_line_and_the_library_line_below_it():
+    """--sync-debug counts each synchronising CUDA call by the innermost line of the project's code
+    that led to it, with the library's own line where the call was made below it."""
+    import traceback
+    sys.path.insert(0, str(ROOT / "bench"))
+    from learner_step import sync_site
+
+    def frame(path: str, line: int, name: str) -> traceback.FrameSummary:
+        return traceback.FrameSummary(path, line, name)
+    torch_item = frame("/usr/lib/python3/site-packages/torch/optim/adamw.py", 90, "step")
+    sampler = frame(f"{ROOT}/efe_ray/data/device_views.py", 275, "prompt_tokens")
+    bench = frame(f"{ROOT}/bench/learner_step.py", 240, "run")
+    old_tree = frame("/root/old280/efe_ray/learner.py", 12, "step")
+    assert sync_site([bench, sampler]) == "efe_ray/data/device_views.py:275 prompt_tokens"
+    assert sync_site([bench, sampler, torch_item]) == \
+        "efe_ray/data/device_views.py:275 prompt_tokens (via /usr/lib/python3/site-packages/torch/optim/adamw.py:90)"
+    assert sync_site([bench]) == "bench/learner_step.py:240 run"  # the benchmark's own read of the metrics
+    assert sync_site([old_tree]) == "efe_ray/learner.py:12 step"  # an older revision's tree, given with --code
+    assert sync_site([torch_item]) == "/usr/lib/python3/site-packages/torch/optim/adamw.py:90 step"
+
+
+def test_the_sync_counter_counts_the_synchronising_calls_and_lets_other_warnings_through():
+    import warnings
+    sys.path.insert(0, str(ROOT / "bench"))
+    from learner_step import SyncCounter
+
+    def synchronising_call():  # what torch's sync debug mode reports for each such call
+        warnings.warn("called a synchronizing CUDA operation", UserWarning)
+    with warnings.catch_warnings(record=True) as passed:
+        warnings.simplefilter("always")
+        with SyncCounter(cuda=False) as syncs:
+            for _ in range(3):
+                synchronising_call()
+            warnings.warn("something else", UserWarning)
+        synchronising_call()  # after exit: not counted, reported as any warning
+    assert sum(syncs.sites.values()) == 3 and len(syncs.sites) == 1
+    (site,) = syncs.sites
+    assert "test_step_records.py" in site and "synchronising_call" in site
+    assert [str(w.message) for w in passed] == ["something else", "called a synchronizing CUDA operation"]
+
+
+def test_sync_debug_needs_a_cuda_device():
+    out = subprocess.run([sys.executable, "bench/learner_step.py", "--sync-debug", "--device", "cpu"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--sync-debug counts CUDA synchronisations: it needs --device cuda, not cpu" in out.stderr

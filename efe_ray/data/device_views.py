@@ -32,6 +32,7 @@ from efe_ray.data.canvas import OUTSIDE
 from efe_ray.data.features import AXIS_PAIRS, MAX_RATIO
 from efe_ray.data.store import COL, TaskStore
 from efe_ray.data.task import MAX_SIDE, NUM_COLOURS
+from efe_ray.device import upload
 
 # The D8 transform d8 = k + 4t (efe_ray/data/augment.py) as a cell map: cell (i, j) of the
 # transformed grid reads source cell (r, c) with a = j if SWAP else i, b = i if SWAP else j,
@@ -269,9 +270,11 @@ def prompt_tokens(store: TaskStore, draw: ViewDraw, ids: CharIds, max_tokens: in
     real = pos < total[:, None]
     seg = torch.searchsorted(ends, pos, right=True).clamp_max(len(_SEGMENTS) - 1)  # (N, C)
     offset = pos - (ends.gather(1, seg) - seg_len.gather(1, seg))  # (N, C) within the segment
-    seg_kind = torch.tensor(kinds, device=dev)[seg]  # (N, C): literal 0..3, -1 a grid
+    # The small tables go up through pinned memory, queued behind the running kernels: a plain
+    # torch.tensor(list, device=cuda) would wait for the GPU to drain (a prompt is built mid-step).
+    seg_kind = upload(np.asarray(kinds, dtype=np.int64), dev)[seg]  # (N, C): literal 0..3, -1 a grid
     seg_pair = torch.stack(pairs, dim=1).gather(1, seg)  # (N, C)
-    seg_io = torch.tensor(ios, device=dev)[seg]  # (N, C): 0 an input grid, 1 an output grid
+    seg_io = upload(np.asarray(ios, dtype=np.int64), dev)[seg]  # (N, C): 0 an input grid, 1 an output grid
     # A grid character: row offset // (w + 1), column offset % (w + 1); column w is the "\n".
     source = store.hw[seg_pair, seg_io]  # (N, C, 2): the source grid's h, w
     width = torch.where(d8_table(dev)[draw.d8, 0][:, None], source[..., 0], source[..., 1])  # transformed width
@@ -279,7 +282,7 @@ def prompt_tokens(store: TaskStore, draw: ViewDraw, ids: CharIds, max_tokens: in
     d8 = draw.d8[:, None].expand_as(row)
     colour = cells(store, seg_pair, seg_io, row, col.clamp_max(MAX_SIDE - 1), d8, draw.colours)
     colour = colour.clamp_max(NUM_COLOURS - 1)  # the "\n" column and literal positions read past the grid
-    digit = torch.tensor(ids.digits, device=dev)[colour]
+    digit = upload(np.asarray(ids.digits, dtype=np.int64), dev)[colour]
     grid_char = torch.where(col == width, ids.newline, digit)
     lit_char = _literal_table(ids, dev)[seg_kind.clamp_min(0), offset.clamp(0, 2)]
     body = torch.where(seg_kind >= 0, lit_char, grid_char)
@@ -296,4 +299,4 @@ def prompt_tokens(store: TaskStore, draw: ViewDraw, ids: CharIds, max_tokens: in
 def _literal_table(ids: CharIds, device: torch.device) -> torch.Tensor:
     """(4, 3) long: the ids of each literal segment's characters (padded with ``pad``)."""
     rows = [[ids.of(ch) for ch in lit] + [ids.pad] * (3 - len(lit)) for lit in _LITERALS]
-    return torch.tensor(rows, dtype=torch.long, device=device)
+    return upload(np.asarray(rows, dtype=np.int64), device)

@@ -138,7 +138,7 @@ def _model_predictor(folder: Path, args: argparse.Namespace) -> tuple[Predictor,
                           search_rounds=args.search_rounds, search_steps=args.search_steps, ablations=args.ablations,
                           seed=args.seed)
     settings = ModelSettings(solve=solve, group_size=args.group_size, use_policy=not args.no_policy,
-                             device=args.device)
+                             device=args.device, precision=args.precision)
     predictor = ModelPredictor(folder, settings)
     try:  # in the driver on the CPU when tasks fan out: workers build on their own device
         loaded = predictor.prepare(device=args.device if args.workers == 0 else "cpu")
@@ -256,6 +256,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if message:
             print(message, file=sys.stderr)
         model = _model_predictor(folder, args)
+        report["precision"] = model[0].load().cfg.learner.precision  # what prediction and adaptation run in
 
     methods = _run_methods(tasks, args, model)
     by_id = {t.task_id: t for t in tasks}

@@ -50,6 +50,7 @@ def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys):
     assert len(fits) == len(tasks) and all(0.0 <= x <= 1.0 for x in fits)
     assert all(r["info"] == "" for r in rows if r["method"] != "model")
     assert report["methods"]["model"]["demo_fit"]["tasks"] == len(tasks) and report["settings"]["colours"] == 2
+    assert (report["settings"]["precision"], report["precision"]) == ("checkpoint", "fp32")  # the checkpoint's
     sub = json.loads((out / "submission.json").read_text())
     assert validate_submission(sub, tasks) == []
     assert (out / "submission_demo_rule.json").is_file()

@@ -10,6 +10,7 @@ import pickle
 import shutil
 
 import numpy as np
+import pytest
 import torch
 
 from efe_ray.data.task import Pair, Task
@@ -84,3 +85,28 @@ def test_a_prepared_predictor_carries_verified_weights_not_the_path(tiny_checkpo
     for (a, b), (c, d) in zip(expected, clone(task).attempts):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, d)
+
+
+def test_the_precision_setting_overrides_the_checkpoints_and_travels_with_a_prepared_predictor(tiny_checkpoint):
+    """--precision: prediction and adaptation run in the precision asked for (the checkpoint's by
+    default), in the driver and in a worker that builds from the shipped bytes."""
+    from ray import cloudpickle
+
+    import efe_ray.evaluation.model as model_mod
+
+    folder, _ = tiny_checkpoint
+    own = cached_model(folder, device="cpu", use_policy=False)
+    assert own.cfg.learner.precision == "fp32" and own.learner.autocast_dtype is None
+    bf16 = cached_model(folder, device="cpu", use_policy=False, precision="bf16")
+    assert bf16.cfg.learner.precision == "bf16" and bf16.learner.autocast_dtype == torch.bfloat16
+    assert bf16 is not own and bf16.cfg.agent == own.cfg.agent  # only the precision differs
+    for k, v in _weights(own.learner).items():
+        assert torch.equal(v, _weights(bf16.learner)[k])  # the same weights, loaded twice
+    predictor = ModelPredictor(folder, ModelSettings(SolveSettings(augmentations=1), use_policy=False, device="cpu",
+                                                     precision="bf16"))
+    predictor.prepare(device="cpu")
+    worker = cloudpickle.loads(cloudpickle.dumps(predictor))
+    model_mod._CACHE.clear()  # as in a fresh worker process
+    assert worker.load().learner.autocast_dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of checkpoint, fp32, bf16, fp16, got 'fp64'"):
+        ModelSettings(precision="fp64")

@@ -63,6 +63,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs per Ray task (fractions allowed)")
     p.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per Ray task")
     p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]' for the model")
+    p.add_argument("--precision", choices=("checkpoint", "fp32", "bf16", "fp16"), default="checkpoint",
+                   help="the model's precision while predicting and adapting (default: the checkpoint's "
+                   "learner.precision)")
     p.add_argument("--metric", default="eval/score", help="metric that picks the best trial of an experiment")
     p.add_argument("--skip-invalid", action="store_true", help="skip malformed tasks (each named, and in report.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -36,7 +36,7 @@ from efe_ray.evaluation.views import task_side
 from efe_ray.learner import EFELearner
 
 __all__ = ["LoadedModel", "ModelPredictor", "ModelSettings", "PolicyFn", "PolicyUnavailableError",
-           "Prediction", "build_learner", "cached_model", "load_model"]
+           "PRECISIONS", "Prediction", "build_learner", "cached_model", "load_model", "with_precision"]
 
 PolicyFn = Callable[..., "np.ndarray | None"]
 """``policy(task, learner, feedback=..., seed=...) -> (P,) prompt delta`` (``efe_ray.rl.policy.load_policy``)."""
@@ -59,10 +59,26 @@ class ModelSettings:
     device: str = "auto"
     """"auto", "cpu" or "cuda[:N]" (efe_ray/device.py: "auto" in a Ray worker is the GPU Ray assigned,
     else the CPU; in-process CUDA if present, else the CPU)."""
+    precision: str = "checkpoint"
+    """The learner's precision while predicting and adapting: "checkpoint" (its ``learner.precision``)
+    or one of fp32, bf16, fp16. Precision moves which tasks are solved; this compares them."""
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+
+PRECISIONS = ("checkpoint", "fp32", "bf16", "fp16")
+"""What :attr:`ModelSettings.precision` takes."""
+
+
+def with_precision(cfg: ExperimentConfig, precision: str) -> ExperimentConfig:
+    """``cfg`` with ``learner.precision`` set to ``precision`` ("checkpoint": ``cfg`` as it is)."""
+    if precision == "checkpoint":
+        return cfg
+    return replace(cfg, learner=replace(cfg.learner, precision=precision))
 
 
 @dataclass
@@ -131,11 +147,14 @@ def _load_policy(folder: Path) -> tuple[PolicyFn | None, str]:
     return policy, ""
 
 
-def load_model(folder: str | Path, *, device: str = "auto", use_policy: bool = True) -> LoadedModel:
-    """Load a checkpoint folder (learner state, config, metadata and, if asked, the policy)."""
+def load_model(folder: str | Path, *, device: str = "auto", use_policy: bool = True,
+               precision: str = "checkpoint") -> LoadedModel:
+    """Load a checkpoint folder (learner state, config, metadata and, if asked, the policy); the
+    learner runs in ``precision`` (:attr:`ModelSettings.precision`), which its config then names."""
     folder = Path(folder).resolve()
     dev = _device(device)
     state, cfg, meta = load_checkpoint(folder, map_location=dev)
+    cfg = with_precision(cfg, precision)
     learner = build_learner(state, cfg, dev)
     policy, note = _load_policy(folder) if use_policy else (None, "")
     return LoadedModel(learner, cfg, meta, policy, note)
@@ -148,14 +167,15 @@ def _device(device: str) -> torch.device:
     return resolve_device(device, worker_gpu_ids(), field="device")
 
 
-_CACHE: dict[tuple[str, str, bool], LoadedModel] = {}
+_CACHE: dict[tuple[str, str, bool, str], LoadedModel] = {}
 
 
-def cached_model(folder: str | Path, *, device: str = "auto", use_policy: bool = True) -> LoadedModel:
-    """:func:`load_model`, once per process per (folder, device, use_policy)."""
-    key = (str(Path(folder).resolve()), device, use_policy)
+def cached_model(folder: str | Path, *, device: str = "auto", use_policy: bool = True,
+                 precision: str = "checkpoint") -> LoadedModel:
+    """:func:`load_model`, once per process per (folder, device, use_policy, precision)."""
+    key = (str(Path(folder).resolve()), device, use_policy, precision)
     if key not in _CACHE:
-        _CACHE[key] = load_model(folder, device=device, use_policy=use_policy)
+        _CACHE[key] = load_model(folder, device=device, use_policy=use_policy, precision=precision)
     return _CACHE[key]
 
 
@@ -182,7 +202,8 @@ class ModelPredictor:
         Raises whatever loading raises (CheckpointError for missing, truncated or corrupt files).
         """
         s = self.settings
-        loaded = load_model(self.checkpoint, device=device or s.device, use_policy=s.use_policy)
+        loaded = load_model(self.checkpoint, device=device or s.device, use_policy=s.use_policy,
+                            precision=s.precision)
         blob, sha256 = learner_bytes(self.checkpoint, loaded.meta)
         self._shipped = {"learner": np.frombuffer(blob, dtype=np.uint8), "sha256": sha256,
                          "cfg": loaded.cfg, "meta": loaded.meta, "policy": loaded.policy,
@@ -196,8 +217,8 @@ class ModelPredictor:
         if self._loaded is not None:
             return self._loaded
         if self._shipped is None:
-            return cached_model(self.checkpoint, device=s.device, use_policy=s.use_policy)
-        key = ("sha256:" + self._shipped["sha256"], s.device, s.use_policy)
+            return cached_model(self.checkpoint, device=s.device, use_policy=s.use_policy, precision=s.precision)
+        key = ("sha256:" + self._shipped["sha256"], s.device, s.use_policy, s.precision)
         if key not in _CACHE:
             ship = self._shipped
             dev = _device(s.device)

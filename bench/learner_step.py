@@ -29,6 +29,9 @@ dense peak for the dtype). ``--bare`` adds, per shape and precision, a bare ``Qw
 kernel time per step by kind (matmul, attention, optimizer, copies/casts, ...), the share of the
 wall time the GPU was busy and the top kernels, and ``--trace t.json`` writes a Chrome trace with
 the step's phases (``learner/forward``, ``learner/backward``, ...) as named ranges.
+``--sync-debug`` (CUDA) counts the timed steps' synchronising calls, each a wait of the host for the
+GPU's queue to drain, by the line of the project's code that made them (the benchmark's own read of
+the metrics, once per ``--steps-per-read`` steps, among them).
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ SHAPES = {
     "qwen2.5-1.5b": dict(hidden_size=1536, num_layers=28, num_heads=12, num_kv_heads=2, intermediate_size=8960),
 }
 """Prompt-encoder shapes the benchmark knows."""
+
 
 def _short(filename: str, root: str) -> str:
     """A frame's file as the repository names it (efe_ray/..., bench/...), else as it is."""

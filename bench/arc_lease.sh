@@ -13,6 +13,7 @@
 #   bash bench/arc_lease.sh scale      # trials per hour: the arc search on all G GPUs, then on one
 #   bash bench/arc_lease.sh eval-scale # ARC-AGI-1 evaluation of each snapshot (the compute-scaling rows)
 #   bash bench/arc_lease.sh eval-tta   # the final checkpoint with more adaptation steps (TTA_MORE, default 600)
+#   bash bench/arc_lease.sh eval-notta # the final checkpoint without adaptation (the row model-no-tta)
 #   bash bench/arc_lease.sh ablate     # recipe arms trained side by side on the same GPUs, each scored on
 #                                      # the first ABLATE_LIMIT ARC-AGI-1 evaluation tasks
 #   bash bench/arc_lease.sh pack       # archives of what exists so far (reports, TensorBoard files, exports)
@@ -38,7 +39,12 @@
 #
 # ABLATIONS=0 on eval-main: the main evaluation without --ablations (the searches' rows, which adapt
 # three copies a task), then the same checkpoint without adaptation (NOTTA_S seconds) as the row
-# model-no-tta: the table's one required ablation at a third of the adaptation work.
+# model-no-tta: the table's one required ablation at a third of the adaptation work. NOTTA_S=0 leaves
+# that row to the stage eval-notta (a later command), where the main evaluation needs the whole command.
+#
+# EVAL_ARGS="--tta-lr 0.003 0.01" on eval-main, eval-scale and ablate: evaluate's options of the
+# stages that share eval-main's settings (the row model and the rows it adds: here model-lr0.003 and
+# model-lr0.01, each rate's own copy). Two rates take twice the adaptation: about 540 s on one H100.
 #
 # TTA_ARGS="--tta-lr 0.003" TTA_NAME=lr3e-3 on eval-tta: other adaptation settings (evaluate's options),
 # scored as the row model-tta<N>-<name>. An export carried to the machine is scored with RUNS set to
@@ -55,7 +61,7 @@
 # on the CPU with tiny models and budgets: what tests the script before a lease; DRY_G=1 as on one GPU).
 # bench/arc_results.py turns what comes back into bench/arc_results.json and the table of RESULTS.md.
 set -uo pipefail
-stage=${1:?usage: bash bench/arc_lease.sh train|resume|eval-main|eval-more|eval-scale|eval-tta|ablate|scale|pack}
+stage=${1:?usage: bash bench/arc_lease.sh train|resume|eval-main|eval-more|eval-notta|eval-scale|eval-tta|ablate|scale|pack}
 RUNS=${RUNS:-/root/arc_runs}
 OUT=${OUT:-$PWD/arc_out}
 mkdir -p "$RUNS" "$OUT"
@@ -91,6 +97,9 @@ for at in ${SNAP_AT:-}; do  # checked before any search starts
   [[ "$at" =~ ^[0-9]+:[A-Za-z0-9_-]+$ ]] || { say "SNAP_AT: bad entry '$at' (SECONDS:NAME)"; exit 2; }
 done
 TTA_MORE=${TTA_MORE:-600}  # eval-tta's adaptation steps a task
+NOTTA_S=${NOTTA_S:-60}     # the no-adaptation row's budget (eval-main with ABLATIONS=0, eval-notta); 0: not in eval-main
+[[ "$NOTTA_S" =~ ^[0-9]+$ ]] || { say "NOTTA_S: '$NOTTA_S' is not a whole number of seconds"; exit 2; }
+[[ "$NOTTA_S" != 0 || "$stage" != eval-notta ]] || { say "NOTTA_S: 0 gives eval-notta no time"; exit 2; }
 [[ "$TTA_MORE" =~ ^[1-9][0-9]*$ ]] || { say "TTA_MORE: '$TTA_MORE' is not a positive whole number"; exit 2; }
 if [[ -n "${TTA_ARGS:-}" || -n "${TTA_NAME:-}" ]]; then  # eval-tta with other adaptation settings, named
   [[ "${TTA_NAME:-}" =~ ^[A-Za-z0-9_.-]+$ ]] || { say "TTA_NAME: '${TTA_NAME:-}' must name TTA_ARGS's row (letters, digits, _ . or -)"; exit 2; }
@@ -202,12 +211,16 @@ eval-main)
   set +e
   if [[ "${ABLATIONS:-1}" == 1 ]]; then
     say "eval-main: ARC-AGI-1 evaluation with adaptation, ablations and baselines on $G GPUs"
-    evaluate "$RUNS/export-arc" arc1-eval arc1-eval "$TTA_STEPS" ${EVAL_S:-300} --ablations --baselines --drop-leaked; rc=$?
+    evaluate "$RUNS/export-arc" arc1-eval arc1-eval "$TTA_STEPS" ${EVAL_S:-300} --ablations --baselines --drop-leaked \
+      ${EVAL_ARGS:-}; rc=$?
   else  # the model and its no-adaptation row alone: a third of the adaptation work of --ablations
-    say "eval-main: ARC-AGI-1 evaluation with adaptation and baselines, then without adaptation, on $G GPUs"
-    evaluate "$RUNS/export-arc" arc1-eval arc1-eval "$TTA_STEPS" ${EVAL_S:-300} --baselines --drop-leaked; rc=$?
-    evaluate "$RUNS/export-arc" arc1-eval arc1-eval-no-tta 0 ${NOTTA_S:-60} --drop-leaked; r=$?
-    [[ $r == 0 || $r == 4 ]] || rc=$r
+    then=", then without adaptation"; [[ "$NOTTA_S" != 0 ]] || then=" (without adaptation: eval-notta)"
+    say "eval-main: ARC-AGI-1 evaluation with adaptation and baselines$then, on $G GPUs${EVAL_ARGS:+, $EVAL_ARGS}"
+    evaluate "$RUNS/export-arc" arc1-eval arc1-eval "$TTA_STEPS" ${EVAL_S:-300} --baselines --drop-leaked ${EVAL_ARGS:-}; rc=$?
+    if [[ "$NOTTA_S" != 0 ]]; then
+      evaluate "$RUNS/export-arc" arc1-eval arc1-eval-no-tta 0 "$NOTTA_S" --drop-leaked; r=$?
+      [[ $r == 0 || $r == 4 ]] || rc=$r
+    fi
   fi
   say "eval-main: exit $rc"; tail -n 14 "$OUT/eval_arc1-eval.log" | tee -a "$LOG"
   [[ $rc == 0 || $rc == 4 ]] ;;
@@ -215,6 +228,11 @@ eval-tta)  # more adaptation: the final checkpoint with TTA_MORE steps a task (a
   say "eval-tta: ARC-AGI-1 evaluation with $TTA_MORE adaptation steps a task${TTA_ARGS:+, $TTA_ARGS} on $G GPUs"
   evaluate "$RUNS/export-arc" arc1-eval "$TTA_RUN" "$TTA_MORE" ${TTA_MORE_S:-300} --drop-leaked ${TTA_ARGS:-}; rc=$?
   say "eval-tta: exit $rc"; tail -n 6 "$OUT/eval_$TTA_RUN.log" | tee -a "$LOG"
+  [[ $rc == 0 || $rc == 4 ]] ;;
+eval-notta)  # the final checkpoint without adaptation, as the row model-no-tta
+  say "eval-notta: ARC-AGI-1 evaluation without adaptation on $G GPUs"
+  evaluate "$RUNS/export-arc" arc1-eval arc1-eval-no-tta 0 "$NOTTA_S" --drop-leaked; rc=$?
+  say "eval-notta: exit $rc"; tail -n 6 "$OUT/eval_arc1-eval-no-tta.log" | tee -a "$LOG"
   [[ $rc == 0 || $rc == 4 ]] ;;
 eval-more)
   say "eval-more: the no-transduction checkpoint and the training weights on ARC-AGI-1; ARC-AGI-2 evaluation; ARC-AGI-1 training (the fit)"
@@ -256,7 +274,7 @@ ablate)
     python3 -m efe_ray.export --checkpoint "$RUNS/ablate-$name" --out "$RUNS/export-ablate-$name" --dtype bf16 \
       > "$OUT/export_ablate-$name.log" 2>&1 || { rc=1; say "  arm $name: export failed"; continue; }
     evaluate "$RUNS/export-ablate-$name" arc1-eval "arc1-eval-ablate-$name" "$TTA_STEPS" ${ABLATE_EVAL_S:-90} \
-      --limit ${ABLATE_LIMIT:-100} --drop-leaked
+      --limit ${ABLATE_LIMIT:-100} --drop-leaked ${EVAL_ARGS:-}
     r=$?; [[ $r == 0 || $r == 4 ]] || rc=$r
     tail -n 4 "$OUT/eval_arc1-eval-ablate-$name.log" | tee -a "$LOG"
   done
@@ -267,7 +285,7 @@ eval-scale)
   for snap in "$RUNS"/export-arc-*min; do
     [[ -d "$snap" ]] || continue
     name=${snap##*/export-arc-}
-    evaluate "$snap" arc1-eval "arc1-eval-train-$name" "$TTA_STEPS" ${EVAL_S:-300} --drop-leaked || rc=$?
+    evaluate "$snap" arc1-eval "arc1-eval-train-$name" "$TTA_STEPS" ${EVAL_S:-300} --drop-leaked ${EVAL_ARGS:-} || rc=$?
     tail -n 5 "$OUT/eval_arc1-eval-train-$name.log" | tee -a "$LOG"
   done
   [[ $rc == 0 || $rc == 4 ]] ;;

@@ -21,6 +21,10 @@ there, in place of any of the same revision and date. Each record has ``split``,
 ``pass2_task``, ``pass2_output`` and ``cell_acc`` in percent, ``card``, ``revision``, ``date``,
 ``train_gpu_min``, ``eval_gpu_min`` and ``commands``.
 
+A merge of two evaluations' submissions (bench/merge_submissions.py ``--out FOLDER/arc1-eval-merged``)
+is the row ``model-merged``; its record names the merged runs' folders (``derived_from``), and its
+command is the one evaluation that gives the same answers (``--tta-lr A B``).
+
 A lease that only evaluates an export trained in an earlier lease (``RUNS`` set to the folder that
 holds it) names that lease with ``--trained-in REVISION,DATE``: its records must already be in the
 ``--write`` file. Every record then carries ``trained_in`` (that lease's revision, date, card and
@@ -42,6 +46,7 @@ RUNS = {
     "arc1-eval-no-transduction-tta400": ("arc1-eval", {"model": "model-no-transduction-tta400-no-search"}),
     "arc1-eval-no-ema": ("arc1-eval", {"model": "model-no-ema"}),
     "arc1-eval-no-tta": ("arc1-eval", {"model": "model-no-tta"}),  # eval-main with ABLATIONS=0
+    "arc1-eval-merged": ("arc1-eval", {"model": "model-merged"}),  # bench/merge_submissions.py --out
     "arc2-eval": ("arc2-eval", None),
     "arc1-train": ("arc1-train", {"model": "model-no-tta", "copy_input": "copy_input", "demo_rule": "demo_rule"}),
 }
@@ -58,7 +63,7 @@ def gpu_minutes(folder: Path) -> tuple[float | None, float | None]:
     def minutes(names: tuple[str, ...]) -> float:
         return round(sum(s["seconds"] * s["gpus"] for s in stages if s["stage"] in names) / 60, 1)
 
-    return minutes(("train", "resume")), minutes(("eval-main", "eval-more", "eval-scale", "eval-tta"))
+    return minutes(("train", "resume")), minutes(("eval-main", "eval-more", "eval-notta", "eval-scale", "eval-tta"))
 
 
 def runs(folder: Path) -> dict[str, tuple[str, dict | None]]:
@@ -145,12 +150,12 @@ def records(folder: Path, card: str, revision: str, date: str, train_command: st
         train_min, train_command = trained_in["train_gpu_min"], train_command or trained_in["train_command"]
     tasks, on_common = common(folder)
     out = []
-    for _, split, s, method, m, _ in methods(folder):
+    for sub, split, s, method, m, _ in methods(folder):
         if answered_none(m):
             continue
         command = (f"python -m efe_ray.evaluate --checkpoint {s.get('checkpoint')} --split {split} "
                    f"--tta-steps {s.get('tta_steps')} --augmentations {s.get('augmentations')} "
-                   + (f"--tta-lr {s['tta_lr']:g} --tta-views {s['tta_views']} " if "tta_lr" in s else "")
+                   + (f"--tta-lr {_rates(s['tta_lr'])} --tta-views {s['tta_views']} " if "tta_lr" in s else "")
                    + (f"--colours {s['colours']} " if s.get("colours", 1) != 1 else "")
                    + f"--search {s.get('search')}" + (" --ablations" if s.get("ablations") else "")
                    + (f" --time-budget-s {s['time_budget_s']:g}" if s.get("time_budget_s") else "")
@@ -165,11 +170,18 @@ def records(folder: Path, card: str, revision: str, date: str, train_command: st
         })
         if trained_in is not None:
             out[-1]["trained_in"] = {k: v for k, v in trained_in.items() if k != "train_command"}
+        if "derived_from" in (report := _report(folder, sub)):  # merged by bench/merge_submissions.py
+            out[-1]["derived_from"] = [Path(r).name for r in report["derived_from"]]
         if m.get("demo_fit"):  # how far adaptation fit the demonstrations (efe_ray/evaluation/report.py)
             out[-1]["demo_fit"] = m["demo_fit"]
         if split == "arc1-eval" and method in on_common:
             out[-1].update(common_tasks=len(tasks), solved_on_common=on_common[method])
     return out
+
+
+def _rates(tta_lr: float | list[float]) -> str:
+    """``--tta-lr``'s value as typed: one rate (reports before several were allowed), or several."""
+    return " ".join(f"{lr:g}" for lr in (tta_lr if isinstance(tta_lr, list) else [tta_lr]))
 
 
 def unanswered(folder: Path) -> list[str]:

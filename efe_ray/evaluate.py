@@ -16,7 +16,9 @@ How to run this script
   D8 transforms (default 8); ``--search best|policy|gradient|none`` searches a prompt delta per
   task on its demonstrations (the RL policy in closed loop, gradient ascent, or the best of both
   and none; default none, which solved as many outputs as any search over two leases); ``--tta-steps N`` adapts a copy of the agent per task to its own demonstrations, the
-  tasks of a group (``--group-size``) together (test outputs are never read); candidates are
+  tasks of a group (``--group-size``) together (test outputs are never read), at ``--tta-lr``
+  (several rates: one copy per rate, their attempts merged, each copy's best answer first, and
+  each rate's own answers as the rows ``model-lr<rate>``); candidates are
   scored under every view with an output-size prior. ``--ablations`` adds, from the same pass, the
   rows ``model-no-tta``, ``model-old-voting``, ``model-no-search``, ``model-policy-search`` and
   ``model-gradient-search``. ``--no-policy`` leaves the RLlib policy out; ``--seed`` fixes the rest.
@@ -133,7 +135,7 @@ def _model_predictor(folder: Path, args: argparse.Namespace) -> tuple[Predictor,
     from efe_ray.evaluation.model import ModelPredictor, ModelSettings, PolicyUnavailableError
     from efe_ray.evaluation.solve import SolveSettings
 
-    solve = SolveSettings(tta_steps=args.tta_steps, tta_lr=args.tta_lr, tta_views=args.tta_views,
+    solve = SolveSettings(tta_steps=args.tta_steps, tta_lr=tuple(args.tta_lr), tta_views=args.tta_views,
                           augmentations=args.augmentations, colours=args.colours, search=args.search,
                           search_rounds=args.search_rounds, search_steps=args.search_steps, ablations=args.ablations,
                           seed=args.seed)

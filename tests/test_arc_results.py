@@ -17,6 +17,7 @@ SCALING = BENCH / "arc_lease" / "2026-12-06-b"
 REPLICATE = BENCH / "arc_lease" / "2026-12-06-c"
 COSINE = BENCH / "arc_lease" / "2026-12-06-e"
 EVAL_ONLY = BENCH / "arc_lease" / "2026-12-07-f"  # the cosine lease's exports scored with colour versions
+ONE_LEASE = BENCH / "arc_lease" / "2026-12-07-g"  # trained and scored on one H100, two adaptation rates merged
 
 
 def test_the_first_single_gpu_lease_rebuilds_its_table():
@@ -121,13 +122,14 @@ def test_a_training_lease_missing_from_the_records_is_refused_before_anything_is
     assert "needs --write FILE" in capsys.readouterr().err
 
 
-def test_the_committed_records_are_the_four_single_gpu_leases():
+def test_the_committed_records_are_the_five_single_gpu_leases():
     stored = json.loads((BENCH / "arc_results.json").read_text())
     rows = (arc_results.records(SCALING, "NVIDIA H100 80GB HBM3", "702de3f", "2026-12-06")
             + arc_results.records(REPLICATE, "NVIDIA H100 80GB HBM3", "78f6279", "2026-12-06")
             + arc_results.records(COSINE, "NVIDIA H200", "fffa884", "2026-12-06")
             + arc_results.records(EVAL_ONLY, "NVIDIA H100 80GB HBM3", "801b0d3", "2026-12-07",
-                                  trained_in=arc_results.training_lease(stored, "fffa884", "2026-12-06")))
+                                  trained_in=arc_results.training_lease(stored, "fffa884", "2026-12-06"))
+            + arc_results.records(ONE_LEASE, "NVIDIA H100 80GB HBM3", "c0f7e25", "2026-12-07"))
     assert [{k: v for k, v in r.items() if k != "commands"} for r in stored] == \
         [{k: v for k, v in r.items() if k != "commands"} for r in rows]
     assert all("bash bench/arc_lease.sh train" in r["commands"][0] for r in stored)
@@ -187,3 +189,27 @@ def test_the_adaptation_fit_of_a_report_goes_into_its_record_and_the_printout(tm
     assert arc_results.main([str(tmp_path), "--card", "c", "--revision", "r", "--date", "d"]) == 0
     assert ("arc1-eval model: after adaptation, 300 of 390 adapted tasks predict every demonstration view exactly "
             "(mean 81.2% of views); 14 of those solved, 2 solved without") in capsys.readouterr().out
+
+
+def test_the_lease_that_trained_and_scored_on_one_h100_is_the_committed_records():
+    """2026-12-07-g: both rates' rows, and their merge (bench/merge_submissions.py) as the row
+    model-merged, whose command is the one evaluation that answers the same (--tta-lr 0.003 0.01)."""
+    rows = arc_results.records(ONE_LEASE, "NVIDIA H100 80GB HBM3", "c0f7e25", "2026-12-07", train_command="train it")
+    by = {(r["split"], r["method"]): r for r in rows}
+    got = {m: (by["arc1-eval", m]["pass2_task"], by["arc1-eval", m]["solved_outputs"])
+           for m in ("model", "model-tta400-lr1e-2", "model-merged", "model-train-6min")}
+    assert got == {"model": (9.52, 42), "model-tta400-lr1e-2": (9.77, 43), "model-merged": (11.28, 49),
+                   "model-train-6min": (8.77, 39)}
+    merged = by["arc1-eval", "model-merged"]
+    assert merged["derived_from"] == ["arc1-eval", "arc1-eval-tta400-lr1e-2"]
+    assert "--tta-steps 400 --augmentations 8 --tta-lr 0.003 0.01 --tta-views 16 --colours 8" in merged["commands"][1]
+    assert "derived_from" not in by["arc1-eval", "model"]
+    assert (merged["train_gpu_min"], merged["eval_gpu_min"]) == (9.7, 17.0)  # 579 s; 357 + 119 + 257 + 289 s
+
+
+def test_every_evaluation_stage_counts_as_evaluation_time(tmp_path):
+    stages = [("train", 600), ("resume", 60), ("eval-main", 540), ("eval-more", 120), ("eval-notta", 60),
+              ("eval-scale", 300), ("eval-tta", 240), ("pack", 1)]
+    (tmp_path / "stages.jsonl").write_text("".join(json.dumps({"stage": s, "seconds": t, "gpus": 1}) + "\n"
+                                                   for s, t in stages))
+    assert arc_results.gpu_minutes(tmp_path) == (11.0, 21.0)  # 660 s; 540 + 120 + 60 + 300 + 240 s

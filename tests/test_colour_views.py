@@ -83,7 +83,7 @@ def test_answers_under_colour_versions_are_mapped_back_to_the_tasks_colours(lear
     """A task whose rule names colours (1 -> 4, 2 -> 5, 3 -> 6), adapted under three colour versions:
     the answer comes back in the task's own colours, and so does every version's read-off alone."""
     task = colour_map_task("map", seed=1)
-    settings = SolveSettings(augmentations=1, colours=3, search="none", tta_steps=150, tta_lr=3e-3, tta_views=16, seed=0)
+    settings = SolveSettings(augmentations=1, colours=3, search="none", tta_steps=150, tta_lr=(3e-3,), tta_views=16, seed=0)
     answer = solve_group(learner, None, [task], settings)[0]
     assert solved(answer, task) and answer.info["tta_demo_exact"] == 1.0
     # every version on its own: its read-off, mapped back through its inverse, is the answer

@@ -22,14 +22,21 @@ from efe_ray.evaluation.submission import validate_submission
 from helpers_eval import eval_tasks, make_task, rule_task, write_tasks
 
 
-def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys):
-    folder, _ = tiny_checkpoint
+def evaluate_eval_tasks(folder, tmp_path, *options: str):
+    """``evaluate`` of the experiment holding ``folder`` on :func:`eval_tasks`, in this process:
+    (exit code, the tasks, the output folder)."""
     tasks = eval_tasks()
     split = write_tasks(tmp_path / "evtasks", tasks)
     out = tmp_path / "out"
     code = main(["--checkpoint", str(folder.parent), "--split", str(split), "--workers", "0", "--no-policy",
-                 "--baselines", "--augmentations", "2", "--colours", "2", "--tta-steps", "1", "--seed", "5",
-                 "--out", str(out), "--quiet"])
+                 "--augmentations", "2", *options, "--out", str(out), "--quiet"])
+    return code, tasks, out
+
+
+def test_cli_end_to_end(tiny_checkpoint, tmp_path, capsys):
+    folder, _ = tiny_checkpoint
+    code, tasks, out = evaluate_eval_tasks(folder, tmp_path, "--baselines", "--colours", "2", "--tta-steps", "1",
+                                           "--seed", "5")
     assert code == 0
     printed = capsys.readouterr().out
     for word in ("task score", "output score", "cell acc", "model", "copy_input", "demo_rule"):
@@ -224,3 +231,22 @@ def test_the_help_description_is_the_entry_points_first_docstring_line():
     from efe_ray.evaluation.arguments import DESCRIPTION
 
     assert efe_ray.evaluate.__doc__.split("\n")[0] == DESCRIPTION
+
+
+def test_cli_with_two_adaptation_rates_reports_the_merge_and_each_rate(tiny_checkpoint, tmp_path, capsys):
+    """``--tta-lr A B``: the row ``model`` merges one adapted copy per rate, each rate's own answers
+    are the rows ``model-lr<rate>``, and the report keeps the rates as given."""
+    folder, _ = tiny_checkpoint
+    code, tasks, out = evaluate_eval_tasks(folder, tmp_path, "--colours", "1", "--tta-steps", "2",
+                                           "--tta-lr", "0.003", "0.01")
+    assert code == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["methods"]) == {"model", "model-lr0.003", "model-lr0.01"}
+    assert report["settings"]["tta_lr"] == [0.003, 0.01] and report["primary"] == "model"
+    assert all(report["methods"][m]["outputs"] == 6 for m in report["methods"])
+    assert "model-lr0.003" in printed and "model-lr0.01" in printed
+    with open(out / "per_task.csv") as f:
+        infos = [json.loads(r["info"]) for r in csv.DictReader(f) if r["method"] == "model"]
+    assert len(infos) == len(tasks) and all(set(i["by_rate"]) == {"0.003", "0.01"} for i in infos)
+    assert validate_submission(json.loads((out / "submission.json").read_text()), tasks) == []

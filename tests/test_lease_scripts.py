@@ -40,3 +40,11 @@ def test_adaptation_settings_need_a_name_and_a_name_needs_settings(tmp_path):
     assert out.returncode == 2 and "TTA_NAME: '' must name TTA_ARGS's row" in out.stdout
     out = run(tmp_path, "eval-tta", TTA_NAME="lr3e-3")
     assert out.returncode == 2 and "TTA_NAME: 'lr3e-3' given without TTA_ARGS" in out.stdout
+
+
+def test_the_no_adaptation_budget_is_checked(tmp_path):
+    out = run(tmp_path, "eval-main", NOTTA_S="1m")
+    assert out.returncode == 2 and "NOTTA_S: '1m' is not a whole number of seconds" in out.stdout
+    out = run(tmp_path, "eval-notta", NOTTA_S="0")
+    assert out.returncode == 2 and "NOTTA_S: 0 gives eval-notta no time" in out.stdout
+    assert not any((tmp_path / "runs").iterdir())

@@ -43,7 +43,7 @@ def test_adaptation_on_the_demonstrations_solves_what_the_untrained_agent_cannot
     settings = SolveSettings(augmentations=1, search="none", seed=0)
     before = solve_group(learner, None, [task], settings)[0]
     after = solve_group(learner, None, [task], SolveSettings(augmentations=1, search="none", tta_steps=150,
-                                                              tta_lr=3e-3, tta_views=16, seed=0))[0]
+                                                              tta_lr=(3e-3,), tta_views=16, seed=0))[0]
     assert not solved(before, task) and solved(after, task)
     first, last = after.info["tta_loss"]
     assert last < 0.2 * first

@@ -30,9 +30,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline", choices=sorted(BASELINES), help="evaluate this baseline instead of a checkpoint")
     p.add_argument("--baselines", action="store_true", help="also score every baseline in the same table")
     p.add_argument("--tta-steps", type=int, default=0, help="test-time adaptation steps (demonstrations only)")
-    p.add_argument("--tta-lr", type=float, default=3e-3,
+    p.add_argument("--tta-lr", type=float, nargs="+", default=[3e-3], metavar="LR",
                    help="test-time adaptation learning rate (default 3e-3: of 3e-4, 1e-3 and 3e-3 on one ARC-AGI-1 "
-                        "checkpoint, it fit the most tasks' demonstrations and solved the most; bench/RESULTS.md)")
+                        "checkpoint, it fit the most tasks' demonstrations and solved the most; bench/RESULTS.md); "
+                        "several rates adapt one copy of each task per rate and merge their attempts, each "
+                        "copy's best answer first (adaptation then costs the sum of the rates' passes)")
     p.add_argument("--tta-views", type=int, default=16, help="leave-one-out views per task per adaptation step")
     p.add_argument("--augmentations", type=int, default=8, help="D8 transforms each task is seen under (1..8)")
     p.add_argument("--colours", type=int, default=8,
@@ -77,8 +79,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--colours must lie in 1..100 (colour versions), got {args.colours}")
     if min(args.tta_steps, args.limit, args.search_rounds, args.search_steps, args.time_budget_s) < 0:
         p.error("--tta-steps, --limit, --search-rounds, --search-steps and --time-budget-s must be >= 0")
-    if args.tta_views < 1 or args.group_size < 1 or args.tta_lr <= 0:
+    if args.tta_views < 1 or args.group_size < 1 or min(args.tta_lr) <= 0:
         p.error("--tta-views and --group-size must be >= 1, --tta-lr > 0")
+    if len(set(args.tta_lr)) != len(args.tta_lr):
+        p.error(f"--tta-lr repeats a rate (its copies would be the same): {' '.join(map(str, args.tta_lr))}")
+    if len(args.tta_lr) > 1 and args.tta_steps == 0 and args.checkpoint:
+        p.error(f"--tta-lr gives {len(args.tta_lr)} rates without --tta-steps: every rate would answer the same")
     if args.workers == 0 and args.address is not None:
         p.error("--workers 0 runs in-process; drop --address or pass --workers N")
     args.out = args.out or str(Path("eval_out") / split_name(args.split))

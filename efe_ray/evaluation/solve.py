@@ -24,12 +24,21 @@ Methods (the first is the answer; the others, with ``ablations``, are measured i
 ``model``; ``model-no-tta`` (step 3 left out); ``model-old-voting`` (count voting over the views'
 read-offs instead of step 4); ``model-no-search``, ``model-policy-search``,
 ``model-gradient-search`` (adaptation with that delta instead of the chosen one).
+
+**Several adaptation rates** (``tta_lr`` with more than one rate, ``--tta-lr 0.003 0.01``): steps
+2 to 4 run once per rate, each pass exactly as a run with that rate alone (the same seed), so each
+task gets one adapted copy per rate. Every method's attempts are then the copies' own attempts
+merged (:func:`merge_attempts`): each copy's best answer first, in the order of the rates, then
+each copy's second; the first two distinct grids are the attempts. Two copies adapted at different
+rates answer differently far more often than two attempts of one copy do, which is what pass@2
+rewards. Each rate's own answers are the methods ``model-lr<rate>`` (e.g. ``model-lr0.01``). The
+adaptation costs the sum of the passes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -45,7 +54,7 @@ from efe_ray.evaluation.voting import vote_augmented
 from efe_ray.learner import EFELearner
 from efe_ray.data.canvas import from_canvas
 
-__all__ = ["SolveSettings", "Solution", "solve_group"]
+__all__ = ["SolveSettings", "Solution", "merge_attempts", "rate_method", "solve_group"]
 
 Attempts = list[tuple[np.ndarray, np.ndarray]]
 
@@ -72,8 +81,9 @@ class SolveSettings:
 
     tta_steps: int = 0
     """Adaptation steps per group (0: none)."""
-    tta_lr: float = 3e-3
-    """Adaptation learning rate (fresh AdamW, warm-up then cosine; ``--tta-lr``'s default)."""
+    tta_lr: tuple[float, ...] = (3e-3,)
+    """Adaptation learning rates (fresh AdamW, warm-up then cosine; ``--tta-lr``'s default): one
+    adapted copy of each task per rate, their attempts merged (see the module docstring)."""
     tta_views: int = 16
     """Leave-one-out views per task per adaptation step."""
     augmentations: int = 8
@@ -107,7 +117,14 @@ class SolveSettings:
         for name in ("tta_steps", "search_rounds", "search_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.tta_views < 1 or self.tta_lr <= 0 or self.search_lr <= 0:
+        if not isinstance(self.tta_lr, tuple) or not self.tta_lr:
+            raise ValueError(f"tta_lr must be a non-empty tuple of rates, got {self.tta_lr!r}")
+        if len(set(self.tta_lr)) != len(self.tta_lr):
+            raise ValueError(f"tta_lr repeats a rate (the copies would be the same): {self.tta_lr}")
+        if len(self.tta_lr) > 1 and self.tta_steps == 0:
+            raise ValueError(f"tta_lr gives {len(self.tta_lr)} rates without adaptation (tta_steps=0): "
+                             "every rate's pass would be the same")
+        if self.tta_views < 1 or min(self.tta_lr) <= 0 or self.search_lr <= 0:
             raise ValueError("tta_views must be >= 1 and the learning rates > 0")
 
 
@@ -130,8 +147,49 @@ def solve_group(learner: EFELearner, policy: PolicyFn | None, tasks: list[Task],
     give the same answers. Every task that fits the canvas is answered, whatever its shape: one with
     a single demonstration (no leave-one-out pair: nothing to search or adapt on) by the checkpoint
     as it is, with no prompt delta, under every method."""
-    with private_torch_rng(learner.device, settings.seed):
-        return _solve(learner, policy, [blind(t) for t in tasks], settings)
+    blinded = [blind(t) for t in tasks]
+    runs = []
+    for lr in settings.tta_lr:  # each rate's pass as a run with that rate alone
+        with private_torch_rng(learner.device, settings.seed):
+            runs.append(_solve(learner, policy, blinded, replace(settings, tta_lr=(lr,))))
+    if len(runs) == 1:
+        return runs[0]
+    return [_merged(list(copies), settings.tta_lr) for copies in zip(*runs)]
+
+
+def rate_method(lr: float) -> str:
+    """The method of one adaptation rate's own answers, where several are merged: ``model-lr0.01``."""
+    return f"model-lr{lr:g}"
+
+
+def merge_attempts(copies: list[Attempts]) -> Attempts:
+    """Per test input, the attempts of several copies merged: every copy's first attempt, in order,
+    then every copy's second; the first two distinct grids (the first twice if there is one)."""
+    merged = []
+    for per_input in zip(*copies):  # one (first, second) per copy
+        order = [a[0] for a in per_input] + [a[1] for a in per_input]
+        picked = [order[0]]
+        for grid in order[1:]:
+            if not any(g.shape == grid.shape and np.array_equal(g, grid) for g in picked):
+                picked.append(grid)
+                break
+        merged.append((picked[0], picked[-1]))
+    return merged
+
+
+def _merged(copies: list[Solution], rates: tuple[float, ...]) -> Solution:
+    """One task's solutions of the rates' passes as one: every method's attempts merged across the
+    copies (:func:`merge_attempts`), each rate's ``model`` kept as ``model-lr<rate>``, and the
+    first pass's info with every pass's adaptation figures under ``by_rate``."""
+    first = copies[0]
+    methods = {name: merge_attempts([c.methods[name] for c in copies]) for name in first.methods}
+    methods.update((rate_method(lr), c.methods["model"]) for lr, c in zip(rates, copies))
+    info = dict(first.info)
+    fit = {f"{lr:g}": {k: c.info[k] for k in ("tta_demo_exact", "tta_loss") if k in c.info}
+           for lr, c in zip(rates, copies)}
+    if any(fit.values()):
+        info["by_rate"] = fit
+    return Solution(first.task_id, methods, first.unanswered, first.note, info)
 
 
 def _solve(learner: EFELearner, policy: PolicyFn | None, tasks: list[Task], s: SolveSettings) -> list[Solution]:
@@ -250,7 +308,7 @@ def _adapted(learner, taught, stacked, tests, deltas, variants, s) -> tuple[dict
     k = len(taught)
     copy_task = torch.arange(k, device=stacked.prompt.device).repeat(len(variants))  # (M,)
     copy_delta = torch.cat([deltas[v] for v in variants])  # (M, P)
-    adapted = adapt(learner, stacked, copy_task, copy_delta, steps=s.tta_steps, lr=s.tta_lr,
+    adapted = adapt(learner, stacked, copy_task, copy_delta, steps=s.tta_steps, lr=s.tta_lr[0],
                     views=s.tta_views, seed=s.seed)
     test_stack = stack_views([tests[t.task_id] for t in taught])
     lp = log_probs(adapted, test_stack, copy_task, learner).cpu().numpy()  # (M, V, S, S, 11)

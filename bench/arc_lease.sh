@@ -44,7 +44,8 @@
 #
 # EVAL_ARGS="--tta-lr 0.003 0.01" on eval-main, eval-scale and ablate: evaluate's options of the
 # stages that share eval-main's settings (the row model and the rows it adds: here model-lr0.003 and
-# model-lr0.01, each rate's own copy). Two rates take twice the adaptation: about 540 s on one H100.
+# model-lr0.01, each rate's own copy). Two rates take twice the adaptation: about 500 s on one H100,
+# so that eval-scale then scores one snapshot a command: SNAPS="6min" names the snapshots it scores.
 #
 # TTA_ARGS="--tta-lr 0.003" TTA_NAME=lr3e-3 on eval-tta: other adaptation settings (evaluate's options),
 # scored as the row model-tta<N>-<name>. An export carried to the machine is scored with RUNS set to
@@ -285,6 +286,7 @@ eval-scale)
   for snap in "$RUNS"/export-arc-*min; do
     [[ -d "$snap" ]] || continue
     name=${snap##*/export-arc-}
+    [[ -z "${SNAPS:-}" || " $SNAPS " == *" $name "* ]] || continue
     evaluate "$snap" arc1-eval "arc1-eval-train-$name" "$TTA_STEPS" ${EVAL_S:-300} --drop-leaked ${EVAL_ARGS:-} || rc=$?
     tail -n 5 "$OUT/eval_arc1-eval-train-$name.log" | tee -a "$LOG"
   done

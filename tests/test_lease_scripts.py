@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "arc_lease.sh"
 
 
 def run(tmp_path: Path, stage: str, **env: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, "DRY": "1", "DRY_G": "1", "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "out"), **env}
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])  # python3: this one
+    full = {**os.environ, "PATH": path, "DRY": "1", "DRY_G": "1", "RUNS": str(tmp_path / "runs"),
+            "OUT": str(tmp_path / "out"), **env}
     return subprocess.run(["bash", str(SCRIPT), stage], env=full, capture_output=True, text=True, timeout=60)
 
 
@@ -48,3 +51,12 @@ def test_the_no_adaptation_budget_is_checked(tmp_path):
     out = run(tmp_path, "eval-notta", NOTTA_S="0")
     assert out.returncode == 2 and "NOTTA_S: 0 gives eval-notta no time" in out.stdout
     assert not any((tmp_path / "runs").iterdir())
+
+
+def test_eval_scale_scores_only_the_snapshots_named(tmp_path):
+    for name in ("3min", "6min"):
+        (tmp_path / "runs" / f"export-arc-{name}").mkdir(parents=True)  # not checkpoints: each evaluation fails fast
+    out = run(tmp_path, "eval-scale", SNAPS="6min")
+    logs = sorted(p.name for p in (tmp_path / "out").glob("eval_*.log"))
+    assert logs == ["eval_arc1-eval-train-6min.log"] and out.returncode != 0  # tried, and its failure reported
+    assert "no efe_meta.json" in (tmp_path / "out" / "eval_arc1-eval-train-6min.log").read_text()

@@ -126,6 +126,8 @@ evaluate() {
     --checkpoint "$ckpt" --split "$split" --tta-steps "$steps" --time-budget-s "$limit" "${EVAL[@]}" $(share) \
     --out "$OUT/$name" "$@" > "$OUT/eval_$name.log" 2>&1
 }
+# no_tta: the final checkpoint without adaptation, NOTTA_S seconds (the row model-no-tta)
+no_tta() { evaluate "$RUNS/export-arc" arc1-eval arc1-eval-no-tta 0 "$NOTTA_S" --drop-leaked; }
 # snapshot [NAME]: the main search's checkpoint as it stands, exported as export-arc-NAME (a
 # compute-scaling row); NAME defaults to $SNAP, and without either nothing is exported
 snapshot() {
@@ -219,7 +221,7 @@ eval-main)
     say "eval-main: ARC-AGI-1 evaluation with adaptation and baselines$then, on $G GPUs${EVAL_ARGS:+, $EVAL_ARGS}"
     evaluate "$RUNS/export-arc" arc1-eval arc1-eval "$TTA_STEPS" ${EVAL_S:-300} --baselines --drop-leaked ${EVAL_ARGS:-}; rc=$?
     if [[ "$NOTTA_S" != 0 ]]; then
-      evaluate "$RUNS/export-arc" arc1-eval arc1-eval-no-tta 0 "$NOTTA_S" --drop-leaked; r=$?
+      no_tta; r=$?
       [[ $r == 0 || $r == 4 ]] || rc=$r
     fi
   fi
@@ -232,7 +234,7 @@ eval-tta)  # more adaptation: the final checkpoint with TTA_MORE steps a task (a
   [[ $rc == 0 || $rc == 4 ]] ;;
 eval-notta)  # the final checkpoint without adaptation, as the row model-no-tta
   say "eval-notta: ARC-AGI-1 evaluation without adaptation on $G GPUs"
-  evaluate "$RUNS/export-arc" arc1-eval arc1-eval-no-tta 0 "$NOTTA_S" --drop-leaked; rc=$?
+  no_tta; rc=$?
   say "eval-notta: exit $rc"; tail -n 6 "$OUT/eval_arc1-eval-no-tta.log" | tee -a "$LOG"
   [[ $rc == 0 || $rc == 4 ]] ;;
 eval-more)

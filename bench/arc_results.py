@@ -179,9 +179,14 @@ def records(folder: Path, card: str, revision: str, date: str, train_command: st
     return out
 
 
+def rates(tta_lr: float | list[float]) -> list[float]:
+    """A report's ``tta_lr`` as a list: one rate (reports before several were allowed), or several."""
+    return tta_lr if isinstance(tta_lr, list) else [tta_lr]
+
+
 def _rates(tta_lr: float | list[float]) -> str:
-    """``--tta-lr``'s value as typed: one rate (reports before several were allowed), or several."""
-    return " ".join(f"{lr:g}" for lr in (tta_lr if isinstance(tta_lr, list) else [tta_lr]))
+    """``--tta-lr``'s value as typed."""
+    return " ".join(f"{lr:g}" for lr in rates(tta_lr))
 
 
 def unanswered(folder: Path) -> list[str]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arc_results import rates
 from command import command_line
 from efe_ray.data.loaders import load_tasks
 from efe_ray.evaluation.scoring import Summary, score_task, summarise
@@ -67,8 +68,7 @@ def write_folder(out: Path, submissions: list[str], merged: dict, scores: dict, 
         if other != settings[0]:
             diff = sorted(k for k in settings[0].keys() | other.keys() if settings[0].get(k) != other.get(k))
             error(f"{f}: its evaluation differs from {submissions[0]}'s in {', '.join(diff)}, not only in --tta-lr")
-    rates = [lr for r in reports for lr in (r["settings"]["tta_lr"] if isinstance(r["settings"]["tta_lr"], list)
-                                            else [r["settings"]["tta_lr"]])]
+    merged_rates = [lr for r in reports for lr in rates(r["settings"]["tta_lr"])]
     late = sorted({e["task_id"] for r in reports for e in r["methods"]["model"].get("errors", [])})
     if late:
         error(f"{len(late)} task(s) were not answered by every run (e.g. {late[0]}): a merge of runs that left "
@@ -77,7 +77,7 @@ def write_folder(out: Path, submissions: list[str], merged: dict, scores: dict, 
     write_submission(out / "submission.json", build_submission(merged), list(tasks.values()))
     summary = {**summarise(list(scores.values())).to_dict(), "scored": True, "errors": []}
     report = {"split": reports[0]["split"], "num_tasks": len(tasks), "seed": reports[0]["seed"],
-              "settings": {**reports[0]["settings"], "tta_lr": rates, "out": str(out),
+              "settings": {**reports[0]["settings"], "tta_lr": merged_rates, "out": str(out),
                            "time_budget_s": sum(r["settings"].get("time_budget_s") or 0 for r in reports)},
               "checkpoint": reports[0]["checkpoint"], "status": "ok", "primary": "model",
               "derived_from": [str(Path(f).parent) for f in submissions], "methods": {"model": summary}}

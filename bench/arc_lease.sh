@@ -47,6 +47,10 @@
 # model-lr0.01, each rate's own copy). Two rates take twice the adaptation: about 500 s on one H100,
 # so that eval-scale then scores one snapshot a command: SNAPS="6min" names the snapshots it scores.
 #
+# SCALE_FINAL=9min on eval-scale also scores the final checkpoint (export-arc) with the snapshots' settings,
+# as the row model-train-9min: a scaling table whose every row has the same evaluation, which may be
+# cheaper than eval-main's (TTA_STEPS=100 EVAL_ARGS= on eval-scale: one rate, 100 steps a task).
+#
 # TTA_ARGS="--tta-lr 0.003" TTA_NAME=lr3e-3 on eval-tta: other adaptation settings (evaluate's options),
 # scored as the row model-tta<N>-<name>. An export carried to the machine is scored with RUNS set to
 # the folder that holds it as export-arc: adaptation settings compared without training again.
@@ -101,6 +105,8 @@ TTA_MORE=${TTA_MORE:-600}  # eval-tta's adaptation steps a task
 NOTTA_S=${NOTTA_S:-60}     # the no-adaptation row's budget (eval-main with ABLATIONS=0, eval-notta); 0: not in eval-main
 [[ "$NOTTA_S" =~ ^[0-9]+$ ]] || { say "NOTTA_S: '$NOTTA_S' is not a whole number of seconds"; exit 2; }
 [[ "$NOTTA_S" != 0 || "$stage" != eval-notta ]] || { say "NOTTA_S: 0 gives eval-notta no time"; exit 2; }
+[[ -z "${SCALE_FINAL:-}" || "$SCALE_FINAL" =~ ^[0-9]+min$ ]] || { say "SCALE_FINAL: '$SCALE_FINAL' must name the final checkpoint's training minutes, e.g. 9min"; exit 2; }
+[[ -z "${SCALE_FINAL:-}" || ! -d "$RUNS/export-arc-$SCALE_FINAL" ]] || { say "SCALE_FINAL: $SCALE_FINAL names a snapshot too"; exit 2; }
 [[ "$TTA_MORE" =~ ^[1-9][0-9]*$ ]] || { say "TTA_MORE: '$TTA_MORE' is not a positive whole number"; exit 2; }
 if [[ -n "${TTA_ARGS:-}" || -n "${TTA_NAME:-}" ]]; then  # eval-tta with other adaptation settings, named
   [[ "${TTA_NAME:-}" =~ ^[A-Za-z0-9_.-]+$ ]] || { say "TTA_NAME: '${TTA_NAME:-}' must name TTA_ARGS's row (letters, digits, _ . or -)"; exit 2; }
@@ -285,11 +291,17 @@ ablate)
 eval-scale)
   say "eval-scale: ARC-AGI-1 evaluation of the snapshots, with eval-main's settings"
   rc=0
+  scored=()
   for snap in "$RUNS"/export-arc-*min; do
     [[ -d "$snap" ]] || continue
     name=${snap##*/export-arc-}
     [[ -z "${SNAPS:-}" || " $SNAPS " == *" $name "* ]] || continue
-    evaluate "$snap" arc1-eval "arc1-eval-train-$name" "$TTA_STEPS" ${EVAL_S:-300} --drop-leaked ${EVAL_ARGS:-} || rc=$?
+    scored+=("$snap:$name")
+  done
+  [[ -z "${SCALE_FINAL:-}" ]] || scored+=("$RUNS/export-arc:$SCALE_FINAL")  # the final checkpoint, as a row of its own
+  for pair in "${scored[@]}"; do
+    name=${pair##*:}
+    evaluate "${pair%:*}" arc1-eval "arc1-eval-train-$name" "$TTA_STEPS" ${EVAL_S:-300} --drop-leaked ${EVAL_ARGS:-} || rc=$?
     tail -n 5 "$OUT/eval_arc1-eval-train-$name.log" | tee -a "$LOG"
   done
   [[ $rc == 0 || $rc == 4 ]] ;;

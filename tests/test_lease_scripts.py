@@ -60,3 +60,21 @@ def test_eval_scale_scores_only_the_snapshots_named(tmp_path):
     logs = sorted(p.name for p in (tmp_path / "out").glob("eval_*.log"))
     assert logs == ["eval_arc1-eval-train-6min.log"] and out.returncode != 0  # tried, and its failure reported
     assert "no efe_meta.json" in (tmp_path / "out" / "eval_arc1-eval-train-6min.log").read_text()
+
+
+def test_eval_scale_scores_the_final_checkpoint_as_a_row_of_its_own(tmp_path):
+    for name in ("arc", "arc-3min", "arc-6min"):
+        (tmp_path / "runs" / f"export-{name}").mkdir(parents=True)  # not checkpoints: each evaluation fails fast
+    out = run(tmp_path, "eval-scale", SNAPS="6min", SCALE_FINAL="9min")
+    logs = sorted(p.name for p in (tmp_path / "out").glob("eval_*.log"))
+    assert logs == ["eval_arc1-eval-train-6min.log", "eval_arc1-eval-train-9min.log"] and out.returncode != 0
+    assert "runs/export-arc: no efe_meta.json" in (tmp_path / "out" / "eval_arc1-eval-train-9min.log").read_text()
+
+
+@pytest.mark.parametrize(("value", "why"), [("nine", "must name the final checkpoint's training minutes"),
+                                            ("6min", "names a snapshot too")])
+def test_a_final_row_name_is_checked(tmp_path, value, why):
+    (tmp_path / "runs" / "export-arc-6min").mkdir(parents=True)
+    out = run(tmp_path, "eval-scale", SCALE_FINAL=value)
+    assert out.returncode == 2 and (f"SCALE_FINAL: '{value}'" in out.stdout or f"SCALE_FINAL: {value} " in out.stdout)
+    assert why in out.stdout and not list((tmp_path / "out").glob("eval_*.log"))

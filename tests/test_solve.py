@@ -149,10 +149,33 @@ def test_by_default_no_search_runs_and_the_answer_adapts_the_zero_delta(learner)
         return np.ones(learner.prompt.cfg.prompt_dim, dtype=np.float32)
 
     default = solve_group(learner, policy, [task], SolveSettings(augmentations=2, tta_steps=3, tta_views=4))[0]
-    assert calls == [] and default.info["search"] == "zero" and set(default.info["demo_log_lik"]) == {"zero", "best"}
+    assert calls == [] and default.info["search"] == "zero"
+    assert "demo_log_lik" not in default.info  # one delta: no likelihood to compare it with
     alone = solve_group(learner, None, [task], SolveSettings(augmentations=2, tta_steps=3, tta_views=4, search="none"))[0]
     for (a, b), (c, d) in zip(default.methods["model"], alone.methods["model"]):
         assert np.array_equal(a, c) and np.array_equal(b, d)
+
+
+def test_without_adaptation_or_search_the_demonstrations_views_are_never_built(learner, monkeypatch):
+    """No adaptation and the zero delta alone (``--tta-steps 0``, the default search): nothing reads
+    the demonstrations' views, so none are built (their prompts are most of such a run's cost), and
+    the answers are those the checkpoint's agent gives with the zero delta: the ``model-no-tta``
+    row of a run that adapts."""
+    import efe_ray.evaluation.solve as solve
+
+    tasks = [colour_map_task("map", seed=1), colour_map_task("other", seed=2)]
+    adapting = solve_group(learner, None, tasks, SolveSettings(augmentations=2, tta_steps=2, tta_views=4,
+                                                               ablations=True))
+
+    def refuse(*args, **kw):
+        raise AssertionError("demonstration views built where nothing reads them")
+
+    monkeypatch.setattr(solve, "demo_views", refuse)
+    plain = solve_group(learner, None, tasks, SolveSettings(augmentations=2))
+    for mine, other in zip(plain, adapting):
+        assert set(mine.methods) == {"model"} and mine.info == {"search": "zero"}
+        for (a, b), (c, d) in zip(mine.methods["model"], other.methods["model-no-tta"]):
+            assert np.array_equal(a, c) and np.array_equal(b, d)
 
 
 def test_searches_keep_their_best_proposal(learner):

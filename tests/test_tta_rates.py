@@ -67,7 +67,10 @@ def learner(make_learner):
     return learner
 
 
-def test_two_rates_give_each_rates_own_copy_and_merge_their_attempts(learner):
+@pytest.mark.parametrize("dropout", [0.0, 0.2])  # with dropout, adaptation draws on torch's global RNG
+def test_two_rates_give_each_rates_own_copy_and_merge_their_attempts(make_learner, dropout):
+    torch.manual_seed(0)
+    learner, _ = make_learner(agent={"canvas": 6, "d_model": 32, "num_layers": 1, "num_heads": 2, "dropout": dropout})
     tasks = [colour_map_task("a", seed=1), colour_map_task("b", seed=2, demos=2, tests=1),
              Task("one", (Pair(as_grid([[1, 2]]), as_grid([[4, 5]])),), (Pair(as_grid([[2, 1]]), None),))]
     common = dict(augmentations=2, colours=2, tta_steps=6, tta_views=4, search="none", ablations=True, seed=3)
@@ -91,6 +94,25 @@ def test_two_rates_give_each_rates_own_copy_and_merge_their_attempts(learner):
                                  for lr, run in zip(rates, alone)}
     assert alone[0][0].info["tta_loss"] != alone[1][0].info["tta_loss"]  # the rates did differ
     assert "by_rate" not in both[2].info and "one demonstration" in both[2].note  # nothing adapted there
+
+
+def test_two_rates_build_the_views_and_run_the_unadapted_agent_once(learner, monkeypatch):
+    """What does not depend on the rate (views, prompts, searches, the checkpoint's own forward
+    passes) is paid once for all rates, as for one."""
+    import efe_ray.evaluation.solve as solve
+
+    calls = {"test_views": 0, "demo_views": 0, "_unadapted": 0}
+    for name in calls:
+        def counted(*args, _f=getattr(solve, name), _n=name, **kw):
+            calls[_n] += 1
+            return _f(*args, **kw)
+        monkeypatch.setattr(solve, name, counted)
+    tasks = [colour_map_task("a", seed=1), colour_map_task("b", seed=2, demos=2, tests=1)]
+    common = dict(augmentations=2, tta_steps=3, tta_views=4, search="none", ablations=True)
+    solve_group(learner, None, tasks, SolveSettings(tta_lr=(3e-3,), **common))
+    once = dict(calls)
+    solve_group(learner, None, tasks, SolveSettings(tta_lr=(3e-3, 0.01, 0.1), **common))
+    assert {k: v - once[k] for k, v in calls.items()} == once == {"test_views": 2, "demo_views": 2, "_unadapted": 2}
 
 
 def test_rates_are_given_as_a_tuple_of_distinct_positive_values():

@@ -88,11 +88,27 @@ def evaluate(learner: EFELearner, tasks: list[Task], delta_fn: DeltaFn | None = 
             "exact": summary.output_score, "outputs": float(summary.outputs)}
 
 
+RngState = tuple[torch.Tensor, torch.Tensor | None]
+"""torch's global RNG state: the CPU generator's, and the CUDA device's where there is one."""
+
+
+def torch_rng_state(device: torch.device) -> RngState:
+    """The global RNG state of the CPU and, for a CUDA ``device``, of that device."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
 @contextlib.contextmanager
-def private_torch_rng(device: torch.device, seed: int | None = None) -> Iterator[None]:
-    """Run a block with torch's global RNG forked (and optionally seeded), restored afterwards."""
+def private_torch_rng(device: torch.device, seed: int | None = None, state: RngState | None = None) -> Iterator[None]:
+    """Run a block with torch's global RNG forked (and optionally seeded, or set to ``state`` from
+    :func:`torch_rng_state`), restored afterwards."""
+    if seed is not None and state is not None:
+        raise ValueError("private_torch_rng: give a seed or a state, not both")
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         if seed is not None:
             torch.manual_seed(seed)
+        if state is not None:
+            torch.set_rng_state(state[0])
+            if state[1] is not None:
+                torch.cuda.set_rng_state(state[1], device)
         yield

@@ -7,7 +7,8 @@ For a group of tasks (every task blinded first: no step below can read a test ou
    views of its test inputs, under ``augmentations`` D8 transforms, on the task's square;
 2. **search** (efe_ray/evaluation/search.py): a prompt delta per task, ``zero``, from the RL
    ``policy`` in closed loop, from ``gradient`` ascent, or the ``best`` of them, judged by the
-   demonstrations' leave-one-out log-likelihood;
+   demonstrations' leave-one-out log-likelihood (computed only where there are deltas to compare:
+   with the default ``none`` and no adaptation, the demonstrations' views are never built);
 3. **adaptation** (efe_ray/evaluation/adapt.py, ``tta_steps > 0``): one copy of the agent per task
    (and per delta compared, with ``ablations``), trained together on the tasks' own demonstrations;
 4. **candidates** (efe_ray/evaluation/candidates.py): every view's read-off and its crops to the
@@ -25,14 +26,15 @@ Methods (the first is the answer; the others, with ``ablations``, are measured i
 read-offs instead of step 4); ``model-no-search``, ``model-policy-search``,
 ``model-gradient-search`` (adaptation with that delta instead of the chosen one).
 
-**Several adaptation rates** (``tta_lr`` with more than one rate, ``--tta-lr 0.003 0.01``): steps
-2 to 4 run once per rate, each pass exactly as a run with that rate alone (the same seed), so each
-task gets one adapted copy per rate. Every method's attempts are then the copies' own attempts
+**Several adaptation rates** (``tta_lr`` with more than one rate, ``--tta-lr 0.003 0.01``): steps 1
+and 2, and every forward pass of the checkpoint's own agent, run once; steps 3 and 4 run once per
+rate, each from the torch RNG state a run with that rate alone adapts from, so that each task's
+copy at a rate is exactly that run's. Every method's attempts are then the copies' own attempts
 merged (:func:`merge_attempts`): each copy's best answer first, in the order of the rates, then
 each copy's second; the first two distinct grids are the attempts. Two copies adapted at different
 rates answer differently far more often than two attempts of one copy do, which is what pass@2
 rewards. Each rate's own answers are the methods ``model-lr<rate>`` (e.g. ``model-lr0.01``). The
-adaptation costs the sum of the passes.
+adaptations cost the sum of the rates' passes; the rest is paid once.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ import torch
 from efe_ray.data.task import Task, blind
 from efe_ray.evaluation.adapt import Stacked, adapt, demo_exact, log_probs, stack_views
 from efe_ray.evaluation.candidates import View, predicted_sizes, rank
-from efe_ray.evaluation.predict import private_torch_rng
+from efe_ray.evaluation.predict import private_torch_rng, torch_rng_state
 from efe_ray.evaluation.search import PolicyFn, demo_log_lik, gradient_search, policy_search
-from efe_ray.evaluation.views import ViewSet, checkpoint_colours, demo_views, task_side, test_views, under
+from efe_ray.evaluation.views import (ViewSet, checkpoint_colours, demo_views, has_demo_views, task_side, test_views,
+                                      under)
 from efe_ray.evaluation.voting import vote_augmented
 from efe_ray.learner import EFELearner
 from efe_ray.data.canvas import from_canvas
@@ -148,10 +151,13 @@ def solve_group(learner: EFELearner, policy: PolicyFn | None, tasks: list[Task],
     a single demonstration (no leave-one-out pair: nothing to search or adapt on) by the checkpoint
     as it is, with no prompt delta, under every method."""
     blinded = [blind(t) for t in tasks]
+    with private_torch_rng(learner.device, settings.seed):
+        shared = _prepare(learner, policy, blinded, settings)
+        state = torch_rng_state(learner.device)  # where a run with one rate alone starts adapting
     runs = []
-    for lr in settings.tta_lr:  # each rate's pass as a run with that rate alone
-        with private_torch_rng(learner.device, settings.seed):
-            runs.append(_solve(learner, policy, blinded, replace(settings, tta_lr=(lr,))))
+    for lr in settings.tta_lr:  # each rate's adaptation as in a run with that rate alone
+        with private_torch_rng(learner.device, state=state):
+            runs.append(_finish(learner, shared, replace(settings, tta_lr=(lr,))))
     if len(runs) == 1:
         return runs[0]
     return [_merged(list(copies), settings.tta_lr) for copies in zip(*runs)]
@@ -192,28 +198,83 @@ def _merged(copies: list[Solution], rates: tuple[float, ...]) -> Solution:
     return Solution(first.task_id, methods, first.unanswered, first.note, info)
 
 
-def _solve(learner: EFELearner, policy: PolicyFn | None, tasks: list[Task], s: SolveSettings) -> list[Solution]:
-    """:func:`solve_group` on blinded ``tasks``: one plan of methods for all; the log-probs each
-    method scores, for every task within the canvas; the attempts."""
+@dataclass(frozen=True, eq=False)
+class _Shared:
+    """What every adaptation rate's pass of a group shares: the views, the searched deltas, the
+    unadapted log-probabilities and the per-task info so far (:func:`_prepare`)."""
+
+    tasks: list[Task]
+    """Every task of the group, blinded, in order."""
+    tests: dict[str, ViewSet]
+    """Task id -> its test views (tasks within the canvas)."""
+    taught: list[Task]
+    """The tasks within the canvas with two or more demonstrations."""
+    untaught: list[Task]
+    """The tasks within the canvas with one demonstration."""
+    stacked: Stacked | None
+    """The taught tasks' demonstration views, stacked; None where nothing reads them (no adaptation,
+    no search but the zero delta)."""
+    deltas: dict[str, torch.Tensor]
+    """Delta name -> (K, P) deltas of the taught tasks."""
+    best_of: list[str]
+    """Per taught task, the search whose delta ``best`` is."""
+    plan: dict[str, tuple[Key, Scorer]]
+    chosen: str
+    names: list[str]
+    unadapted: dict[Key, dict[str, np.ndarray]]
+    """(delta's name, False) -> task id -> test-view log-probs of the checkpoint's agent (taught tasks)."""
+    plain: dict[str, np.ndarray]
+    """Task id -> test-view log-probs of the checkpoint's agent without a delta (untaught tasks)."""
+    info: dict[str, dict]
+
+
+def _prepare(learner: EFELearner, policy: PolicyFn | None, tasks: list[Task], s: SolveSettings) -> _Shared:
+    """Everything of :func:`solve_group` on blinded ``tasks`` before adaptation: one plan of methods
+    for all; the views; the searches; the log-probs of every key that does not adapt."""
     canvas = learner.agent_cfg.canvas
     fits = [t for t in tasks if task_side(t) <= canvas]
     colours = {t.task_id: checkpoint_colours(learner, t.task_id, s.colours, s.seed) for t in fits}  # (perms, own)
     augs = {tid: under(perms, s.augmentations) for tid, (perms, _) in colours.items()}
-    demos = {t.task_id: demo_views(learner, t, augs[t.task_id], colours[t.task_id][1]) for t in fits}
     tests = {t.task_id: test_views(learner, t, augs[t.task_id], colours[t.task_id][1]) for t in fits}
-    taught = [t for t in fits if demos[t.task_id] is not None]  # two or more demonstrations
-    untaught = [t for t in fits if demos[t.task_id] is None]
+    taught = [t for t in fits if has_demo_views(t)]
+    untaught = [t for t in fits if not has_demo_views(t)]
     names = _searches(policy, s)
     chosen = s.search if s.search in (*names, "best") else "zero"
     plan = _plan(s, chosen, names)
     keys = {key for key, _ in plan.values()}
-    logp, info = _taught(learner, policy, taught, demos, tests, names, chosen, keys, s) if taught else ({}, {})
-    for tid, lp in _unadapted(learner, untaught, tests).items():  # nothing to search or adapt on
-        logp[tid] = dict.fromkeys(keys, lp)
-        info[tid] = {"search": "none: fewer than two demonstrations"}
+    stacked = None
+    if taught and (any(a for _, a in keys) or len(names) > 1):  # the demonstrations are read
+        stacked = stack_views([demo_views(learner, t, augs[t.task_id], colours[t.task_id][1]) for t in taught])
+    deltas, likelihood, best_of = _search(learner, policy, taught, stacked, names, s)
+    info = {}
+    for i, t in enumerate(taught):
+        info[t.task_id] = {"search": best_of[i] if chosen == "best" else chosen}
+        if likelihood:
+            info[t.task_id]["demo_log_lik"] = {n: round(v[i], 4) for n, v in likelihood.items()}
+    unadapted = {(v, False): _unadapted(learner, taught, tests, deltas[v])
+                 for v in sorted({v for v, a in keys if not a}, key=_order(chosen))} if taught else {}
+    for t in untaught:
+        info[t.task_id] = {"search": "none: fewer than two demonstrations"}
+    return _Shared(tasks, tests, taught, untaught, stacked, deltas, best_of, plan, chosen, names, unadapted,
+                   _unadapted(learner, untaught, tests), info)
+
+
+def _finish(learner: EFELearner, shared: _Shared, s: SolveSettings) -> list[Solution]:
+    """The group's solutions from ``shared`` at the one rate of ``s``: the adapted copies (where the
+    plan adapts), then every method's attempts."""
+    keys = {key for key, _ in shared.plan.values()}
+    info = {tid: dict(v) for tid, v in shared.info.items()}
+    by_key = dict(shared.unadapted)  # key -> task id -> log-probs
+    adapted = sorted({v for v, a in keys if a}, key=_order(shared.chosen))
+    if adapted and shared.taught:
+        by_key.update(_adapt_keys(learner, shared, adapted, info, s))
+    logp = {t.task_id: {key: by_key[key][t.task_id] for key in keys} for t in shared.taught}
+    logp.update((tid, dict.fromkeys(keys, lp)) for tid, lp in shared.plain.items())  # nothing to search or adapt on
+    untaught = {t.task_id for t in shared.untaught}
     note = UNTAUGHT if s.tta_steps or s.search != "none" else ""
-    return [_answer(task, tests, logp, plan, canvas, info.get(task.task_id, {}), note if task in untaught else "")
-            for task in tasks]
+    return [_answer(task, shared.tests, logp, shared.plan, learner.agent_cfg.canvas, info.get(task.task_id, {}),
+                    note if task.task_id in untaught else "")
+            for task in shared.tasks]
 
 
 def _searches(policy: PolicyFn | None, s: SolveSettings) -> list[str]:
@@ -249,32 +310,23 @@ def _answer(task: Task, tests: dict[str, ViewSet], logp: LogProbs, plan: dict[st
     return Solution(task.task_id, methods, note=note, info=info)
 
 
-def _taught(learner, policy, taught, demos, tests, names, chosen, keys, s) -> tuple[LogProbs, dict[str, dict]]:
-    """(log-probs for ``keys``, info) of the tasks with two or more demonstrations: their deltas
-    searched, then adapted copies for the keys ``(v, True)`` and the checkpoint's agent for
-    ``(v, False)``. With ``best``, where every search is adapted anyway, each task's best copy is
-    the one of its best search."""
-    stacked = stack_views([demos[t.task_id] for t in taught])
-    deltas, likelihood = _search(learner, policy, taught, stacked, names, s)
-    info = {t.task_id: {"search": likelihood["best_of"][i] if chosen == "best" else chosen,
-                        "demo_log_lik": {n: round(v[i], 4) for n, v in likelihood.items() if n != "best_of"}}
-            for i, t in enumerate(taught)}
-    by_key = {}  # key -> task id -> log-probs
-    adapted = sorted({v for v, a in keys if a}, key=_order(chosen))
-    if adapted:
-        reuse = chosen == "best" and set(names) <= set(adapted)
-        by_key, losses, fit = _adapted(learner, taught, stacked, tests, deltas,
-                                       [v for v in adapted if v != "best"] if reuse else adapted, s)
-        if reuse:  # each task's best copy, and its fit: those of its best search
-            for table in (by_key, fit):
-                table[("best", True)] = {t.task_id: table[(likelihood["best_of"][i], True)][t.task_id]
-                                         for i, t in enumerate(taught)}
-        for t in taught:
-            info[t.task_id]["tta_loss"] = [round(float(losses[0]), 4), round(float(losses[-1]), 4)]
-            info[t.task_id]["tta_demo_exact"] = round(fit[(chosen, True)][t.task_id], 4)
-    for v in sorted({v for v, a in keys if not a}, key=_order(chosen)):
-        by_key[(v, False)] = _unadapted(learner, taught, tests, deltas[v])
-    return {t.task_id: {key: by_key[key][t.task_id] for key in keys} for t in taught}, info
+def _adapt_keys(learner: EFELearner, shared: _Shared, adapted: list[str], info: dict[str, dict],
+                s: SolveSettings) -> dict[Key, dict[str, np.ndarray]]:
+    """(v, True) -> task id -> test-view log-probs of the taught tasks' copies adapted with delta
+    ``v``, for each of ``adapted``; each task's adaptation loss and fit go into ``info``. With
+    ``best``, where every search is adapted anyway, each task's best copy is the one of its best search."""
+    taught, chosen = shared.taught, shared.chosen
+    reuse = chosen == "best" and set(shared.names) <= set(adapted)
+    by_key, losses, fit = _adapted(learner, taught, shared.stacked, shared.tests, shared.deltas,
+                                   [v for v in adapted if v != "best"] if reuse else adapted, s)
+    if reuse:  # each task's best copy, and its fit: those of its best search
+        for table in (by_key, fit):
+            table[("best", True)] = {t.task_id: table[(shared.best_of[i], True)][t.task_id]
+                                     for i, t in enumerate(taught)}
+    for t in taught:
+        info[t.task_id]["tta_loss"] = [round(float(losses[0]), 4), round(float(losses[-1]), 4)]
+        info[t.task_id]["tta_demo_exact"] = round(fit[(chosen, True)][t.task_id], 4)
+    return by_key
 
 
 def _order(chosen: str) -> Callable[[str], tuple[bool, int]]:
@@ -282,11 +334,16 @@ def _order(chosen: str) -> Callable[[str], tuple[bool, int]]:
     return lambda v: (v != chosen, (*SEARCHES, "best").index(v))
 
 
-def _search(learner: EFELearner, policy: PolicyFn | None, taught: list[Task], stacked: Stacked,
-            names: list[str], s: SolveSettings) -> tuple[dict[str, torch.Tensor], dict[str, list[float]]]:
+def _search(learner: EFELearner, policy: PolicyFn | None, taught: list[Task], stacked: Stacked | None,
+            names: list[str], s: SolveSettings) -> tuple[dict[str, torch.Tensor], dict[str, list[float]], list[str]]:
     """Deltas (K, P) by search name (``names``, and ``best``: per task, the first of them with the
-    highest demonstration log-likelihood), for the tasks with demonstrations, and their likelihoods."""
-    zero = torch.zeros_like(stacked.prompt[:, 0])
+    highest demonstration log-likelihood) of the tasks with demonstrations; the likelihoods, where
+    ``names`` holds more than the zero delta (one delta alone has nothing to be compared with);
+    which search each task's ``best`` is."""
+    prompt_dim = learner.prompt.cfg.prompt_dim
+    zero = torch.zeros((len(taught), prompt_dim), device=learner.device)
+    if len(names) == 1 or not taught:  # the zero delta alone (or no task): nothing to compare
+        return {"zero": zero, "best": zero}, {}, ["zero"] * len(taught)
     deltas = {"zero": zero}
     ll = {"zero": demo_log_lik(learner, stacked, zero)}
     if "policy" in names:
@@ -298,7 +355,7 @@ def _search(learner: EFELearner, policy: PolicyFn | None, taught: list[Task], st
     pick = table.argmax(0)  # first maximum: zero on a tie
     deltas["best"] = torch.stack([deltas[names[int(i)]][k] for k, i in enumerate(pick)])
     ll["best"] = table.max(0).values
-    return deltas, {n: v.tolist() for n, v in ll.items()} | {"best_of": [names[int(i)] for i in pick]}
+    return deltas, {n: v.tolist() for n, v in ll.items()}, [names[int(i)] for i in pick]
 
 
 def _adapted(learner, taught, stacked, tests, deltas, variants, s) -> tuple[dict, np.ndarray, dict]:

@@ -36,8 +36,8 @@ from efe_ray.device import upload
 from efe_ray.learner import EFELearner
 from efe_ray.data.canvas import to_canvas
 
-__all__ = ["ViewSet", "checkpoint_colours", "colour_index", "d8_views", "demo_views", "task_side", "test_views",
-           "under"]
+__all__ = ["ViewSet", "checkpoint_colours", "colour_index", "d8_views", "demo_views", "has_demo_views", "task_side",
+           "test_views", "under"]
 
 TEXT_CHUNK = 64
 """Prompt texts per Qwen forward pass."""
@@ -123,12 +123,18 @@ def _prompts(learner: EFELearner, task_id: str, samples: list[Sample], features:
     return prompt.float()
 
 
+def has_demo_views(task: Task) -> bool:
+    """Whether ``task`` has leave-one-out demonstration views: two or more demonstrations (one
+    to ask, one at least to show)."""
+    return len(task.train) >= 2
+
+
 def demo_views(learner: EFELearner, task: Task, augs: list[Augmentation], own_rows: bool = False) -> ViewSet | None:
     """Leave-one-out views of ``task``'s demonstrations under each of ``augs`` (None with fewer
     than two demonstrations: no view has both a query and a demonstration); ``own_rows``: the
     augmentations' colour versions are the checkpoint's own (:func:`checkpoint_colours`)."""
     n = len(task.train)
-    if n < 2:
+    if not has_demo_views(task):
         return None
     side = task_side(task)
     samples, query = [], []

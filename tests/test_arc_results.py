@@ -18,6 +18,7 @@ REPLICATE = BENCH / "arc_lease" / "2026-12-06-c"
 COSINE = BENCH / "arc_lease" / "2026-12-06-e"
 EVAL_ONLY = BENCH / "arc_lease" / "2026-12-07-f"  # the cosine lease's exports scored with colour versions
 ONE_LEASE = BENCH / "arc_lease" / "2026-12-07-g"  # trained and scored on one H100, two adaptation rates merged
+TWO_RATES = BENCH / "arc_lease" / "2026-12-07-h"  # the same, the two rates in one evaluation as the model
 
 
 def test_the_first_single_gpu_lease_rebuilds_its_table():
@@ -122,14 +123,15 @@ def test_a_training_lease_missing_from_the_records_is_refused_before_anything_is
     assert "needs --write FILE" in capsys.readouterr().err
 
 
-def test_the_committed_records_are_the_five_single_gpu_leases():
+def test_the_committed_records_are_the_six_single_gpu_leases():
     stored = json.loads((BENCH / "arc_results.json").read_text())
     rows = (arc_results.records(SCALING, "NVIDIA H100 80GB HBM3", "702de3f", "2026-12-06")
             + arc_results.records(REPLICATE, "NVIDIA H100 80GB HBM3", "78f6279", "2026-12-06")
             + arc_results.records(COSINE, "NVIDIA H200", "fffa884", "2026-12-06")
             + arc_results.records(EVAL_ONLY, "NVIDIA H100 80GB HBM3", "801b0d3", "2026-12-07",
                                   trained_in=arc_results.training_lease(stored, "fffa884", "2026-12-06"))
-            + arc_results.records(ONE_LEASE, "NVIDIA H100 80GB HBM3", "c0f7e25", "2026-12-07"))
+            + arc_results.records(ONE_LEASE, "NVIDIA H100 80GB HBM3", "c0f7e25", "2026-12-07")
+            + arc_results.records(TWO_RATES, "NVIDIA H100 80GB HBM3", "8697afa", "2026-12-07"))
     assert [{k: v for k, v in r.items() if k != "commands"} for r in stored] == \
         [{k: v for k, v in r.items() if k != "commands"} for r in rows]
     assert all("bash bench/arc_lease.sh train" in r["commands"][0] for r in stored)
@@ -205,6 +207,22 @@ def test_the_lease_that_trained_and_scored_on_one_h100_is_the_committed_records(
     assert "--tta-steps 400 --augmentations 8 --tta-lr 0.003 0.01 --tta-views 16 --colours 8" in merged["commands"][1]
     assert "derived_from" not in by["arc1-eval", "model"]
     assert (merged["train_gpu_min"], merged["eval_gpu_min"]) == (9.7, 17.0)  # 579 s; 357 + 119 + 257 + 289 s
+
+
+def test_the_lease_with_two_rates_as_the_model_is_the_committed_records():
+    """2026-12-07-h: one evaluation at both rates gives the row model and each rate's own copy beside
+    it; every ARC-AGI-1 row and the fit answered every task."""
+    rows = arc_results.records(TWO_RATES, "NVIDIA H100 80GB HBM3", "8697afa", "2026-12-07", train_command="train it")
+    by = {(r["split"], r["method"]): r for r in rows}
+    got = {m: (by["arc1-eval", m]["pass2_task"], by["arc1-eval", m]["solved_outputs"])
+           for m in ("model", "model-lr0.003", "model-lr0.01", "model-no-tta")}
+    assert got == {"model": (13.78, 61), "model-lr0.003": (10.78, 49), "model-lr0.01": (13.03, 57),
+                   "model-no-tta": (0.63, 3)}
+    assert all(r["not_answered_in_time"] == 0 for r in rows if r["split"] != "arc2-eval")
+    assert by["arc2-eval", "model"]["not_answered_in_time"] == 32
+    model = by["arc1-eval", "model"]
+    assert "--tta-lr 0.003 0.01" in model["commands"][1] and "derived_from" not in model
+    assert (model["train_gpu_min"], model["eval_gpu_min"]) == (9.7, 11.9)  # 581 s; 451 + 60 + 203 s
 
 
 def test_every_evaluation_stage_counts_as_evaluation_time(tmp_path):

@@ -219,13 +219,17 @@ class _Shared:
     best_of: list[str]
     """Per taught task, the search whose delta ``best`` is."""
     plan: dict[str, tuple[Key, Scorer]]
+    """Method name -> (the log-probs it scores, how): :func:`_plan`'s."""
     chosen: str
+    """The delta the answer adapts (or scores) with."""
     names: list[str]
+    """The searches that ran, zero first (:func:`_searches`)."""
     unadapted: dict[Key, dict[str, np.ndarray]]
     """(delta's name, False) -> task id -> test-view log-probs of the checkpoint's agent (taught tasks)."""
     plain: dict[str, np.ndarray]
     """Task id -> test-view log-probs of the checkpoint's agent without a delta (untaught tasks)."""
     info: dict[str, dict]
+    """Task id -> its info before adaptation (the search, and the likelihoods where compared)."""
 
 
 def _prepare(learner: EFELearner, policy: PolicyFn | None, tasks: list[Task], s: SolveSettings) -> _Shared:

@@ -109,11 +109,16 @@ SHAPES = {
 """Prompt-encoder shapes the benchmark knows."""
 
 
-def _short(filename: str, root: str) -> str:
-    """A frame's file as the repository names it (efe_ray/..., bench/...), else as it is."""
-    if "/efe_ray/" in filename:
+def _project(filename: str, root: str) -> str | None:
+    """A frame's file as the repository names it (efe_ray/..., bench/...) where it is the project's
+    code: this tree's (whatever its folder is called), or an older tree's package given with
+    ``--code``; None for anything else, libraries installed inside the tree included."""
+    if filename.startswith(root + os.sep):
+        rel = os.path.relpath(filename, root)
+        return rel if rel.split(os.sep, 1)[0] in ("efe_ray", "bench") else None
+    if "/efe_ray/" in filename and "-packages/" not in filename:
         return "efe_ray/" + filename.rsplit("/efe_ray/", 1)[1]
-    return os.path.relpath(filename, root) if filename.startswith(root + os.sep) else filename
+    return None
 
 
 def sync_site(stack: list[traceback.FrameSummary], root: str = ROOT) -> str:
@@ -121,11 +126,11 @@ def sync_site(stack: list[traceback.FrameSummary], root: str = ROOT) -> str:
     ``traceback.extract_stack`` gives it): the innermost frame of the project's code (efe_ray/, also
     an older tree's given with ``--code``, or bench/) and, where a library made the call below it,
     that innermost line too."""
-    mine = [f for f in stack if "/efe_ray/" in f.filename or f.filename.startswith(os.path.join(root, "bench"))]
+    mine = [f for f in stack if _project(f.filename, root)]
     f = mine[-1] if mine else stack[-1]
-    site = f"{_short(f.filename, root)}:{f.lineno} {f.name}"
+    site = f"{_project(f.filename, root) or f.filename}:{f.lineno} {f.name}"
     if f is not stack[-1]:
-        site += f" (via {_short(stack[-1].filename, root)}:{stack[-1].lineno})"
+        site += f" (via {_project(stack[-1].filename, root) or stack[-1].filename}:{stack[-1].lineno})"
     return site
 
 

@@ -81,6 +81,13 @@ def test_sync_sites_name_the_projects_line_and_the_library_line_below_it():
     assert sync_site([bench]) == "bench/learner_step.py:240 run"  # the benchmark's own read of the metrics
     assert sync_site([old_tree]) == "efe_ray/learner.py:12 step"  # an older revision's tree, given with --code
     assert sync_site([torch_item]) == "/usr/lib/python3/site-packages/torch/optim/adamw.py:90 step"
+    # a tree in a folder called efe_ray, with its libraries installed inside it: names relative to the tree
+    tree = "/tmp/x/efe_ray"
+    venv_item = frame(f"{tree}/.venv/lib/python3.11/site-packages/torch/optim/adamw.py", 90, "step")
+    here = [frame(f"{tree}/bench/learner_step.py", 240, "run"), frame(f"{tree}/efe_ray/learner.py", 7, "step")]
+    assert sync_site(here[:1], root=tree) == "bench/learner_step.py:240 run"
+    assert sync_site([*here, venv_item], root=tree) == \
+        f"efe_ray/learner.py:7 step (via {tree}/.venv/lib/python3.11/site-packages/torch/optim/adamw.py:90)"
 
 
 def test_the_sync_counter_counts_the_synchronising_calls_and_lets_other_warnings_through():

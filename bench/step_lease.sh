@@ -12,7 +12,8 @@
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh compiled # the baseline, then compiled steps at d_model 128 and 512
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh again    # without the profiler, expandable segments, a trace
 #   TRIAL_S=150 bash bench/step_lease.sh ray                     # RLlib against the bare loop; a real Tune trial
-#                                                                 # (TRIAL_S=0: the overhead alone)
+#                                                                 # (TRIAL_S=0: the overhead alone; RAY_S: its limit,
+#                                                                 # default 200 s)
 #   REV=abc1234 bash bench/step_lease.sh heads                    # the 1,024-view compiled step at head width 32
 #                                                                 # (4 heads, the preset) and 64 (2 heads); with
 #                                                                 # OLD and OLD_REV, the old tree's step first
@@ -90,13 +91,16 @@ case $stage in
     gzip -f "$WORK/big.json"; pack
     compiled_runs
     ;;
-  compare)  # COMPARE_BATCHES (default "1 2"): the views a step at that shape
+  compare)  # COMPARE_BATCHES (default "1 2"): the views a step at that shape. 280afa4's compiled step fails on
+            # the GPU image (Inductor's mix-order reductions, RESULTS.md), so the old tree runs eager, beside
+            # the new tree eager (the same code path) and compiled (the issue's setting)
     B=(--compare --shapes qwen2.5-1.5b --max-tokens 4096 --min-tokens 4096 --tasks 4 --rehearsal 0
-       --cache-every 1 --precisions bf16 --compile --warmup 4)
+       --cache-every 1 --precisions bf16 --warmup 4)
     for b in ${COMPARE_BATCHES:-1 2}; do
       steps=$((b == 1 ? 12 : 8))
       bench old-1.5b-b$b --code "$OLD" --revision "$OLD_REV" --sampler host "${B[@]}" --batch "$b" --steps "$steps"
       bench new-1.5b-b$b --revision "$REV" "${B[@]}" --batch "$b" --steps "$steps"
+      bench new-1.5b-b$b-compiled --revision "$REV" "${B[@]}" --compile --batch "$b" --steps "$steps"
     done
     ;;
   heads)  # attention was 35% of the compiled step's GPU time at head width 32: the same step at 64
@@ -124,7 +128,7 @@ case $stage in
   ray)
     sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done
     say "ray_overhead, arc preset ${SETS:-}"
-    timeout 200 python3 bench/ray_overhead.py --preset arc --device cuda --iterations 3 \
+    timeout "${RAY_S:-200}" python3 bench/ray_overhead.py --preset arc --device cuda --iterations 3 \
       --set rl.train_batch_size=32 --set rl.minibatch_size=16 "${sets[@]}" > "$WORK/ray_overhead.log" 2>&1
     say "  exit $? $(grep -E 'ratio|steps/s' "$WORK/ray_overhead.log" | tr '\n' ' ')"
     pack

@@ -32,6 +32,10 @@ the step's phases (``learner/forward``, ``learner/backward``, ...) as named rang
 ``--sync-debug`` (CUDA) counts the timed steps' synchronising calls, each a wait of the host for the
 GPU's queue to drain, by the line of the project's code that made them (the benchmark's own read of
 the metrics, once per ``--steps-per-read`` steps, among them).
+
+A run whose timed steps compiled a graph (with ``--compile``, a task whose canvas side or prompt
+length the warm-up had not seen) prints ``INVALID TIMING``, writes its record with
+``compiled_in_timed`` > 0 and exits with status 3: its figures include compile time.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ except ImportError:
 from flops import peak_tflops, train_flops_per_token  # noqa: E402  (bench/)
 from step_profile import bare_qwen_step_time, kernel_breakdown, kernel_summary, profiler_activities  # noqa: E402
 from command import command_line  # noqa: E402  (bench/)
+from compiled import compiled_graphs  # noqa: E402  (bench/)
 
 
 def pick_tasks(source: str, n: int, side: int, min_tokens: int = 0) -> list:
@@ -219,6 +224,7 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
             torch.cuda.synchronize(device)
 
     times: list[tuple[float, bool]] = []  # host path: (s, fresh) of each step, synchronised
+    compiled0 = 0
     pending: list[torch.Tensor] = []  # device path: metrics not read yet
     host_s, skipped, profiler, start, syncs = 0.0, 0, None, 0.0, None
     for i in range(args.warmup + args.steps):
@@ -235,6 +241,7 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
                 profiler.__enter__()
             if args.sync_debug:
                 syncs = SyncCounter().__enter__()
+            compiled0 = compiled_graphs()
             host_s, start = 0.0, time.perf_counter()
         task = tasks[(i // episode) % len(tasks)]
         if on_device:  # as the env drives it: per_read steps queued, then one read of their metrics
@@ -263,6 +270,7 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
         syncs.__exit__(None, None, None)
     sync()
     total = time.perf_counter() - start
+    compiled = compiled_graphs() - compiled0
     if profiler is not None:
         profiler.__exit__(None, None, None)
         if args.trace:
@@ -298,7 +306,17 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
         "profile": None if profiler is None else kernel_summary(profiler, total, n),
         "syncs": None if syncs is None else syncs.sites.most_common(),  # (site, count) over the n steps
         "syncs_per_step": None if syncs is None else sum(syncs.sites.values()) / n,
+        "compiled_in_timed": compiled,
     }
+
+
+def compile_warning(r: dict) -> str:
+    """A line saying that the timed steps compiled graphs (their figure includes compile time), or ""."""
+    if not r["compiled_in_timed"]:
+        return ""
+    return (f"INVALID TIMING       {r['compiled_in_timed']} graph(s) compiled during the timed steps (a task with "
+            "another canvas side or prompt length came after the warm-up): the figures include compile time; "
+            "raise --warmup until every task has been seen twice")
 
 
 def revision(args) -> str:
@@ -328,6 +346,7 @@ def record(r: dict, args, device: torch.device, where: str, command: str) -> dic
         "kernel_ms_per_step": prof.get("kernel_ms"),
         "top_kernels": [[name[:120], round(ms, 3), round(c, 1)] for name, ms, c in prof.get("top_kernels", [])[:5]],
         "runtime_calls": [[name, round(ms, 3), round(c, 1)] for name, ms, c in prof.get("runtime_calls", [])[:5]],
+        "compiled_in_timed": r["compiled_in_timed"],
         **({} if r["syncs"] is None else {"syncs_per_step": r["syncs_per_step"],
                                            "sync_sites": [[site, round(c / r["n"], 2)] for site, c in r["syncs"][:8]]}),
         "command": command,
@@ -401,6 +420,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.cuda.set_device(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     command = command_line("learner_step.py", argv)
+    invalid = 0  # runs whose timed steps compiled: their records are written, and the exit status is 3
 
     if args.compare:
         print(f"== learner_step comparison on {device} ({where}), torch {torch.__version__} ==")
@@ -428,6 +448,9 @@ def main(argv: list[str] | None = None) -> None:
                       f"{r['mean_seq']:6.0f}", flush=True)
                 if r["profile"]:
                     print(kernel_breakdown(r["profile"]), flush=True)
+                if compile_warning(r):
+                    print(compile_warning(r), flush=True)
+                    invalid += 1
                 if args.json:
                     append_record(args.json, record(r, args, device, where, command))
                 del r
@@ -435,6 +458,8 @@ def main(argv: list[str] | None = None) -> None:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
         print(command)
+        if invalid:
+            raise SystemExit(3)
         return
 
     r = run(args.shape, args.precision, args, device)
@@ -478,10 +503,14 @@ def main(argv: list[str] | None = None) -> None:
     if r["syncs"] is not None:
         lines.append(f"synchronising calls  {r['syncs_per_step']:.2f} per step"
                      + "".join(f"\n  {c / r['n']:6.2f}/step  {site}" for site, c in r["syncs"]))
+    if compile_warning(r):
+        lines.append(compile_warning(r))
     print("\n".join(lines))
     print(command)
     if args.json:
         append_record(args.json, record(r, args, device, where, command))
+    if compile_warning(r):
+        raise SystemExit(3)
 
 
 if __name__ == "__main__":

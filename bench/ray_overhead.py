@@ -11,7 +11,9 @@ per episode, as the env would run it without RLlib; (b) the
 same under RLlib PPO: ArcPromptEnv in the algorithm process (``num_env_runners=0``), counting
 learner steps per second of ``algo.train()`` (sampling, PPO update, the per-step metrics
 callbacks; held-out evaluation pushed past the timed iterations). Prints both rates, the ratio
-b/a, and the command line.
+b/a, and the command line. With ``learner.compile=true``, a timed window in which TorchDynamo
+compiled a graph (a canvas side the warm-up had not seen) is named, and the run exits with status 3:
+that rate includes compile time.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from efe_ray.config import ExperimentConfig
 from tuning.presets import build_config
 from command import command_line
+from compiled import compiled_graphs
 
 
 def sync(device: torch.device) -> None:
@@ -33,8 +36,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_loop(cfg: ExperimentConfig, steps: int, warmup: int, device: torch.device) -> float:
-    """Learner steps per second of a plain loop."""
+def bare_loop(cfg: ExperimentConfig, steps: int, warmup: int, device: torch.device) -> tuple[float, int]:
+    """Learner steps per second of a plain loop, and the graphs compiled while it was timed."""
     from envs.trainee import build_trainee
 
     trainee = build_trainee(cfg)
@@ -44,16 +47,17 @@ def bare_loop(cfg: ExperimentConfig, steps: int, warmup: int, device: torch.devi
     for i in range(warmup + steps):
         if i == warmup:
             sync(device)
-            steps0, start = learner.steps, time.perf_counter()
+            steps0, graphs0, start = learner.steps, compiled_graphs(), time.perf_counter()
         if i % cfg.env.steps_per_episode == 0:
             task = sampler.sample_task()
         trainee.act(task, refiner.delta(rng.uniform(-1, 1, cfg.env.action_dim)))
     sync(device)
-    return (learner.steps - steps0) / (time.perf_counter() - start)
+    return (learner.steps - steps0) / (time.perf_counter() - start), compiled_graphs() - graphs0
 
 
-def through_rllib(cfg: ExperimentConfig, iterations: int, device: torch.device) -> float:
-    """Learner steps per second of ``algo.train()`` with the env in the algorithm process."""
+def through_rllib(cfg: ExperimentConfig, iterations: int, device: torch.device) -> tuple[float, int]:
+    """Learner steps per second of ``algo.train()`` with the env in the algorithm process, and the
+    graphs compiled while it was timed."""
     import ray
 
     from efe_ray.rl.algorithm import EFEPPO
@@ -67,13 +71,13 @@ def through_rllib(cfg: ExperimentConfig, iterations: int, device: torch.device) 
         algo.train()  # warm-up (and the first held-out evaluation)
         learner = algo.trainee.learner
         sync(device)
-        steps0, start = learner.steps, time.perf_counter()
+        steps0, graphs0, start = learner.steps, compiled_graphs(), time.perf_counter()
         for _ in range(iterations):
             algo.train()
         sync(device)
         rate = (learner.steps - steps0) / (time.perf_counter() - start)
         algo.stop()
-        return rate
+        return rate, compiled_graphs() - graphs0
     finally:
         ray.shutdown()
 
@@ -91,15 +95,20 @@ def main(argv: list[str] | None = None) -> None:
                               env=dataclasses.replace(cfg.env, device=args.device))
     device = torch.device(args.device)
     steps = args.iterations * cfg.rl.train_batch_size  # env steps (actions)
-    a = bare_loop(cfg, steps, warmup=cfg.rl.train_batch_size, device=device)
-    b = through_rllib(cfg, args.iterations, device)
+    a, graphs_a = bare_loop(cfg, steps, warmup=cfg.rl.train_batch_size, device=device)
+    b, graphs_b = through_rllib(cfg, args.iterations, device)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     k = cfg.env.learner_steps_per_action
     print(f"device: {card}   preset: {args.preset}   env steps timed: {steps} ({k} learner step(s) each)")
     print(f"(a) bare PyTorch loop : {a:8.2f} learner steps/s")
     print(f"(b) RLlib PPO + env   : {b:8.2f} learner steps/s")
     print(f"ratio b/a             : {b / a:8.3f}")
+    for name, graphs in (("(a)", graphs_a), ("(b)", graphs_b)):
+        if graphs:
+            print(f"INVALID TIMING: {graphs} graph(s) compiled while {name} was timed: its rate includes compile time")
     print("command: " + command_line("ray_overhead.py", argv))
+    if graphs_a or graphs_b:
+        raise SystemExit(3)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,9 @@ case $stage in
       steps=$((b == 1 ? 12 : 8))
       bench old-1.5b-b$b --code "$OLD" --revision "$OLD_REV" --sampler host "${B[@]}" --batch "$b" --steps "$steps"
       bench new-1.5b-b$b --revision "$REV" "${B[@]}" --batch "$b" --steps "$steps"
-      bench new-1.5b-b$b-compiled --revision "$REV" "${B[@]}" --compile --batch "$b" --steps "$steps"
+      # compiled: a warm-up that sees every task twice (a new canvas side recompiles; learner_step exits 3
+      # when the timed steps compiled anything)
+      bench new-1.5b-b$b-compiled --revision "$REV" "${B[@]}" --compile --warmup 48 --batch "$b" --steps "$steps"
     done
     ;;
   heads)  # attention was 35% of the compiled step's GPU time at head width 32: the same step at 64

@@ -28,6 +28,7 @@ def test_each_run_appends_its_record(tmp_path):
     assert first["card"] and first["card"] == second["card"]  # the machine, named
     assert (first["heads"], second["heads"]) == (4, 2)  # the setting that tells the two apart
     assert (first["compile"], first["cuda_graphs"]) == (False, False)
+    assert first["compiled_in_timed"] == 0 and second["compiled_in_timed"] == 0  # eager: nothing compiled
     assert first["samples_per_s"] > 0 and first["mfu"] is None  # no dense peak known for a CPU
     assert first["gpu_busy"] is None and first["kernels_per_step"] is None  # no profile on a CPU run
     assert second["command"].startswith("python bench/learner_step.py") and "agent.num_heads=2" in second["command"]
@@ -108,6 +109,24 @@ def test_the_sync_counter_counts_the_synchronising_calls_and_lets_other_warnings
     (site,) = syncs.sites
     assert "test_step_records.py" in site and "synchronising_call" in site
     assert [str(w.message) for w in passed] == ["something else", "called a synchronizing CUDA operation"]
+
+
+def test_graphs_compiled_in_the_timed_steps_are_counted_and_make_the_run_invalid():
+    import torch
+    sys.path.insert(0, str(ROOT / "bench"))
+    from compiled import compiled_graphs
+    from learner_step import compile_warning
+
+    add_one = torch.compile(lambda x: x + 1, backend="eager")  # Dynamo's graphs without Inductor's cost
+    start = compiled_graphs()
+    add_one(torch.ones(2))
+    add_one(torch.ones(2))  # the same shape: no new graph
+    assert compiled_graphs() - start == 1
+    add_one(torch.ones(3))  # a new shape, as a task with another canvas side brings: compiled again
+    assert compiled_graphs() - start == 2
+    assert compile_warning({"compiled_in_timed": 0}) == ""
+    warning = compile_warning({"compiled_in_timed": 2})
+    assert warning.startswith("INVALID TIMING") and "2 graph(s) compiled during the timed steps" in warning
 
 
 def test_sync_debug_needs_a_cuda_device():

@@ -3,7 +3,9 @@
 This is the essential path of ``python -m efe_ray.tune``; it starts a local Ray (about 30 s).
 """
 
+import contextlib
 import glob
+import io
 import json
 import os
 import pickle
@@ -23,9 +25,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
-    rc = tune_main(["--preset", "smoke", "--no-dashboard", "--storage-path", str(storage), "--name", "e2e",
-                    "--num-cpus", "2"])
-    return rc, storage / "e2e"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # the summary the search ends with
+        rc = tune_main(["--preset", "smoke", "--no-dashboard", "--storage-path", str(storage), "--name", "e2e",
+                        "--num-cpus", "2"])
+    print(printed.getvalue())
+    return rc, storage / "e2e", printed.getvalue()
 
 
 def _accumulators(path):
@@ -39,14 +44,29 @@ def _accumulators(path):
 
 
 def test_search_finishes_with_two_trials(search, capsys):
-    rc, path = search
+    rc, path, _ = search
     assert rc == 0
     trials = [d for d in os.listdir(path) if d.startswith("EFEPPO_")]
     assert len(trials) == 2
 
 
+def test_the_summary_names_the_trial_and_checkpoint_that_evaluate_picks(search):
+    """One rule for "the best trial": the highest last eval/score, then that trial's latest checkpoint."""
+    from efe_ray.evaluation.resolve import last_metric, resolve_checkpoint
+
+    _, path, printed = search
+    picked = resolve_checkpoint(path, "eval/score")
+    lines = printed.splitlines()
+    named = [line.removeprefix("best trial: ") for line in lines if line.startswith("best trial: ")]
+    shown = [line.strip().removeprefix("checkpoint: ") for line in lines if line.strip().startswith("checkpoint: ")]
+    assert named == [picked.parent.name] and [Path(p).resolve() for p in shown] == [picked.resolve()]
+    last = {t.name: last_metric(t / "result.json", "eval/score") for t in path.iterdir() if t.name.startswith("EFEPPO_")}
+    assert last[picked.parent.name] == max(last.values())
+    assert f"eval/score = {last[picked.parent.name]:.4f}" in printed  # the figure printed is that trial's last
+
+
 def test_tensorboard_reader_loads_namespaced_scalars_and_images(search):
-    _, path = search
+    _, path, _ = search
     accs = _accumulators(path)
     assert len(accs) == 2
     for ea in accs:
@@ -61,7 +81,7 @@ def test_tensorboard_reader_loads_namespaced_scalars_and_images(search):
 
 
 def test_trials_really_train(search):
-    _, path = search
+    _, path, _ = search
     for ea in _accumulators(path):
         efe = [e.value for e in ea.Scalars("losses/efe")]
         acc = [e.value for e in ea.Scalars("eval/cell_acc")]
@@ -72,7 +92,7 @@ def test_trials_really_train(search):
 
 
 def test_each_trial_keeps_its_best_and_its_latest_checkpoint(search):
-    _, path = search
+    _, path, _ = search
     for trial in glob.glob(str(path / "EFEPPO_*")):
         rows = [json.loads(line) for line in open(os.path.join(trial, "result.json"))]
         assert [r["training_iteration"] for r in rows] == [1, 2, 3]  # a checkpoint after each (checkpoint_every=1)
@@ -83,7 +103,7 @@ def test_each_trial_keeps_its_best_and_its_latest_checkpoint(search):
 
 
 def test_checkpoints_hold_the_learner_and_what_it_trained_on(search):
-    _, path = search
+    _, path, _ = search
     folders = sorted(glob.glob(str(path / "EFEPPO_*" / "checkpoint_000002")))
     assert len(folders) == 2
     state, cfg, meta = ckpt.load(folders[-1])
@@ -98,7 +118,7 @@ def test_checkpoints_hold_the_learner_and_what_it_trained_on(search):
 def test_evaluate_reads_the_search_and_refuses_its_training_tasks(search, tmp_path):
     from efe_ray.evaluate import main as evaluate_main
 
-    _, path = search
+    _, path, _ = search
     out = tmp_path / "eval"
     rc = evaluate_main(["--checkpoint", str(path), "--split", "synthetic-eval", "--workers", "0",
                         "--augmentations", "2", "--baselines", "--out", str(out), "--quiet"])
@@ -133,7 +153,7 @@ def test_evaluation_reads_no_pickle_of_the_experiment(search, tmp_path):
     from efe_ray.evaluation.predict import predict
     from efe_ray.rl.policy import load_policy
 
-    _, path = search
+    _, path, _ = search
     experiment = tmp_path / "experiment"
     shutil.copytree(path, experiment)
     sentinel = tmp_path / "sentinel"
@@ -167,7 +187,7 @@ def test_evaluation_reads_no_pickle_of_the_experiment(search, tmp_path):
 def test_hparams_compare_trials_on_the_search_metric(search):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    _, path = search
+    _, path, _ = search
     for trial in glob.glob(str(path / "EFEPPO_*")):
         ea = EventAccumulator(glob.glob(os.path.join(trial, "events.out.tfevents.*"))[0])
         ea.Reload()

@@ -11,14 +11,21 @@ Each trial is read from Tune's ``ResultGrid`` (public fields only):
 
 Exit status (:data:`EXIT_CODES`): 130 when the search was interrupted (Ctrl-C), else 1 when a
 trial failed, else 124 when the time budget left trials unfinished, else 0.
+
+The best trial is the one ``python -m efe_ray.evaluate --checkpoint <experiment>`` scores
+(efe_ray/evaluation/resolve.py): the highest *last* reported value of the search metric (ties to
+the trial whose folder sorts first), with its latest checkpoint; the summary prints that trial's
+last figures.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from efe_ray.config import TuneConfig
+from efe_ray.evaluation.resolve import RESULT_FILE, last_metric
 from efe_ray.rl.faults import is_retryable, root_cause
 
 EXIT_CODES = {"finished": 0, "failed": 1, "time budget": 124, "interrupted": 130}
@@ -54,7 +61,8 @@ class SearchOutcome:
     budget_s: float | None = None
     """The time budget, when it ended the search."""
     best: object | None = field(default=None, repr=False)
-    """Tune's best ``Result`` by the search metric over all reported iterations (None: none reported)."""
+    """The ``Result`` of the trial with the highest last value of the search metric, as evaluate picks
+    it (None: no trial reported it)."""
 
     @classmethod
     def from_results(cls, results, tune_cfg: TuneConfig, folder: Path, seconds: float,
@@ -71,11 +79,8 @@ class SearchOutcome:
                                            iteration))
             else:
                 trials.append(TrialOutcome(name, "unfinished", iteration))
-        try:
-            best = results.get_best_result(metric=tune_cfg.metric, mode="max", scope="all")
-        except (RuntimeError, KeyError, ValueError):  # no trial reported the metric
-            best = None
-        return cls(sorted(trials, key=lambda t: t.name), tune_cfg.iterations, seconds, budget_s, best)
+        return cls(sorted(trials, key=lambda t: t.name), tune_cfg.iterations, seconds, budget_s,
+                   best_result(results, tune_cfg.metric))
 
     def count(self, status: str) -> int:
         return sum(t.status == status for t in self.trials)
@@ -138,3 +143,20 @@ class SearchOutcome:
         if best.checkpoint is not None:
             lines.append(f"  checkpoint: {best.checkpoint.path}")
         return lines
+
+
+def best_result(results, metric: str):
+    """The ``Result`` whose trial's last finite ``metric`` in its ``result.json`` is highest, ties to
+    the trial folder that sorts first: :func:`efe_ray.evaluation.resolve.resolve_checkpoint`'s rule
+    (None when no trial reported ``metric``)."""
+    scored = []
+    for r in results:
+        path = Path(r.path) / RESULT_FILE
+        if path.is_file():
+            value = last_metric(path, metric)
+        else:  # storage elsewhere (a URI): the last result Tune holds
+            v = (r.metrics or {}).get(metric)
+            value = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+        if value is not None:
+            scored.append((value, str(r.path), r))
+    return min(scored, key=lambda x: (-x[0], x[1]))[2] if scored else None

@@ -19,6 +19,7 @@ COSINE = BENCH / "arc_lease" / "2026-12-06-e"
 EVAL_ONLY = BENCH / "arc_lease" / "2026-12-07-f"  # the cosine lease's exports scored with colour versions
 ONE_LEASE = BENCH / "arc_lease" / "2026-12-07-g"  # trained and scored on one H100, two adaptation rates merged
 TWO_RATES = BENCH / "arc_lease" / "2026-12-07-h"  # the same, the two rates in one evaluation as the model
+RESCORED = BENCH / "arc_lease" / "2026-12-07-i"  # TWO_RATES's exports scored again: 6 minutes, equal time, ARC-AGI-2
 
 
 def test_the_first_single_gpu_lease_rebuilds_its_table():
@@ -123,7 +124,26 @@ def test_a_training_lease_missing_from_the_records_is_refused_before_anything_is
     assert "needs --write FILE" in capsys.readouterr().err
 
 
-def test_the_committed_records_are_the_six_single_gpu_leases():
+def test_the_lease_that_scored_the_two_rates_export_again_is_the_committed_records():
+    """2026-12-07-i: no training; the 6-minute snapshot at the final row's one-rate settings, one rate
+    with the two copies' steps (the equal-time row) and ARC-AGI-2, every task answered."""
+    stored = json.loads((BENCH / "arc_results.json").read_text())
+    trained = arc_results.training_lease(stored, "8697afa", "2026-12-07")
+    rows = arc_results.records(RESCORED, "NVIDIA H100 80GB HBM3", "1331b06", "2026-12-07", trained_in=trained)
+    by = {(r["split"], r["method"]): r for r in rows}
+    got = {m: (by["arc1-eval", m]["pass2_task"], by["arc1-eval", m]["solved_outputs"])
+           for m in ("model-train-6min", "model-tta800-lr1e-2")}
+    assert got == {"model-train-6min": (9.77, 44), "model-tta800-lr1e-2": (12.41, 55)}
+    assert "--tta-steps 400 --augmentations 8 --tta-lr 0.003 --tta-views 16" in by["arc1-eval", "model-train-6min"]["commands"][1]
+    assert "--tta-steps 800 --augmentations 8 --tta-lr 0.01 --tta-views 16" in by["arc1-eval", "model-tta800-lr1e-2"]["commands"][1]
+    assert all(r["not_answered_in_time"] == 0 for r in rows)  # ARC-AGI-2 too (32 of 120 unanswered before)
+    assert by["arc2-eval", "model"]["outputs"] == 167 and by["arc1-train", "model-no-tta"]["solved_outputs"] == 17
+    # no training in this lease: the training lease's 9.7 minutes; 251 + 212 + 448 s of evaluation
+    assert all((r["train_gpu_min"], r["eval_gpu_min"]) == (9.7, 15.2) for r in rows)
+    assert all(r["trained_in"]["revision"] == "8697afa" and r["commands"][0] == trained["train_command"] for r in rows)
+
+
+def test_the_committed_records_are_the_seven_single_gpu_leases():
     stored = json.loads((BENCH / "arc_results.json").read_text())
     rows = (arc_results.records(SCALING, "NVIDIA H100 80GB HBM3", "702de3f", "2026-12-06")
             + arc_results.records(REPLICATE, "NVIDIA H100 80GB HBM3", "78f6279", "2026-12-06")
@@ -131,7 +151,9 @@ def test_the_committed_records_are_the_six_single_gpu_leases():
             + arc_results.records(EVAL_ONLY, "NVIDIA H100 80GB HBM3", "801b0d3", "2026-12-07",
                                   trained_in=arc_results.training_lease(stored, "fffa884", "2026-12-06"))
             + arc_results.records(ONE_LEASE, "NVIDIA H100 80GB HBM3", "c0f7e25", "2026-12-07")
-            + arc_results.records(TWO_RATES, "NVIDIA H100 80GB HBM3", "8697afa", "2026-12-07"))
+            + arc_results.records(TWO_RATES, "NVIDIA H100 80GB HBM3", "8697afa", "2026-12-07")
+            + arc_results.records(RESCORED, "NVIDIA H100 80GB HBM3", "1331b06", "2026-12-07",
+                                  trained_in=arc_results.training_lease(stored, "8697afa", "2026-12-07")))
     assert [{k: v for k, v in r.items() if k != "commands"} for r in stored] == \
         [{k: v for k, v in r.items() if k != "commands"} for r in rows]
     assert all("bash bench/arc_lease.sh train" in r["commands"][0] for r in stored)

@@ -11,7 +11,10 @@ per episode, as the env would run it without RLlib; (b) the
 same under RLlib PPO: ArcPromptEnv in the algorithm process (``num_env_runners=0``), counting
 learner steps per second of ``algo.train()`` (sampling, PPO update, the per-step metrics
 callbacks; held-out evaluation pushed past the timed iterations). Prints both rates, the ratio
-b/a, and the command line. With ``learner.compile=true``, a timed window in which TorchDynamo
+b/a, and the command line. The two loops draw their own tasks, and a step's cost grows with its
+canvas side, so each also prints the agent's training TFLOP/s of the batches it drew (views x
+(S*S+1) tokens at side S, bench/flops.py) and the ratio of those: the work-normalised ratio, which
+a different mix of task sizes does not move. With ``learner.compile=true``, a timed window in which TorchDynamo
 compiled a graph (a canvas side the warm-up had not seen) is named, and the run exits with status 3:
 that rate includes compile time.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,6 +33,48 @@ from efe_ray.config import ExperimentConfig
 from tuning.presets import build_config
 from command import command_line
 from compiled import compiled_graphs
+from flops import train_flops_per_token
+
+
+@dataclass
+class Window:
+    """What one timed window measured."""
+
+    steps_per_s: float
+    """Learner steps per second."""
+    tflops: float
+    """The agent's training TFLOP/s of the batches drawn (:class:`WorkMeter`)."""
+    mean_side: float
+    """Mean canvas side of those batches."""
+    graphs: int
+    """Graphs TorchDynamo compiled during the window (0 for a valid timing)."""
+
+
+class WorkMeter:
+    """Counts the agent's training FLOPs of every batch a trainee's sampler draws (it wraps
+    ``trainee.sampler.batch``): views x (S*S+1) tokens at the batch's canvas side S, each at
+    ``6 N + 12 L T d`` FLOPs, once per refinement pass."""
+
+    def __init__(self, trainee) -> None:
+        a = trainee.cfg.agent
+        params = sum(p.numel() for p in trainee.learner.agent.parameters())
+        self.flops, self.sides = 0.0, []
+        draw = trainee.sampler.batch
+
+        def batch(task, side=None):
+            b = draw(task, side)
+            t = b.side * b.side + 1
+            self.flops += b.size * t * a.passes * train_flops_per_token(params, a.num_layers, a.d_model, t)
+            self.sides.append(b.side)
+            return b
+        trainee.sampler.batch = batch
+
+    def reset(self) -> None:
+        self.flops, self.sides = 0.0, []
+
+    def window(self, steps: int, seconds: float, graphs: int) -> Window:
+        return Window(steps / seconds, self.flops / seconds / 1e12, float(np.mean(self.sides)) if self.sides else 0.0,
+                      graphs)
 
 
 def sync(device: torch.device) -> None:
@@ -36,28 +82,29 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_loop(cfg: ExperimentConfig, steps: int, warmup: int, device: torch.device) -> tuple[float, int]:
-    """Learner steps per second of a plain loop, and the graphs compiled while it was timed."""
+def bare_loop(cfg: ExperimentConfig, steps: int, warmup: int, device: torch.device) -> Window:
+    """The timed window of a plain loop."""
     from envs.trainee import build_trainee
 
     trainee = build_trainee(cfg)
+    meter = WorkMeter(trainee)
     learner, sampler, refiner = trainee.learner, trainee.sampler, trainee.refiner
     rng = np.random.default_rng(0)
     task, steps0 = None, 0
     for i in range(warmup + steps):
         if i == warmup:
             sync(device)
+            meter.reset()
             steps0, graphs0, start = learner.steps, compiled_graphs(), time.perf_counter()
         if i % cfg.env.steps_per_episode == 0:
             task = sampler.sample_task()
         trainee.act(task, refiner.delta(rng.uniform(-1, 1, cfg.env.action_dim)))
     sync(device)
-    return (learner.steps - steps0) / (time.perf_counter() - start), compiled_graphs() - graphs0
+    return meter.window(learner.steps - steps0, time.perf_counter() - start, compiled_graphs() - graphs0)
 
 
-def through_rllib(cfg: ExperimentConfig, iterations: int, device: torch.device) -> tuple[float, int]:
-    """Learner steps per second of ``algo.train()`` with the env in the algorithm process, and the
-    graphs compiled while it was timed."""
+def through_rllib(cfg: ExperimentConfig, iterations: int, device: torch.device) -> Window:
+    """The timed window of ``algo.train()`` with the env in the algorithm process."""
     import ray
 
     from efe_ray.rl.algorithm import EFEPPO
@@ -68,16 +115,18 @@ def through_rllib(cfg: ExperimentConfig, iterations: int, device: torch.device) 
     try:
         pc = ppo_config(cfg).learners(num_learners=0, num_gpus_per_learner=gpus)
         algo = EFEPPO(config=pc)
+        meter = WorkMeter(algo.trainee)
         algo.train()  # warm-up (and the first held-out evaluation)
         learner = algo.trainee.learner
         sync(device)
+        meter.reset()
         steps0, graphs0, start = learner.steps, compiled_graphs(), time.perf_counter()
         for _ in range(iterations):
             algo.train()
         sync(device)
-        rate = (learner.steps - steps0) / (time.perf_counter() - start)
+        window = meter.window(learner.steps - steps0, time.perf_counter() - start, compiled_graphs() - graphs0)
         algo.stop()
-        return rate, compiled_graphs() - graphs0
+        return window
     finally:
         ray.shutdown()
 
@@ -95,19 +144,21 @@ def main(argv: list[str] | None = None) -> None:
                               env=dataclasses.replace(cfg.env, device=args.device))
     device = torch.device(args.device)
     steps = args.iterations * cfg.rl.train_batch_size  # env steps (actions)
-    a, graphs_a = bare_loop(cfg, steps, warmup=cfg.rl.train_batch_size, device=device)
-    b, graphs_b = through_rllib(cfg, args.iterations, device)
+    a = bare_loop(cfg, steps, warmup=cfg.rl.train_batch_size, device=device)
+    b = through_rllib(cfg, args.iterations, device)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     k = cfg.env.learner_steps_per_action
     print(f"device: {card}   preset: {args.preset}   env steps timed: {steps} ({k} learner step(s) each)")
-    print(f"(a) bare PyTorch loop : {a:8.2f} learner steps/s")
-    print(f"(b) RLlib PPO + env   : {b:8.2f} learner steps/s")
-    print(f"ratio b/a             : {b / a:8.3f}")
-    for name, graphs in (("(a)", graphs_a), ("(b)", graphs_b)):
-        if graphs:
-            print(f"INVALID TIMING: {graphs} graph(s) compiled while {name} was timed: its rate includes compile time")
+    for name, w in (("(a) bare PyTorch loop", a), ("(b) RLlib PPO + env  ", b)):
+        print(f"{name} : {w.steps_per_s:8.2f} learner steps/s, agent {w.tflops:8.3f} TFLOP/s "
+              f"(mean canvas side {w.mean_side:.1f})")
+    print(f"ratio b/a             : {b.steps_per_s / a.steps_per_s:8.3f} (learner steps)")
+    print(f"ratio b/a, by work    : {b.tflops / a.tflops:8.3f} (the agent's FLOPs: the mix of task sizes taken out)")
+    for name, w in (("(a)", a), ("(b)", b)):
+        if w.graphs:
+            print(f"INVALID TIMING: {w.graphs} graph(s) compiled while {name} was timed: its rate includes compile time")
     print("command: " + command_line("ray_overhead.py", argv))
-    if graphs_a or graphs_b:
+    if a.graphs or b.graphs:
         raise SystemExit(3)
 
 

@@ -96,10 +96,13 @@ case $stage in
             # the new tree eager (the same code path) and compiled (the issue's setting)
     B=(--compare --shapes qwen2.5-1.5b --max-tokens 4096 --min-tokens 4096 --tasks 4 --rehearsal 0
        --cache-every 1 --precisions bf16 --warmup 4)
+    # 12 and 8 timed steps left the batch-1 pair 10% apart and the batch-2 pair 3% the other way
+    # (2026-12-07-b): 40 and 24 steps, and the old tree again after the new, show the runs' spread
     for b in ${COMPARE_BATCHES:-1 2}; do
-      steps=$((b == 1 ? 12 : 8))
+      steps=$((b == 1 ? 40 : 24))
       bench old-1.5b-b$b --code "$OLD" --revision "$OLD_REV" --sampler host "${B[@]}" --batch "$b" --steps "$steps"
       bench new-1.5b-b$b --revision "$REV" "${B[@]}" --batch "$b" --steps "$steps"
+      bench old-1.5b-b$b-again --code "$OLD" --revision "$OLD_REV" --sampler host "${B[@]}" --batch "$b" --steps "$steps"
       # compiled: a warm-up that sees every task twice (a new canvas side recompiles; learner_step exits 3
       # when the timed steps compiled anything)
       bench new-1.5b-b$b-compiled --revision "$REV" "${B[@]}" --compile --warmup 48 --batch "$b" --steps "$steps"

@@ -24,3 +24,11 @@ def peak_tflops(device: torch.device, precision: str) -> float | None:
 def train_flops_per_token(n_params: int, layers: int, width: int, seq: float) -> float:
     """Training FLOPs per token (forward + backward): 6·N + 12·L·T·d."""
     return 6.0 * n_params + 12.0 * layers * seq * width
+
+
+def agent_train_flops(views: int, side: int, n_params: int, agent) -> float:
+    """Training FLOPs of the grid agent (``agent``: its AgentConfig) on ``views`` views of one
+    canvas side: ``side * side + 1`` tokens a view (the cells and the prompt token), once per
+    refinement pass, each at :func:`train_flops_per_token`."""
+    t = side * side + 1
+    return views * t * agent.passes * train_flops_per_token(n_params, agent.num_layers, agent.d_model, t)

@@ -85,7 +85,7 @@ try:  # the device path (an older revision's tree has only the host sampler)
 except ImportError:
     DeviceSampler = None
 
-from flops import peak_tflops, train_flops_per_token  # noqa: E402  (bench/)
+from flops import agent_train_flops, peak_tflops, train_flops_per_token  # noqa: E402  (bench/)
 from step_profile import bare_qwen_step_time, kernel_breakdown, kernel_summary, profiler_activities  # noqa: E402
 from command import command_line  # noqa: E402  (bench/)
 from compiled import compiled_graphs  # noqa: E402  (bench/)
@@ -289,8 +289,7 @@ def run(shape: str, precision: str, args, device: torch.device) -> dict:
     mean_seq = tokens / max(seqs[0], 1)
     # Each step's batch has its own canvas side S (its largest view): S*S+1 tokens per view, passes
     # times over, and the forward without the refinement that prices the reward (a third of a step).
-    agent_flops = sum(v * (s * s + 1) * a.passes * train_flops_per_token(agent_params, a.num_layers, a.d_model, s * s + 1)
-                      * (1 + batch / v / 3) for v, s in cells)
+    agent_flops = sum(agent_train_flops(v, s, agent_params, a) * (1 + batch / v / 3) for v, s in cells)
     flops = tokens * train_flops_per_token(qwen_params, p.num_layers, p.hidden_size, mean_seq) + agent_flops
     peak = peak_tflops(device, precision)
     return {
@@ -448,8 +447,9 @@ def main(argv: list[str] | None = None) -> None:
                       f"{r['mean_seq']:6.0f}", flush=True)
                 if r["profile"]:
                     print(kernel_breakdown(r["profile"]), flush=True)
-                if compile_warning(r):
-                    print(compile_warning(r), flush=True)
+                warning = compile_warning(r)
+                if warning:
+                    print(warning, flush=True)
                     invalid += 1
                 if args.json:
                     append_record(args.json, record(r, args, device, where, command))
@@ -503,13 +503,14 @@ def main(argv: list[str] | None = None) -> None:
     if r["syncs"] is not None:
         lines.append(f"synchronising calls  {r['syncs_per_step']:.2f} per step"
                      + "".join(f"\n  {c / r['n']:6.2f}/step  {site}" for site, c in r["syncs"]))
-    if compile_warning(r):
-        lines.append(compile_warning(r))
+    warning = compile_warning(r)
+    if warning:
+        lines.append(warning)
     print("\n".join(lines))
     print(command)
     if args.json:
         append_record(args.json, record(r, args, device, where, command))
-    if compile_warning(r):
+    if warning:
         raise SystemExit(3)
 
 

@@ -33,7 +33,7 @@ from efe_ray.config import ExperimentConfig
 from tuning.presets import build_config
 from command import command_line
 from compiled import compiled_graphs
-from flops import train_flops_per_token
+from flops import agent_train_flops
 
 
 @dataclass
@@ -52,19 +52,16 @@ class Window:
 
 class WorkMeter:
     """Counts the agent's training FLOPs of every batch a trainee's sampler draws (it wraps
-    ``trainee.sampler.batch``): views x (S*S+1) tokens at the batch's canvas side S, each at
-    ``6 N + 12 L T d`` FLOPs, once per refinement pass."""
+    ``trainee.sampler.batch``): bench/flops.py's ``agent_train_flops`` at the batch's canvas side."""
 
     def __init__(self, trainee) -> None:
-        a = trainee.cfg.agent
         params = sum(p.numel() for p in trainee.learner.agent.parameters())
         self.flops, self.sides = 0.0, []
         draw = trainee.sampler.batch
 
         def batch(task, side=None):
             b = draw(task, side)
-            t = b.side * b.side + 1
-            self.flops += b.size * t * a.passes * train_flops_per_token(params, a.num_layers, a.d_model, t)
+            self.flops += agent_train_flops(b.size, b.side, params, trainee.cfg.agent)
             self.sides.append(b.side)
             return b
         trainee.sampler.batch = batch

@@ -50,6 +50,18 @@ def _lookup(result: dict, metric: str) -> Any:
     return node
 
 
+def finite_number(v: Any) -> float | None:
+    """``v`` as a float where it is a finite int or float (not a bool), else None."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v)
+    return None
+
+
+def highest(scored: list[tuple[float, Path]]) -> Path:
+    """The path of the highest value in ``scored``; a tie goes to the path that sorts first."""
+    return min(scored, key=lambda vt: (-vt[0], str(vt[1])))[1]
+
+
 def last_metric(result_file: str | os.PathLike[str], metric: str) -> float | None:
     """The last finite numeric value of ``metric`` in a Tune ``result.json`` (None if never reported).
 
@@ -67,9 +79,9 @@ def last_metric(result_file: str | os.PathLike[str], metric: str) -> float | Non
                 continue
             if not isinstance(result, dict):
                 continue
-            v = _lookup(result, metric)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                value = float(v)
+            v = finite_number(_lookup(result, metric))
+            if v is not None:
+                value = v
     return value
 
 
@@ -130,5 +142,5 @@ def resolve_checkpoint(path: str | os.PathLike[str], metric: str = "eval/score")
             f"{root}: {len(ckpts)} checkpoints but no trial's {RESULT_FILE} reports {metric!r}; "
             f"pass one checkpoint folder directly:\n  {listing}"
         )
-    best = min(scored, key=lambda vt: (-vt[0], str(vt[1])))[1]
+    best = highest(scored)
     return max(trials[best], key=lambda c: (_checkpoint_number(c, best), str(c)))

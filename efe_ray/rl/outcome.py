@@ -20,12 +20,11 @@ last figures.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from efe_ray.config import TuneConfig
-from efe_ray.evaluation.resolve import RESULT_FILE, last_metric
+from efe_ray.evaluation.resolve import RESULT_FILE, finite_number, highest, last_metric
 from efe_ray.rl.faults import is_retryable, root_cause
 
 EXIT_CODES = {"finished": 0, "failed": 1, "time budget": 124, "interrupted": 130}
@@ -149,14 +148,14 @@ def best_result(results, metric: str):
     """The ``Result`` whose trial's last finite ``metric`` in its ``result.json`` is highest, ties to
     the trial folder that sorts first: :func:`efe_ray.evaluation.resolve.resolve_checkpoint`'s rule
     (None when no trial reported ``metric``)."""
-    scored = []
+    scored, by_path = [], {}
     for r in results:
-        path = Path(r.path) / RESULT_FILE
-        if path.is_file():
-            value = last_metric(path, metric)
+        path = Path(r.path)
+        by_path[path] = r
+        if (path / RESULT_FILE).is_file():
+            value = last_metric(path / RESULT_FILE, metric)
         else:  # storage elsewhere (a URI): the last result Tune holds
-            v = (r.metrics or {}).get(metric)
-            value = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+            value = finite_number((r.metrics or {}).get(metric))
         if value is not None:
-            scored.append((value, str(r.path), r))
-    return min(scored, key=lambda x: (-x[0], x[1]))[2] if scored else None
+            scored.append((value, path))
+    return by_path[highest(scored)] if scored else None

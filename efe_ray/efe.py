@@ -114,6 +114,8 @@ class EFETerms:
     """Mean KL[P̃ ‖ q]."""
     mask_ratio: torch.Tensor
     """Mean fraction of target cells predicted wrong."""
+    per_sample: torch.Tensor
+    """(B,) each sample's loss (with gradient): ``loss`` is their mean."""
 
 
 def efe_loss(
@@ -148,4 +150,4 @@ def efe_loss(
     with torch.no_grad():
         parts = (ce, kl_divergence(log_q, log_p), entropy(log_q), fkl)
         terms = [masked_mean(t, loss_mask).mean() for t in parts]
-    return EFETerms(per_sample.mean(), *terms, mask_ratio.mean())
+    return EFETerms(per_sample.mean(), *terms, mask_ratio.mean(), per_sample)

@@ -15,6 +15,7 @@ from efe_ray.data.canvas import from_canvas, to_canvas
 from efe_ray.evaluate import parse_args
 from efe_ray.evaluation.adapt import adapt, log_probs, stack_views
 from efe_ray.evaluation.solve import SolveSettings, solve_group
+from efe_ray.evaluation.streams import copy_key
 from efe_ray.evaluation import views as views_mod  # not its test_views by name: pytest would collect it
 from efe_ray.evaluation.views import checkpoint_colours, colour_index, d8_views, demo_views, task_side, under
 
@@ -66,7 +67,7 @@ def test_adaptation_learns_an_offset_for_every_colour_version_but_the_first(lear
     stacked = stack_views([demo_views(learner, t, task_views(t.task_id, 2, 3, seed=0)) for t in tasks])
     copy_task = torch.tensor([0, 1])
     delta = torch.randn(2, learner.prompt.cfg.prompt_dim) * 0.1
-    adapted = adapt(learner, stacked, copy_task, delta, steps=10, lr=3e-3, views=4, seed=0)
+    adapted = adapt(learner, stacked, copy_task, delta, steps=10, lr=3e-3, views=4, keys=torch.arange(2))
     assert adapted.offsets.shape == (2, 3, learner.prompt.cfg.prompt_dim)
     assert torch.equal(adapted.offsets[:, 0], delta)  # the task's own colours: the delta, unlearned
     assert (adapted.offsets[:, 1:] - delta[:, None]).abs().amin(-1).gt(0).all()  # every other version moved
@@ -90,7 +91,7 @@ def test_answers_under_colour_versions_are_mapped_back_to_the_tasks_colours(lear
     augs = task_views("map", 1, 3, seed=0)
     demos = stack_views([demo_views(learner, task, augs)])
     adapted = adapt(learner, demos, torch.tensor([0]), torch.zeros(1, learner.prompt.cfg.prompt_dim),
-                    steps=150, lr=3e-3, views=16, seed=0)
+                    steps=150, lr=3e-3, views=16, keys=torch.tensor([copy_key(0, "map", "zero")]))
     tests = views_mod.test_views(learner, task, augs)
     logp = log_probs(adapted, stack_views([tests]), torch.tensor([0]), learner)[0]  # (3, S, S, 11)
     side = task_side(task)
@@ -145,7 +146,7 @@ def test_the_adapted_copies_score_views_in_chunks_as_in_one_pass(learner, monkey
     stacked = stack_views([demo_views(learner, t, task_views(t.task_id, 2, 2, seed=0)) for t in tasks])
     copy_task = torch.tensor([0, 1])
     adapted = adapt(learner, stacked, copy_task, torch.zeros(2, learner.prompt.cfg.prompt_dim), steps=15, lr=3e-3,
-                    views=4, seed=0)
+                    views=4, keys=torch.arange(2))
     whole = (log_probs(adapted, stacked, copy_task, learner), adapt_mod.demo_exact(adapted, stacked, copy_task, learner))
     monkeypatch.setattr(adapt_mod, "VIEW_CHUNK", 5)
     chunked = (log_probs(adapted, stacked, copy_task, learner), adapt_mod.demo_exact(adapted, stacked, copy_task, learner))

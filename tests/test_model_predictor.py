@@ -110,3 +110,36 @@ def test_the_precision_setting_overrides_the_checkpoints_and_travels_with_a_prep
     assert worker.load().learner.autocast_dtype == torch.bfloat16
     with pytest.raises(ValueError, match="precision must be one of checkpoint, fp32, bf16, fp16, got 'fp64'"):
         ModelSettings(precision="fp64")
+
+
+def test_groups_hold_tasks_of_one_side_sorted_and_never_above_the_group_size():
+    rng = np.random.default_rng(0)
+    sides = [3, 5, 3, 4, 3, 5, 3, 3, 4]
+    tasks = [make_task(f"t{i}", [(rng.integers(0, 10, (s, s)).tolist(), [[1]])] * 2, [([[1] * s] * s, None)])
+             for i, s in enumerate(sides)]
+    groups = ModelPredictor("unused", ModelSettings(group_size=2, device="cpu")).groups(tasks)
+    assert [[tasks[i].task_id for i in g] for g in groups] == [
+        ["t0", "t2"], ["t4", "t6"], ["t7"], ["t3", "t8"], ["t1", "t5"]]
+
+
+def test_a_tasks_answers_do_not_depend_on_the_tasks_evaluated_with_it(tiny_checkpoint):
+    """Adapted with other tasks of its side and of other sides, or alone, each task gets the same
+    attempts, adaptation losses and fit: its group shares its own square, and its copy draws from its
+    own stream."""
+    folder, _ = tiny_checkpoint
+    rng = np.random.default_rng(5)
+    other_side = make_task("ev-wide", [(rng.integers(0, 4, (6, 6)).tolist(), rng.integers(0, 4, (6, 6)).tolist())] * 3,
+                           [(rng.integers(0, 4, (6, 6)).tolist(), None)])
+    tasks = eval_tasks() + [other_side]
+    settings = ModelSettings(SolveSettings(tta_steps=12, tta_views=4, augmentations=2, seed=1), use_policy=False,
+                             device="cpu", group_size=16)
+    predictor = ModelPredictor(folder, settings)
+    together = {r.task_id: r for r in run_serial(tasks, predictor, progress=False)}
+    for t in tasks:
+        alone = run_serial([t], predictor, progress=False)[0]
+        mine = together[t.task_id]
+        for (a, b), (c, d) in zip(mine.attempts, alone.attempts):
+            np.testing.assert_array_equal(a, c)
+            np.testing.assert_array_equal(b, d)
+        np.testing.assert_allclose(mine.info["tta_loss"], alone.info["tta_loss"], atol=2e-4)
+        assert mine.info["tta_demo_exact"] == alone.info["tta_demo_exact"]

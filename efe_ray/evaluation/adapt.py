@@ -6,7 +6,9 @@ For a group of tasks, :func:`adapt` makes ``M`` copies of the checkpoint's agent
 fresh AdamW (no moments from the training run) for ``steps`` steps. Each step, every copy sees
 ``views`` leave-one-out views of its own task (efe_ray/evaluation/views.py: drawn uniformly from
 all demonstrations under all D8 transforms, never a test pair, never another task), with its
-delta added to the prompt; the loss is the training loss (efe_ray/efe.py), averaged over the
+delta added to the prompt. Which views a copy draws comes from its own random stream
+(efe_ray/evaluation/streams.py: keyed by the seed, its task and its delta), so a copy adapts as it
+would alone, whatever else its group holds. The loss is the training loss (efe_ray/efe.py), averaged over the
 agent's passes and summed over copies, so copies do not share gradients. The learning rate warms
 up for the first tenth of the steps and then follows a cosine to zero. Everything stays on the
 device: no host synchronisation inside the loop.
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from efe_ray.efe import efe_loss
+from efe_ray.evaluation.streams import picks
 from efe_ray.evaluation.views import ViewSet
 from efe_ray.learner import EFELearner
 from efe_ray.models.agent import OUTSIDE, GridAgent
@@ -95,7 +98,7 @@ class Adapted:
     agent: GridAgent
     """``M`` adapted copies, in eval mode."""
     losses: torch.Tensor
-    """(steps,) mean loss of the copies at each step (on the device)."""
+    """(steps, M) each copy's loss at each step (on the device)."""
     offsets: torch.Tensor
     """(M, C, P): copy ``m``'s prompt offset under colour version ``c``: its delta, plus the learned
     offset of versions 1.. (none for version 0)."""
@@ -107,11 +110,12 @@ class Adapted:
 
 
 def adapt(learner: EFELearner, demos: Stacked, copy_task: torch.Tensor, copy_delta: torch.Tensor, *,
-          steps: int, lr: float, views: int, seed: int = 0) -> Adapted:
+          steps: int, lr: float, views: int, keys: torch.Tensor) -> Adapted:
     """``M = len(copy_task)`` copies adapted to their tasks' demonstrations.
 
     ``demos``: the tasks' leave-one-out views, stacked; ``copy_task`` (M,) long: the task of each
-    copy; ``copy_delta`` (M, P): its prompt delta. The checkpoint's agent is left untouched.
+    copy; ``copy_delta`` (M, P): its prompt delta; ``keys`` (M,) int64: its random stream's key
+    (:func:`efe_ray.evaluation.streams.copy_key`). The checkpoint's agent is left untouched.
     """
     cfg = learner.cfg
     m = len(copy_task)
@@ -125,29 +129,32 @@ def adapt(learner: EFELearner, demos: Stacked, copy_task: torch.Tensor, copy_del
     warm = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: min(1.0, (t + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(t, steps) / max(steps, 1))))
-    gen = torch.Generator(device=device).manual_seed(seed)
     rows = copy_task[:, None].expand(m, views)  # (M, k)
     copy = torch.arange(m, device=device)[:, None]  # (M, 1)
-    count = demos.count[copy_task].float()[:, None]  # (M, 1)
-    losses = torch.zeros(steps, device=device)
+    count = demos.count[copy_task]  # (M,) real views of each copy's task
+    keys = keys.to(device=device, dtype=torch.int64)
+    if keys.shape != (m,):
+        raise ValueError(f"adapt: keys must be one per copy, shape ({m},), got {tuple(keys.shape)}")
+    losses = torch.zeros((steps, m), device=device)
 
     def offsets() -> torch.Tensor:  # (M, C, P)
         return copy_delta[:, None, :] + F.pad(learned, (0, 0, 1, 0))
 
     for step in range(steps):
-        pick = (torch.rand((m, views), generator=gen, device=device) * count).long()  # (M, k) view indices
+        pick = picks(keys, step, views, count)  # (M, k) view indices
         prompt = demos.prompt[rows, pick] + offsets()[copy, demos.colour[rows, pick]]  # (M, k, P)
         with learner.autocast():
             passes = agent(demos.canvas[rows, pick], prompt, demos.view[rows, pick], all_passes=True)
         target, weight, mask = demos.target[rows, pick], demos.weight[rows, pick], demos.target_mask[rows, pick]
-        loss = torch.stack([efe_loss(x.flatten(0, 1), target.flatten(0, 1), weight.flatten(0, 1),
-                                     mask.flatten(0, 1), eps=cfg.label_eps, objective=cfg.objective).loss
-                            for x in passes]).mean() * m  # the sum over copies of each copy's mean
+        per_sample = torch.stack([efe_loss(x.flatten(0, 1), target.flatten(0, 1), weight.flatten(0, 1),
+                                           mask.flatten(0, 1), eps=cfg.label_eps, objective=cfg.objective).per_sample
+                                  for x in passes])  # (passes, M * k)
+        per_copy = per_sample.mean(0).view(m, views).mean(1)  # (M,) each copy's mean over passes and views
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        per_copy.sum().backward()  # copies share no weights: each gets its own loss's gradient
         opt.step()
         sched.step()
-        losses[step] = loss.detach() / m
+        losses[step] = per_copy.detach()
     return Adapted(agent.eval(), losses, offsets().detach())
 
 

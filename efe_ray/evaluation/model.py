@@ -1,7 +1,7 @@
 """The model predictor: a trained checkpoint (and its RLlib prompt refiner) answering ARC tasks.
 
-Tasks are answered in **groups** (:meth:`ModelPredictor.groups`: tasks of similar size together,
-``group_size`` at most) by :func:`efe_ray.evaluation.solve.solve_group`: every task blinded first,
+Tasks are answered in **groups** (:meth:`ModelPredictor.groups`: tasks of one square side
+together, ``group_size`` at most) by :func:`efe_ray.evaluation.solve.solve_group`: every task blinded first,
 a prompt delta searched on its demonstrations, the agent adapted to each task's own
 demonstrations (copies trained together), and candidates scored under every D8 view. A group is
 one unit of work for efe_ray/evaluation/runner.py: one Ray task, on one GPU share.
@@ -11,7 +11,11 @@ loads and verifies the checkpoint once, in the driver, before any task runs; fro
 carries the verified bytes of ``efe_learner.pt`` (a numpy array: Ray's object store hands it to
 workers without a copy), the config and the policy built in the driver, so no worker reads (or
 unpickles) anything from the checkpoint folder, and each process builds its learner once.
-The same seed gives the same predictions whatever the group order or worker.
+The same seed gives the same predictions whatever the group order or worker, and a task's
+answers do not depend on which other tasks are evaluated with it: its group shares its square (the
+agent's logits depend on the square's side) and each adapted copy draws from its own random stream
+(efe_ray/evaluation/streams.py). A subset (``--limit``) answers its tasks as the whole split does,
+up to the rounding of batched float sums.
 """
 
 from __future__ import annotations
@@ -231,11 +235,20 @@ class ModelPredictor:
         return {"checkpoint": self.checkpoint, "settings": self.settings, "_shipped": self._shipped, "_loaded": None}
 
     def groups(self, tasks: list[Task]) -> list[list[int]]:
-        """Indices of ``tasks`` in groups of at most ``group_size``, tasks of similar size together
-        (by their square's side, then id): adapted copies share the group's largest square."""
+        """Indices of ``tasks`` in groups of at most ``group_size`` tasks of one square side (by
+        side, then id). Adapted copies share their group's square, and a cell's logits depend on
+        the square's side (efe_ray/models/agent.py): a task padded to a neighbour's larger square
+        would be answered differently than alone."""
         order = sorted(range(len(tasks)), key=lambda i: (task_side(tasks[i]), tasks[i].task_id))
         n = self.settings.group_size
-        return [order[i: i + n] for i in range(0, len(order), n)]
+        groups: list[list[int]] = []
+        for i in order:
+            last = groups[-1] if groups else None
+            if last is None or len(last) == n or task_side(tasks[last[0]]) != task_side(tasks[i]):
+                groups.append([i])
+            else:
+                last.append(i)
+        return groups
 
     def predict_group(self, tasks: list[Task]) -> list[Prediction]:
         """Predictions for ``tasks`` (one group), in their order; solved in the order of their ids, so

@@ -10,7 +10,8 @@ For a group of tasks (every task blinded first: no step below can read a test ou
    demonstrations' leave-one-out log-likelihood (computed only where there are deltas to compare:
    with the default ``none`` and no adaptation, the demonstrations' views are never built);
 3. **adaptation** (efe_ray/evaluation/adapt.py, ``tta_steps > 0``): one copy of the agent per task
-   (and per delta compared, with ``ablations``), trained together on the tasks' own demonstrations;
+   (and per delta compared, with ``ablations``), trained together on the tasks' own demonstrations,
+   each copy drawing its views from its own random stream (efe_ray/evaluation/streams.py);
 4. **candidates** (efe_ray/evaluation/candidates.py): every view's read-off and its crops to the
    sizes the demonstrations' size rules predict, scored by their log-probability under every view
    (a product of experts) plus the size prior; the two best distinct ones are the attempts.
@@ -51,6 +52,7 @@ from efe_ray.evaluation.adapt import Stacked, adapt, demo_exact, log_probs, stac
 from efe_ray.evaluation.candidates import View, predicted_sizes, rank
 from efe_ray.evaluation.predict import private_torch_rng, torch_rng_state
 from efe_ray.evaluation.search import PolicyFn, demo_log_lik, gradient_search, policy_search
+from efe_ray.evaluation.streams import copy_key
 from efe_ray.evaluation.views import (ViewSet, checkpoint_colours, demo_views, has_demo_views, task_side, test_views,
                                       under)
 from efe_ray.evaluation.voting import vote_augmented
@@ -323,12 +325,13 @@ def _adapt_keys(learner: EFELearner, shared: _Shared, adapted: list[str], info: 
     reuse = chosen == "best" and set(shared.names) <= set(adapted)
     by_key, losses, fit = _adapted(learner, taught, shared.stacked, shared.tests, shared.deltas,
                                    [v for v in adapted if v != "best"] if reuse else adapted, s)
-    if reuse:  # each task's best copy, and its fit: those of its best search
-        for table in (by_key, fit):
+    if reuse:  # each task's best copy, its loss and its fit: those of its best search
+        for table in (by_key, losses, fit):
             table[("best", True)] = {t.task_id: table[(shared.best_of[i], True)][t.task_id]
                                      for i, t in enumerate(taught)}
     for t in taught:
-        info[t.task_id]["tta_loss"] = [round(float(losses[0]), 4), round(float(losses[-1]), 4)]
+        first, last = losses[(chosen, True)][t.task_id]
+        info[t.task_id]["tta_loss"] = [round(first, 4), round(last, 4)]
         info[t.task_id]["tta_demo_exact"] = round(fit[(chosen, True)][t.task_id], 4)
     return by_key
 
@@ -362,22 +365,25 @@ def _search(learner: EFELearner, policy: PolicyFn | None, taught: list[Task], st
     return deltas, {n: v.tolist() for n, v in ll.items()}, [names[int(i)] for i in pick]
 
 
-def _adapted(learner, taught, stacked, tests, deltas, variants, s) -> tuple[dict, np.ndarray, dict]:
+def _adapted(learner, taught, stacked, tests, deltas, variants, s) -> tuple[dict, dict, dict]:
     """((variant, True) -> task id -> test-view log-probs of its adapted copy, one copy per (variant,
-    task); the loss per step (steps,); (variant, True) -> task id -> the share of its demonstration
-    views the adapted copy predicts exactly)."""
+    task); (variant, True) -> task id -> the copy's loss at its first and last step; (variant, True)
+    -> task id -> the share of its demonstration views the adapted copy predicts exactly)."""
     k = len(taught)
     copy_task = torch.arange(k, device=stacked.prompt.device).repeat(len(variants))  # (M,)
     copy_delta = torch.cat([deltas[v] for v in variants])  # (M, P)
+    keys = torch.tensor([copy_key(s.seed, t.task_id, v) for v in variants for t in taught])  # (M,)
     adapted = adapt(learner, stacked, copy_task, copy_delta, steps=s.tta_steps, lr=s.tta_lr[0],
-                    views=s.tta_views, seed=s.seed)
+                    views=s.tta_views, keys=keys)
     test_stack = stack_views([tests[t.task_id] for t in taught])
     lp = log_probs(adapted, test_stack, copy_task, learner).cpu().numpy()  # (M, V, S, S, 11)
     out = {(v, True): {t.task_id: lp[j * k + i, : len(tests[t.task_id])] for i, t in enumerate(taught)}
            for j, v in enumerate(variants)}
     exact = demo_exact(adapted, stacked, copy_task, learner).tolist()  # (M,)
     fit = {(v, True): {t.task_id: exact[j * k + i] for i, t in enumerate(taught)} for j, v in enumerate(variants)}
-    return out, adapted.losses.cpu().numpy(), fit
+    ends = adapted.losses[[0, -1]].T.tolist()  # (M, 2): each copy's first and last loss
+    loss = {(v, True): {t.task_id: ends[j * k + i] for i, t in enumerate(taught)} for j, v in enumerate(variants)}
+    return out, loss, fit
 
 
 def _unadapted(learner, tasks, tests, delta: torch.Tensor | None = None) -> dict[str, np.ndarray]:

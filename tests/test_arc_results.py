@@ -20,6 +20,7 @@ EVAL_ONLY = BENCH / "arc_lease" / "2026-12-07-f"  # the cosine lease's exports s
 ONE_LEASE = BENCH / "arc_lease" / "2026-12-07-g"  # trained and scored on one H100, two adaptation rates merged
 TWO_RATES = BENCH / "arc_lease" / "2026-12-07-h"  # the same, the two rates in one evaluation as the model
 RESCORED = BENCH / "arc_lease" / "2026-12-07-i"  # TWO_RATES's exports scored again: 6 minutes, equal time, ARC-AGI-2
+GROUPED = BENCH / "arc_lease" / "2026-12-07-j"  # TWO_RATES's export, evaluation groups of one side
 
 
 def test_the_first_single_gpu_lease_rebuilds_its_table():
@@ -143,7 +144,19 @@ def test_the_lease_that_scored_the_two_rates_export_again_is_the_committed_recor
     assert all(r["trained_in"]["revision"] == "8697afa" and r["commands"][0] == trained["train_command"] for r in rows)
 
 
-def test_the_committed_records_are_the_seven_single_gpu_leases():
+def test_the_two_rates_row_scored_with_groups_of_one_side():
+    """2026-12-07-j: the 8697afa export's row ``model`` (two rates merged) at ac7afbd, whose evaluation
+    groups tasks of one square side and gives each adapted copy its own random stream."""
+    stored = json.loads((BENCH / "arc_results.json").read_text())
+    rows = arc_results.records(GROUPED, "NVIDIA H100 80GB HBM3", "ac7afbd", "2026-12-07",
+                               trained_in=arc_results.training_lease(stored, "8697afa", "2026-12-07"))
+    got = {r["method"]: (r["pass2_task"], r["solved_outputs"], r["not_answered_in_time"]) for r in rows}
+    assert got == {"model": (13.91, 61, 0), "model-lr0.003": (10.53, 48, 0), "model-lr0.01": (13.53, 59, 0)}
+    assert "--tta-lr 0.003 0.01 --tta-views 16" in rows[0]["commands"][1]
+    assert all((r["train_gpu_min"], r["eval_gpu_min"]) == (9.7, 8.0) for r in rows)  # one 477 s stage
+
+
+def test_the_committed_records_are_the_eight_single_gpu_leases():
     stored = json.loads((BENCH / "arc_results.json").read_text())
     rows = (arc_results.records(SCALING, "NVIDIA H100 80GB HBM3", "702de3f", "2026-12-06")
             + arc_results.records(REPLICATE, "NVIDIA H100 80GB HBM3", "78f6279", "2026-12-06")
@@ -153,6 +166,8 @@ def test_the_committed_records_are_the_seven_single_gpu_leases():
             + arc_results.records(ONE_LEASE, "NVIDIA H100 80GB HBM3", "c0f7e25", "2026-12-07")
             + arc_results.records(TWO_RATES, "NVIDIA H100 80GB HBM3", "8697afa", "2026-12-07")
             + arc_results.records(RESCORED, "NVIDIA H100 80GB HBM3", "1331b06", "2026-12-07",
+                                  trained_in=arc_results.training_lease(stored, "8697afa", "2026-12-07"))
+            + arc_results.records(GROUPED, "NVIDIA H100 80GB HBM3", "ac7afbd", "2026-12-07",
                                   trained_in=arc_results.training_lease(stored, "8697afa", "2026-12-07")))
     assert [{k: v for k, v in r.items() if k != "commands"} for r in stored] == \
         [{k: v for k, v in r.items() if k != "commands"} for r in rows]

@@ -1,4 +1,5 @@
-"""bench/ray_overhead.py: its two loops compare by the agent's work, not only by steps."""
+"""bench/ray_overhead.py: its two loops compare by the agent's work, not only by steps, and a compiled
+loop meets every task side before it is timed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from ray_overhead import WorkMeter  # noqa: E402  (a script of bench/)
+from ray_overhead import WorkMeter, warm_every_side  # noqa: E402  (a script of bench/)
 
 from efe_ray.config import AgentConfig  # noqa: E402
 from efe_ray.models.agent import GridAgent  # noqa: E402
@@ -36,3 +37,17 @@ def test_the_meter_counts_each_batch_at_its_own_canvas_side():
     assert w.tflops == pytest.approx((flops(3) + flops(5)) / 0.5 / 1e12)
     meter.reset()
     assert meter.flops == 0 and meter.window(1, 1.0, 0).mean_side == 0.0
+
+
+def test_the_warm_up_acts_once_on_a_task_of_every_side_smallest_first():
+    from efe_ray.data.task import Pair, Task, as_grid
+
+    def task(tid, side):
+        g = as_grid([[1] * side] * side)
+        return Task(tid, (Pair(g, g), Pair(g, g)), (Pair(g, None),))
+    tasks = [task("a", 5), task("b", 3), task("c", 5), task("d", 9), task("e", 3)]
+    acted = []
+    deltas = iter(range(100))
+    trainee = SimpleNamespace(sampler=SimpleNamespace(tasks=tasks), act=lambda t, d: acted.append((t.task_id, d)))
+    assert warm_every_side(trainee, lambda: next(deltas)) == [3, 5, 9]
+    assert acted == [("b", 0), ("a", 1), ("d", 2)]  # the first task of each side, a fresh delta each

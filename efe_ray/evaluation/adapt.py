@@ -21,8 +21,10 @@ sees through their offset, as a task id per augmented version does in TRM. With 
 is no offset to learn and adaptation is what it was.
 
 The prompt encoder is not adapted: the views' prompts are computed once (constants here), which is
-what makes the batched step cheap. Copies of tasks with different squares share the group's
-largest square: smaller ones are padded with OUTSIDE, which their loss weights leave out.
+what makes the batched step cheap. Copies of tasks with different squares share the largest
+square (smaller ones are padded with OUTSIDE, which their loss weights leave out); since a cell's
+logits depend on the square's side, evaluation groups tasks of one side
+(efe_ray/evaluation/model.py), so that no copy is padded.
 """
 
 from __future__ import annotations

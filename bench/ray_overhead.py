@@ -130,8 +130,8 @@ def through_rllib(cfg: ExperimentConfig, iterations: int, device: torch.device) 
         algo = EFEPPO(config=pc)
         meter = WorkMeter(algo.trainee)
         if cfg.learner.compile:
-            rng = np.random.default_rng(1)
-            warm_every_side(algo.trainee, lambda: algo.trainee.refiner.delta(rng.uniform(-1, 1, cfg.env.action_dim)))
+            rng, refiner = np.random.default_rng(1), algo.trainee.refiner
+            warm_every_side(algo.trainee, lambda: refiner.delta(rng.uniform(-1, 1, cfg.env.action_dim)))
         algo.train()  # warm-up (and the first held-out evaluation)
         learner = algo.trainee.learner
         sync(device)

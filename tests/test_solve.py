@@ -92,7 +92,8 @@ def test_copies_of_a_group_adapt_each_to_its_own_task(learner):
         out = 0.0
         for name, p in one.named_parameters():
             full = first[name].detach()
-            mine = full[:, j: j + 1] if name == "coord_emb" else full.view(2, -1)[j: j + 1] if name == "stem" else full[j: j + 1]
+            mine = (full[:, j: j + 1] if name == "coord_emb" else full.view(2, -1)[j: j + 1] if name == "stem"
+                    else full[j: j + 1])
             out = max(out, float((mine.reshape(p.shape) - p.detach()).abs().max()))
         return out
 

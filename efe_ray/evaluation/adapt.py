@@ -7,9 +7,9 @@ fresh AdamW (no moments from the training run) for ``steps`` steps. Each step, e
 ``views`` leave-one-out views of its own task (efe_ray/evaluation/views.py: drawn uniformly from
 all demonstrations under all D8 transforms, never a test pair, never another task), with its
 delta added to the prompt. Which views a copy draws comes from its own random stream
-(efe_ray/evaluation/streams.py: keyed by the seed, its task and its delta), so a copy adapts as it
-would alone, whatever else its group holds. The loss is the training loss (efe_ray/efe.py), averaged over the
-agent's passes and summed over copies, so copies do not share gradients. The learning rate warms
+(efe_ray/evaluation/streams.py: keyed by the seed, its task and its delta), so a copy adapts as
+it would alone, whatever else its group holds. The loss is the training loss (efe_ray/efe.py),
+averaged over the agent's passes and summed over copies, so copies do not share gradients. The learning rate warms
 up for the first tenth of the steps and then follows a cosine to zero. Everything stays on the
 device: no host synchronisation inside the loop.
 

@@ -43,7 +43,7 @@ bench() {
   local name=$1; shift
   say "learner_step $name: $*"
   timeout "${BENCH_S:-420}" python3 bench/learner_step.py --device cuda --precision bf16 --json "$J" "$@" > "$WORK/$name.log" 2>&1
-  say "  exit $? $(grep -E '^samples/s|MFU|busy' "$WORK/$name.log" | tr '\n' ' ' | cut -c1-240)"
+  say "  exit $? $(grep -E -A1 '^samples/s|MFU|busy' "$WORK/$name.log" | grep -v '^--' | tr '\n' ' ' | cut -c1-240)"  # --compare: the header and its row
   pack
 }
 ARC=(--preset arc --steps 20 --profile)          # the command the issue measured today's step with

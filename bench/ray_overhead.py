@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from efe_ray.config import ExperimentConfig
-from tuning.presets import build_config
 from efe_ray.data.task import task_side
+from tuning.presets import build_config
 from command import command_line
 from compiled import compiled_graphs
 from flops import agent_train_flops
@@ -76,16 +76,22 @@ class WorkMeter:
                       graphs)
 
 
-def warm_every_side(trainee, delta) -> list[int]:
+def random_delta(trainee, rng: np.random.Generator) -> torch.Tensor:
+    """The refiner's prompt delta for a uniformly random action, as the loops act with."""
+    return trainee.refiner.delta(rng.uniform(-1, 1, trainee.cfg.env.action_dim))
+
+
+def warm_every_side(trainee, rng: np.random.Generator) -> list[int]:
     """One action (``trainee.act``) on a task of each task side the trainee's sampler holds, smallest
-    first, each with a fresh ``delta()``: the compiled step meets every canvas side before a timed
-    window does. Returns the sides, in the order they were met."""
+    first, each with a fresh :func:`random_delta`: the compiled step meets every canvas side before a
+    timed window does. Returns the sides, in the order they were met."""
     by_side = {}
     for t in trainee.sampler.tasks:
         by_side.setdefault(task_side(t), t)
-    for side in sorted(by_side):
-        trainee.act(by_side[side], delta())
-    return sorted(by_side)
+    sides = sorted(by_side)
+    for side in sides:
+        trainee.act(by_side[side], random_delta(trainee, rng))
+    return sides
 
 
 def sync(device: torch.device) -> None:
@@ -99,10 +105,10 @@ def bare_loop(cfg: ExperimentConfig, steps: int, warmup: int, device: torch.devi
 
     trainee = build_trainee(cfg)
     meter = WorkMeter(trainee)
-    learner, sampler, refiner = trainee.learner, trainee.sampler, trainee.refiner
+    learner, sampler = trainee.learner, trainee.sampler
     rng = np.random.default_rng(0)
     if cfg.learner.compile:
-        warm_every_side(trainee, lambda: refiner.delta(rng.uniform(-1, 1, cfg.env.action_dim)))
+        warm_every_side(trainee, rng)
     task, steps0 = None, 0
     for i in range(warmup + steps):
         if i == warmup:
@@ -111,7 +117,7 @@ def bare_loop(cfg: ExperimentConfig, steps: int, warmup: int, device: torch.devi
             steps0, graphs0, start = learner.steps, compiled_graphs(), time.perf_counter()
         if i % cfg.env.steps_per_episode == 0:
             task = sampler.sample_task()
-        trainee.act(task, refiner.delta(rng.uniform(-1, 1, cfg.env.action_dim)))
+        trainee.act(task, random_delta(trainee, rng))
     sync(device)
     return meter.window(learner.steps - steps0, time.perf_counter() - start, compiled_graphs() - graphs0)
 
@@ -130,8 +136,7 @@ def through_rllib(cfg: ExperimentConfig, iterations: int, device: torch.device) 
         algo = EFEPPO(config=pc)
         meter = WorkMeter(algo.trainee)
         if cfg.learner.compile:
-            rng, refiner = np.random.default_rng(1), algo.trainee.refiner
-            warm_every_side(algo.trainee, lambda: refiner.delta(rng.uniform(-1, 1, cfg.env.action_dim)))
+            warm_every_side(algo.trainee, np.random.default_rng(1))
         algo.train()  # warm-up (and the first held-out evaluation)
         learner = algo.trainee.learner
         sync(device)

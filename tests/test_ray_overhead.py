@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,11 @@ def test_the_warm_up_acts_once_on_a_task_of_every_side_smallest_first():
         return Task(tid, (Pair(g, g), Pair(g, g)), (Pair(g, None),))
     tasks = [task("a", 5), task("b", 3), task("c", 5), task("d", 9), task("e", 3)]
     acted = []
-    deltas = iter(range(100))
-    trainee = SimpleNamespace(sampler=SimpleNamespace(tasks=tasks), act=lambda t, d: acted.append((t.task_id, d)))
-    assert warm_every_side(trainee, lambda: next(deltas)) == [3, 5, 9]
-    assert acted == [("b", 0), ("a", 1), ("d", 2)]  # the first task of each side, a fresh delta each
+    refiner = SimpleNamespace(delta=lambda action: float(action[0]))  # the action's first value stands for it
+    trainee = SimpleNamespace(sampler=SimpleNamespace(tasks=tasks), refiner=refiner,
+                              cfg=SimpleNamespace(env=SimpleNamespace(action_dim=3)),
+                              act=lambda t, d: acted.append((t.task_id, d)))
+    assert warm_every_side(trainee, np.random.default_rng(7)) == [3, 5, 9]
+    assert [tid for tid, _ in acted] == ["b", "a", "d"]  # the first task of each side, smallest side first
+    draws = np.random.default_rng(7).uniform(-1, 1, (3, 3))[:, 0].tolist()
+    assert [d for _, d in acted] == draws  # a fresh random action each

@@ -42,7 +42,7 @@ def saved_iterations(path):
         with open(states[-1]) as f:
             trials = json.load(f)["trial_data"]
         return [json.loads(runtime).get("last_result", {}).get("training_iteration", 0) for _, runtime in trials]
-    except (json.JSONDecodeError, KeyError, ValueError):  # being written: read again later
+    except (KeyError, ValueError):  # being written (json.JSONDecodeError is a ValueError): read again later
         return []
 
 

@@ -21,6 +21,7 @@ up to the rounding of batched float sums.
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -239,15 +240,13 @@ class ModelPredictor:
         side, then id). Adapted copies share their group's square, and a cell's logits depend on
         the square's side (efe_ray/models/agent.py): a task padded to a neighbour's larger square
         would be answered differently than alone."""
-        order = sorted(range(len(tasks)), key=lambda i: (task_side(tasks[i]), tasks[i].task_id))
+        side = [task_side(t) for t in tasks]
+        order = sorted(range(len(tasks)), key=lambda i: (side[i], tasks[i].task_id))
         n = self.settings.group_size
         groups: list[list[int]] = []
-        for i in order:
-            last = groups[-1] if groups else None
-            if last is None or len(last) == n or task_side(tasks[last[0]]) != task_side(tasks[i]):
-                groups.append([i])
-            else:
-                last.append(i)
+        for _, run in itertools.groupby(order, key=side.__getitem__):  # the tasks of one side, in order
+            same = list(run)
+            groups += [same[j: j + n] for j in range(0, len(same), n)]
         return groups
 
     def predict_group(self, tasks: list[Task]) -> list[Prediction]:

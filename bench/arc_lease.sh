@@ -16,6 +16,7 @@
 #   bash bench/arc_lease.sh eval-notta # the final checkpoint without adaptation (the row model-no-tta)
 #   bash bench/arc_lease.sh ablate     # recipe arms trained side by side on the same GPUs, each scored on
 #                                      # the first ABLATE_LIMIT ARC-AGI-1 evaluation tasks
+#   bash bench/arc_lease.sh eval-ablate # the arms of an ablate stage run with ABLATE_EVAL_S=0, scored
 #   bash bench/arc_lease.sh pack       # archives of what exists so far (reports, TensorBoard files, exports)
 #
 # SETS="learner.ema_decay=0.999 learner.compile=true" on train: config overrides of the main search
@@ -29,6 +30,8 @@
 # the same time and share the GPUs, so they get equal compute. Each is exported and scored with
 # eval-main's settings on the first ABLATE_LIMIT tasks (ABLATE_EVAL_S seconds): the rows
 # model-ablate-NAME, comparable with each other (not with the main search, which had a GPU alone).
+# ABLATE_EVAL_S=0 on ablate trains the arms only; eval-ablate (the same ARMS) scores them in the next
+# command, where training and scoring do not fit one.
 #
 # SNAP=3min on train or resume also exports the main search's checkpoint as it stands after the stage
 # (export-arc-3min), which eval-scale scores with eval-main's settings as the row model-train-3min.
@@ -66,7 +69,7 @@
 # on the CPU with tiny models and budgets: what tests the script before a lease; DRY_G=1 as on one GPU).
 # bench/arc_results.py turns what comes back into bench/arc_results.json and the table of RESULTS.md.
 set -uo pipefail
-stage=${1:?usage: bash bench/arc_lease.sh train|resume|eval-main|eval-more|eval-notta|eval-scale|eval-tta|ablate|scale|pack}
+stage=${1:?usage: bash bench/arc_lease.sh train|resume|eval-main|eval-more|eval-notta|eval-scale|eval-tta|ablate|eval-ablate|scale|pack}
 RUNS=${RUNS:-/root/arc_runs}
 OUT=${OUT:-$PWD/arc_out}
 mkdir -p "$RUNS" "$OUT"
@@ -171,6 +174,31 @@ searches() {
   snapshot
   ok $rc_main && ok $rc_abl
 }
+# score_arms: each arm of ARMS exported (export-ablate-NAME) and scored with eval-main's settings on the first
+# ABLATE_LIMIT tasks in ABLATE_EVAL_S seconds (the row model-ablate-NAME); fails if any arm did
+score_arms() {
+  local arm name r rc=0
+  for arm in "${arms[@]}"; do
+    name=${arm%%:*}
+    python3 -m efe_ray.export --checkpoint "$RUNS/ablate-$name" --out "$RUNS/export-ablate-$name" --dtype bf16 \
+      > "$OUT/export_ablate-$name.log" 2>&1 || { rc=1; say "  arm $name: export failed"; continue; }
+    evaluate "$RUNS/export-ablate-$name" arc1-eval "arc1-eval-ablate-$name" "$TTA_STEPS" "$ABLATE_EVAL_S" \
+      --limit ${ABLATE_LIMIT:-100} --drop-leaked ${EVAL_ARGS:-}
+    r=$?; [[ $r == 0 || $r == 4 ]] || rc=$r
+    tail -n 4 "$OUT/eval_arc1-eval-ablate-$name.log" | tee -a "$LOG"
+  done
+  return $rc
+}
+if [[ "$stage" == ablate || "$stage" == eval-ablate ]]; then  # every arm checked before any starts
+  arms=(${ARMS:-})
+  ((${#arms[@]})) || { say "ARMS: none given (space-separated NAME:key=value,... arms, e.g. \"base: no-warmup:learner.warmup_steps=0\")"; exit 2; }
+  for arm in "${arms[@]}"; do
+    [[ "${arm%%:*}" =~ ^[A-Za-z0-9_-]+$ && "$arm" == *:* ]] || { say "ARMS: bad arm '$arm' (NAME:key=value,...)"; exit 2; }
+  done
+fi
+ABLATE_EVAL_S=${ABLATE_EVAL_S:-90}  # each arm's evaluation budget; 0 on ablate: the arms are scored by eval-ablate
+[[ "$ABLATE_EVAL_S" =~ ^[0-9]+$ ]] || { say "ABLATE_EVAL_S: '$ABLATE_EVAL_S' is not a whole number of seconds"; exit 2; }
+[[ "$ABLATE_EVAL_S" != 0 || "$stage" != eval-ablate ]] || { say "ABLATE_EVAL_S: 0 gives eval-ablate no time"; exit 2; }
 started=$(date +%s)
 # Every stage's wall time and GPU count, for the GPU-minutes of bench/arc_results.py.
 trap 'echo "{\"stage\": \"$stage\", \"seconds\": $(( $(date +%s) - started )), \"gpus\": $G}" >> "$OUT/stages.jsonl"' EXIT
@@ -261,10 +289,6 @@ eval-more)
     [[ -f "$OUT/eval_$f.log" ]] && tail -n 7 "$OUT/eval_$f.log" | tee -a "$LOG"
   done ;;
 ablate)
-  arms=(${ARMS:?ARMS: space-separated NAME:key=value,... arms, e.g. "base: no-warmup:learner.warmup_steps=0"})
-  for arm in "${arms[@]}"; do  # every arm checked before any starts
-    [[ "${arm%%:*}" =~ ^[A-Za-z0-9_-]+$ && "$arm" == *:* ]] || { say "ablate: bad arm '$arm' (NAME:key=value,...)"; exit 2; }
-  done
   say "ablate: ${#arms[@]} arms side by side on GPUs $MAIN_GPUS for ${ABLATE_S:=240}s${SETS:+, --set $SETS}"
   pids=()
   for arm in "${arms[@]}"; do
@@ -278,16 +302,12 @@ ablate)
   done
   rc=0
   for i in "${!arms[@]}"; do wait "${pids[$i]}"; r=$?; ok $r || { rc=$r; say "  arm ${arms[$i]%%:*}: exit $r"; }; done
-  for arm in "${arms[@]}"; do
-    name=${arm%%:*}
-    python3 -m efe_ray.export --checkpoint "$RUNS/ablate-$name" --out "$RUNS/export-ablate-$name" --dtype bf16 \
-      > "$OUT/export_ablate-$name.log" 2>&1 || { rc=1; say "  arm $name: export failed"; continue; }
-    evaluate "$RUNS/export-ablate-$name" arc1-eval "arc1-eval-ablate-$name" "$TTA_STEPS" ${ABLATE_EVAL_S:-90} \
-      --limit ${ABLATE_LIMIT:-100} --drop-leaked ${EVAL_ARGS:-}
-    r=$?; [[ $r == 0 || $r == 4 ]] || rc=$r
-    tail -n 4 "$OUT/eval_arc1-eval-ablate-$name.log" | tee -a "$LOG"
-  done
+  if [[ "$ABLATE_EVAL_S" == 0 ]]; then say "ablate: the arms are scored by eval-ablate"
+  else score_arms || rc=$?; fi
   [[ $rc == 0 ]] ;;
+eval-ablate)  # the arms an earlier ablate stage trained (the same ARMS), scored as ablate scores them
+  say "eval-ablate: ${#arms[@]} arms on the first ${ABLATE_LIMIT:-100} ARC-AGI-1 evaluation tasks"
+  score_arms ;;
 eval-scale)
   say "eval-scale: ARC-AGI-1 evaluation of the snapshots, with eval-main's settings"
   rc=0

@@ -78,3 +78,25 @@ def test_a_final_row_name_is_checked(tmp_path, value, why):
     out = run(tmp_path, "eval-scale", SCALE_FINAL=value)
     assert out.returncode == 2 and (f"SCALE_FINAL: '{value}'" in out.stdout or f"SCALE_FINAL: {value} " in out.stdout)
     assert why in out.stdout and not list((tmp_path / "out").glob("eval_*.log"))
+
+
+@pytest.mark.parametrize(("stage", "env", "said"), [
+    ("ablate", {}, "ARMS: none given"),
+    ("eval-ablate", {"ARMS": "base: no warmup"}, "ARMS: bad arm 'no'"),
+    ("ablate", {"ARMS": "base:", "ABLATE_EVAL_S": "1.5"}, "ABLATE_EVAL_S: '1.5' is not a whole number of seconds"),
+    ("eval-ablate", {"ARMS": "base:", "ABLATE_EVAL_S": "0"}, "ABLATE_EVAL_S: 0 gives eval-ablate no time"),
+])
+def test_ablation_settings_are_checked_before_any_arm_starts(tmp_path, stage, env, said):
+    out = run(tmp_path, stage, **env)
+    assert out.returncode == 2 and said in out.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lease.log"]
+    assert not any((tmp_path / "runs").iterdir())
+
+
+def test_eval_ablate_scores_each_arm_named_and_reports_one_that_was_not_trained(tmp_path):
+    out = run(tmp_path, "eval-ablate", ARMS="base: no-warmup:learner.warmup_steps=0")
+    assert out.returncode != 0  # neither arm has a checkpoint: both exports fail, and the stage says so
+    assert "arm base: export failed" in out.stdout and "arm no-warmup: export failed" in out.stdout
+    exports = sorted(p.name for p in (tmp_path / "out").glob("export_ablate-*.log"))
+    assert exports == ["export_ablate-base.log", "export_ablate-no-warmup.log"]
+    assert "ablate-base" in (tmp_path / "out" / "export_ablate-base.log").read_text()

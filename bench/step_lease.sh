@@ -13,7 +13,8 @@
 #   OLD=old280 OLD_REV=280afa4 bash bench/step_lease.sh again    # without the profiler, expandable segments, a trace
 #   TRIAL_S=150 bash bench/step_lease.sh ray                     # RLlib against the bare loop; a real Tune trial
 #                                                                 # (TRIAL_S=0: the overhead alone; RAY_S: its limit,
-#                                                                 # default 200 s)
+#                                                                 # default 300 s: the warm-up on
+#                                                                 # every task side compiles first)
 #   REV=abc1234 bash bench/step_lease.sh heads                    # the 1,024-view compiled step at head width 32
 #                                                                 # (4 heads, the preset) and 64 (2 heads); with
 #                                                                 # OLD and OLD_REV, the old tree's step first
@@ -133,7 +134,7 @@ case $stage in
   ray)
     sets=(); for kv in ${SETS:-}; do sets+=(--set "$kv"); done
     say "ray_overhead, arc preset ${SETS:-}"
-    timeout "${RAY_S:-200}" python3 bench/ray_overhead.py --preset arc --device cuda --iterations 3 \
+    timeout "${RAY_S:-300}" python3 bench/ray_overhead.py --preset arc --device cuda --iterations 3 \
       --set rl.train_batch_size=32 --set rl.minibatch_size=16 "${sets[@]}" > "$WORK/ray_overhead.log" 2>&1
     say "  exit $? $(grep -E 'ratio|steps/s' "$WORK/ray_overhead.log" | tr '\n' ' ')"
     pack

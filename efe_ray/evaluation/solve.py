@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -375,15 +375,17 @@ def _adapted(learner, taught, stacked, tests, deltas, variants, s) -> tuple[dict
     keys = torch.tensor([copy_key(s.seed, t.task_id, v) for v in variants for t in taught])  # (M,)
     adapted = adapt(learner, stacked, copy_task, copy_delta, steps=s.tta_steps, lr=s.tta_lr[0],
                     views=s.tta_views, keys=keys)
+
+    def per_copy(value: Callable[[int, Task], Any]) -> dict:  # (variant, True) -> task id -> value(copy row, task)
+        return {(v, True): {t.task_id: value(j * k + i, t) for i, t in enumerate(taught)}
+                for j, v in enumerate(variants)}
+
     test_stack = stack_views([tests[t.task_id] for t in taught])
     lp = log_probs(adapted, test_stack, copy_task, learner).cpu().numpy()  # (M, V, S, S, 11)
-    out = {(v, True): {t.task_id: lp[j * k + i, : len(tests[t.task_id])] for i, t in enumerate(taught)}
-           for j, v in enumerate(variants)}
     exact = demo_exact(adapted, stacked, copy_task, learner).tolist()  # (M,)
-    fit = {(v, True): {t.task_id: exact[j * k + i] for i, t in enumerate(taught)} for j, v in enumerate(variants)}
     ends = adapted.losses[[0, -1]].T.tolist()  # (M, 2): each copy's first and last loss
-    loss = {(v, True): {t.task_id: ends[j * k + i] for i, t in enumerate(taught)} for j, v in enumerate(variants)}
-    return out, loss, fit
+    return (per_copy(lambda c, t: lp[c, : len(tests[t.task_id])]), per_copy(lambda c, t: ends[c]),
+            per_copy(lambda c, t: exact[c]))
 
 
 def _unadapted(learner, tasks, tests, delta: torch.Tensor | None = None) -> dict[str, np.ndarray]:
